@@ -1,0 +1,1 @@
+//! Advertisement codecs (being written).

@@ -1,0 +1,9 @@
+//! Bluezone v3 (`shared/spec/bluezone.md`).
+//!
+//! - [`rolling`]: the daily-key chain, the sub-key chain, 12-byte IDs, slot arithmetic.
+//! - [`f0`]: the positive-case (F0) JSON list.
+
+pub mod f0;
+pub mod rolling;
+
+pub use rolling::*;

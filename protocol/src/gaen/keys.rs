@@ -1,0 +1,1 @@
+//! GAEN keys (being written).

@@ -1,0 +1,9 @@
+//! Exposure Notification v1.2 (`shared/spec/gaen.md`).
+//!
+//! - [`keys`]: ENIN arithmetic, TEK → RPIK/AEMK, RPIs (all 144 of a key in one AES pass), AEM, metadata.
+//! - [`export`]: the signed diagnosis-key export zip (`export.bin` + `export.sig`).
+
+pub mod export;
+pub mod keys;
+
+pub use keys::*;

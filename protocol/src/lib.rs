@@ -1,0 +1,20 @@
+//! Sans-I/O core of bluezoned.
+//!
+//! Everything here is deterministic: no sockets, files, Bluetooth, async runtime or clock. Every
+//! function that depends on time takes the time (unix seconds) as an argument, and randomness comes
+//! in as an `RngCore`. That makes every codec and derivation testable byte for byte against the
+//! published vectors, and benchmarkable in isolation.
+//!
+//! - [`ids`]: newtypes for keys and identifiers (secrets zeroize and never print).
+//! - [`bluezone`]: Bluezone v3 rolling IDs and the F0 case-list JSON (`shared/spec/bluezone.md`).
+//! - [`gaen`]: Exposure Notification v1.2 crypto and signed export files (`shared/spec/gaen.md`).
+//! - [`adv`]: BLE advertisement codecs for both protocols.
+//! - [`time`]: UTC day and slot arithmetic shared by both.
+
+pub mod adv;
+pub mod bluezone;
+pub mod gaen;
+pub mod ids;
+pub mod time;
+
+pub use ids::{Aem, DailyKey, HexError, PeerId, Rpi, RollingId, Tek};
