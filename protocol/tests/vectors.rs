@@ -1,0 +1,107 @@
+//! Pins the derivations to the published vectors in `shared/testdata/` (read in place; CI lays
+//! `shared/` beside the checkout as it is for development).
+
+use bluezone_protocol::bluezone::SlotsPerDay;
+use bluezone_protocol::gaen::{self, Aemk, Enin, Metadata, Rpik};
+use bluezone_protocol::{Aem, DailyKey, Rpi, RollingId, Tek};
+
+fn testdata(rel: &str) -> String {
+    let p = format!("{}/../../shared/testdata/{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {p}: {e}"))
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.strip_prefix(key)?.strip_prefix(' ')
+}
+
+#[test]
+fn bluezone_rolling_ids_match_all_vectors() {
+    let text = testdata("bluezone/rolling-id-vectors.txt");
+    let mut base = None;
+    let mut base_day = 0i64;
+    let mut daily = Vec::new();
+    let mut ids = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(v) = field(line, "base_key") {
+            base = Some(DailyKey::from_hex(v).unwrap());
+        } else if let Some(v) = field(line, "base_day_unix") {
+            base_day = v.parse().unwrap();
+        } else if let Some(v) = field(line, "daily_key") {
+            let (n, k) = v.split_once(' ').unwrap();
+            daily.push((n.parse::<u32>().unwrap(), k.to_string()));
+        } else if let Some(v) = field(line, "id") {
+            let c: Vec<&str> = v.split(' ').collect();
+            ids.push((
+                c[0].parse::<u32>().unwrap(),
+                c[1].parse::<u32>().unwrap(),
+                c[2].parse::<i64>().unwrap(),
+                RollingId::from_hex(c[3]).unwrap(),
+            ));
+        }
+    }
+    let base = base.expect("base_key line");
+    assert_eq!(daily.len(), 3);
+    for (n, hex) in &daily {
+        assert_eq!(&base.advance(*n).to_hex(), hex, "daily_key {n}");
+    }
+    assert_eq!(ids.len(), 192, "two days of 96 IDs");
+    for day in 0..2u32 {
+        let key = base.advance(day);
+        let start = base_day + day as i64 * 86400;
+        let schedule: Vec<_> = key.day_schedule(start, SlotsPerDay::DEFAULT).collect();
+        let expected: Vec<_> = ids
+            .iter()
+            .filter(|(d, ..)| *d == day)
+            .map(|(_, _, t, id)| (*t, *id))
+            .collect();
+        assert_eq!(schedule, expected, "day {day}");
+        for (_, slot, t, id) in ids.iter().filter(|(d, ..)| *d == day) {
+            assert_eq!(key.id(*slot), *id);
+            assert_eq!(SlotsPerDay::DEFAULT.slot(*t), *slot);
+            assert_eq!(SlotsPerDay::DEFAULT.slot(*t + 899), *slot);
+        }
+    }
+}
+
+#[test]
+fn gaen_all_144_official_vectors() {
+    let text = testdata("gaen/en-v1.2-vectors.txt");
+    let mut tek = None;
+    let mut rpik_hex = String::new();
+    let mut aemk_hex = String::new();
+    let mut metadata = [0u8; 4];
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(v) = field(line, "tek") {
+            tek = Some(Tek::from_hex(v).unwrap());
+        } else if let Some(v) = field(line, "rpik") {
+            rpik_hex = v.to_string();
+        } else if let Some(v) = field(line, "aemk") {
+            aemk_hex = v.to_string();
+        } else if let Some(v) = field(line, "metadata") {
+            hex::decode_to_slice(v, &mut metadata).unwrap();
+        } else if !line.trim().is_empty() {
+            let c: Vec<&str> = line.split(' ').collect();
+            rows.push((
+                Enin(c[1].parse().unwrap()),
+                Rpi::from_hex(c[2]).unwrap(),
+                Aem::from_hex(c[3]).unwrap(),
+            ));
+        }
+    }
+    let tek = tek.expect("tek line");
+    let rpik = Rpik::derive(&tek);
+    let aemk = Aemk::derive(&tek);
+    assert_eq!(hex::encode(rpik.as_bytes()), rpik_hex);
+    assert_eq!(hex::encode(aemk.as_bytes()), aemk_hex);
+    assert_eq!(rows.len(), 144);
+    let start = rows[0].0;
+    assert_eq!(start, Enin::from_unix(1585785600));
+    let md = Metadata::from_bytes(metadata);
+    let schedule = gaen::key_schedule(&tek, start, 144, md);
+    assert_eq!(schedule, rows);
+    for (enin, rpi, aem) in &rows {
+        assert_eq!(gaen::rpi(&rpik, *enin), *rpi);
+        assert_eq!(gaen::decrypt_metadata(&aemk, rpi, aem), md);
+    }
+}
