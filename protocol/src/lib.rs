@@ -9,12 +9,15 @@
 //! - [`bluezone`]: Bluezone v3 rolling IDs and the F0 case-list JSON (`shared/spec/bluezone.md`).
 //! - [`gaen`]: Exposure Notification v1.2 crypto and signed export files (`shared/spec/gaen.md`).
 //! - [`adv`]: BLE advertisement codecs for both protocols.
+//! - [`sighting`]: one reception of an identifier, the unit the store and matcher share.
 //! - [`time`]: UTC day and slot arithmetic shared by both.
 
 pub mod adv;
 pub mod bluezone;
 pub mod gaen;
 pub mod ids;
+pub mod sighting;
 pub mod time;
 
 pub use ids::{Aem, DailyKey, HexError, PeerId, Rpi, RollingId, Tek};
+pub use sighting::Sighting;
