@@ -16,6 +16,7 @@ pub mod adv;
 pub mod bluezone;
 pub mod gaen;
 pub mod ids;
+pub mod matching;
 pub mod sighting;
 pub mod time;
 

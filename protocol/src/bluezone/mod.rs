@@ -6,4 +6,5 @@
 pub mod f0;
 pub mod rolling;
 
+pub use f0::{F0Entry, F0List};
 pub use rolling::*;

@@ -40,7 +40,7 @@ impl SlotsPerDay {
     pub const LEGACY: SlotsPerDay = SlotsPerDay(LEGACY_MAX);
 
     pub fn new(max: i64) -> Result<Self, InvalidSlotsPerDay> {
-        if max >= 2 && max <= DAY_SECONDS && DAY_SECONDS % max == 0 {
+        if (2..=DAY_SECONDS).contains(&max) && DAY_SECONDS % max == 0 {
             Ok(SlotsPerDay(max as u32))
         } else {
             Err(InvalidSlotsPerDay(max))

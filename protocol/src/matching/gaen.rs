@@ -1,0 +1,225 @@
+//! GAEN diagnosis-key matching (`shared/spec/gaen.md` §1).
+//!
+//! Per key: HKDF-SHA256 → RPIK, the key's `rolling_period` RPIs in one AES pass, one batched
+//! probe. HKDF with no salt uses the constant HMAC pads of a 32-byte zero key, so their
+//! compressed states are computed once; the remaining six compressions of each key run four keys
+//! at a time through [`sha256x`](super::sha256x). Keys are spread over threads in chunks, so a
+//! run over millions of keys never holds more than one chunk's RPIs per thread.
+
+use std::sync::OnceLock;
+
+use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::{Aes128, Block};
+use rayon::prelude::*;
+
+use super::index::ObservationIndex;
+use super::sha256x::{compress_lanes, digest_bytes, pad32, IV};
+use super::{Hit, MatchConfig, MatchStats};
+use crate::gaen::{padded_data, Enin, INTERVAL_SECONDS, RPI_VALIDITY_INTERVALS};
+use crate::ids::Tek;
+
+const LANES: usize = 4;
+const KEYS_PER_TASK: usize = 2048;
+
+/// A published key as the matcher needs it.
+#[derive(Clone, Debug)]
+pub struct GaenKey {
+    pub tek: Tek,
+    pub rolling_start: Enin,
+    pub rolling_period: u32,
+    /// Report type 5: the key was withdrawn and must never match.
+    pub revoked: bool,
+}
+
+impl GaenKey {
+    /// `[first, last]` unix seconds in which a sighting of any of this key's RPIs can count.
+    pub fn validity(&self) -> (i64, i64) {
+        let first = (self.rolling_start.0 as i64 - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
+        let last = (self.rolling_start.0 as i64
+            + self.rolling_period as i64
+            + RPI_VALIDITY_INTERVALS)
+            * INTERVAL_SECONDS
+            - 1;
+        (first, last)
+    }
+}
+
+struct Pads {
+    ipad: [u32; 8],
+    opad: [u32; 8],
+}
+
+/// Compressed states of HMAC's inner and outer pads for a 32-byte all-zero key (HKDF's default
+/// salt): constant, so worth computing once.
+fn zero_salt_pads() -> &'static Pads {
+    static PADS: OnceLock<Pads> = OnceLock::new();
+    PADS.get_or_init(|| {
+        let mut st = [IV; 2];
+        compress_lanes(&mut st, &[[0x3636_3636; 16], [0x5c5c_5c5c; 16]]);
+        Pads {
+            ipad: st[0],
+            opad: st[1],
+        }
+    })
+}
+
+fn be_words<const W: usize>(bytes: &[u8]) -> [u32; W] {
+    let mut w = [0u32; W];
+    for (x, c) in w.iter_mut().zip(bytes.chunks_exact(4)) {
+        *x = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    w
+}
+
+/// RPIKs of up to `LANES` TEKs: HKDF-SHA256(ikm = TEK, salt = none, info = "EN-RPIK", L = 16).
+fn rpiks(teks: &[&Tek]) -> [[u8; 16]; LANES] {
+    let pads = zero_salt_pads();
+    // Extract: PRK = HMAC(0^32, TEK). Inner message is TEK (16 bytes) after the 64-byte pad.
+    let mut m = [[0u32; 16]; LANES];
+    for (mi, t) in m.iter_mut().zip(teks) {
+        mi[..4].copy_from_slice(&be_words::<4>(t.as_bytes()));
+        mi[4] = 0x8000_0000;
+        mi[15] = (64 + 16) * 8;
+    }
+    let mut inner = [pads.ipad; LANES];
+    compress_lanes(&mut inner, &m);
+    let mut outer_msg = [[0u32; 16]; LANES];
+    for (o, i) in outer_msg.iter_mut().zip(inner.iter()) {
+        *o = pad32(i);
+        o[15] = (64 + 32) * 8;
+    }
+    let mut prk = [pads.opad; LANES];
+    compress_lanes(&mut prk, &outer_msg);
+    // Expand: T(1) = HMAC(PRK, "EN-RPIK" || 0x01); PRK as a 32-byte HMAC key.
+    let mut kpad = [[0u32; 16]; LANES];
+    let mut kopad = [[0u32; 16]; LANES];
+    for l in 0..LANES {
+        for j in 0..16 {
+            let k = if j < 8 { prk[l][j] } else { 0 };
+            kpad[l][j] = k ^ 0x3636_3636;
+            kopad[l][j] = k ^ 0x5c5c_5c5c;
+        }
+    }
+    let mut ist = [IV; LANES];
+    compress_lanes(&mut ist, &kpad);
+    let mut ost = [IV; LANES];
+    compress_lanes(&mut ost, &kopad);
+    let info = be_words::<2>(b"EN-RPIK\x01");
+    let mut im = [[0u32; 16]; LANES];
+    for x in im.iter_mut() {
+        x[0] = info[0];
+        x[1] = info[1];
+        x[2] = 0x8000_0000;
+        x[15] = (64 + 8) * 8;
+    }
+    compress_lanes(&mut ist, &im);
+    let mut om = [[0u32; 16]; LANES];
+    for (o, i) in om.iter_mut().zip(ist.iter()) {
+        *o = pad32(i);
+        o[15] = (64 + 32) * 8;
+    }
+    compress_lanes(&mut ost, &om);
+    let mut out = [[0u8; 16]; LANES];
+    for (o, s) in out.iter_mut().zip(ost.iter()) {
+        o.copy_from_slice(&digest_bytes(s)[..16]);
+    }
+    out
+}
+
+/// Matches published keys against the index. `hits[i].case` is the key's position in `keys`.
+pub fn match_keys(
+    keys: &[GaenKey],
+    index: &ObservationIndex,
+    cfg: &MatchConfig,
+) -> (Vec<Hit>, MatchStats) {
+    let _ = cfg;
+    let range = match index.time_range {
+        Some(r) if index.gaen.distinct_ids() > 0 => r,
+        _ => {
+            return (
+                Vec::new(),
+                MatchStats {
+                    keys_checked: keys.len() as u64,
+                    ids_derived: 0,
+                },
+            )
+        }
+    };
+    keys.par_chunks(KEYS_PER_TASK)
+        .enumerate()
+        .map(|(chunk, ks)| {
+            let base = chunk * KEYS_PER_TASK;
+            let mut hits = Vec::new();
+            let mut derived = 0u64;
+            // Cheap rejection first: revoked keys and keys valid wholly outside the log.
+            let live: Vec<u32> = (0..ks.len() as u32)
+                .filter(|&i| {
+                    let k = &ks[i as usize];
+                    let (a, b) = k.validity();
+                    !k.revoked && k.rolling_period > 0 && b >= range.0 && a <= range.1
+                })
+                .collect();
+            let mut blocks: Vec<Block> = Vec::with_capacity(256);
+            let mut rpis: Vec<[u8; 16]> = Vec::with_capacity(256);
+            for group in live.chunks(LANES) {
+                let teks: Vec<&Tek> = group.iter().map(|&i| &ks[i as usize].tek).collect();
+                let keys16 = rpiks(&teks);
+                for (l, &i) in group.iter().enumerate() {
+                    let k = &ks[i as usize];
+                    let period = k.rolling_period.min(crate::gaen::TEK_ROLLING_PERIOD);
+                    let cipher = Aes128::new(&keys16[l].into());
+                    blocks.clear();
+                    blocks.extend(
+                        (0..period).map(|j| Block::from(padded_data(Enin(k.rolling_start.0.wrapping_add(j))))),
+                    );
+                    cipher.encrypt_blocks(&mut blocks);
+                    rpis.clear();
+                    rpis.extend(blocks.iter().map(|b| <[u8; 16]>::from(*b)));
+                    derived += period as u64;
+                    index.gaen.find_batch(&rpis, |j, g| {
+                        let enin = k.rolling_start.0 as i64 + j as i64;
+                        let a = (enin - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
+                        let b = (enin + RPI_VALIDITY_INTERVALS + 1) * INTERVAL_SECONDS - 1;
+                        let r = index.gaen.seen_within(g, a, b);
+                        if !r.is_empty() {
+                            hits.push(Hit {
+                                case: (base + i as usize) as u32,
+                                group: g,
+                                obs: r.start as u32..r.end as u32,
+                            });
+                        }
+                    });
+                }
+            }
+            (
+                hits,
+                MatchStats {
+                    keys_checked: ks.len() as u64,
+                    ids_derived: derived,
+                },
+            )
+        })
+        .reduce(
+            || (Vec::new(), MatchStats::default()),
+            |(mut h, s), (h2, s2)| {
+                h.extend(h2);
+                (h, s.add(s2))
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gaen::Rpik;
+
+    #[test]
+    fn lane_hkdf_equals_hkdf_crate() {
+        let teks: Vec<Tek> = (0..3u8).map(|i| Tek::from_bytes([i * 7 + 1; 16])).collect();
+        let refs: Vec<&Tek> = teks.iter().collect();
+        let out = rpiks(&refs);
+        for (l, t) in teks.iter().enumerate() {
+            assert_eq!(&out[l], Rpik::derive(t).as_bytes());
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The matching core: case lists against the contact log.
+//!
+//! - [`index`]: the observation index built from the store's read-out.
+//! - [`bluezone`]: F0 entries → daily keys → sub-key chains → probes.
+//! - [`gaen`]: TEKs → RPIKs → RPIs → probes.
+//! - [`score`]: matched sightings → exposure windows, durations, attenuation, notification.
+//! - [`sha256x`]: multi-lane SHA-256 (SHA-NI) that both matchers' derivations run on.
+//!
+//! Both matchers are pure functions of (keys, index, config) and parallel over cores with rayon.
+
+pub mod bluezone;
+pub mod gaen;
+pub mod index;
+pub mod score;
+pub mod sha256x;
+
+pub use index::{Observation, ObservationIndex};
+
+/// Matching knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct MatchConfig {
+    /// Clock-skew tolerance at Bluezone slot edges (either side), seconds.
+    pub skew_s: i64,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        MatchConfig { skew_s: 60 }
+    }
+}
+
+/// Sightings of one derived identifier that fall inside its window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// Which case key (position in the matcher's input).
+    pub case: u32,
+    /// The identifier's group in the index table of its protocol.
+    pub group: u32,
+    /// Indices into that table's observations.
+    pub obs: std::ops::Range<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatchStats {
+    pub keys_checked: u64,
+    pub ids_derived: u64,
+}
+
+impl MatchStats {
+    pub fn add(self, o: MatchStats) -> MatchStats {
+        MatchStats {
+            keys_checked: self.keys_checked + o.keys_checked,
+            ids_derived: self.ids_derived + o.ids_derived,
+        }
+    }
+}
