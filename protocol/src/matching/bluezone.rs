@@ -198,6 +198,7 @@ fn derive_and_probe(
                         case: w.entry,
                         group: g,
                         obs: r.start as u32..r.end as u32,
+                        tx_power: None,
                     });
                 }
             }

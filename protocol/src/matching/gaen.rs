@@ -8,15 +8,17 @@
 
 use std::sync::OnceLock;
 
-use aes::cipher::{BlockEncrypt, KeyInit};
-use aes::{Aes128, Block};
 use rayon::prelude::*;
 
 use super::index::ObservationIndex;
+use super::rpi_aes::{rpi_blocks, MAX_RPIS};
 use super::sha256x::{compress_lanes, digest_bytes, pad32, IV};
 use super::{Hit, MatchConfig, MatchStats};
-use crate::gaen::{padded_data, Enin, INTERVAL_SECONDS, RPI_VALIDITY_INTERVALS};
-use crate::ids::Tek;
+use crate::gaen::{
+    decrypt_metadata, Aemk, Enin, INTERVAL_SECONDS, RPI_VALIDITY_INTERVALS,
+};
+use crate::gaen::export::{ExportKey, ReportType};
+use crate::ids::{Rpi, Tek};
 
 const LANES: usize = 4;
 const KEYS_PER_TASK: usize = 2048;
@@ -41,6 +43,17 @@ impl GaenKey {
             * INTERVAL_SECONDS
             - 1;
         (first, last)
+    }
+}
+
+impl From<&ExportKey> for GaenKey {
+    fn from(k: &ExportKey) -> GaenKey {
+        GaenKey {
+            tek: k.tek.clone(),
+            rolling_start: Enin(k.rolling_start),
+            rolling_period: k.rolling_period,
+            revoked: k.report_type == ReportType::Revoked,
+        }
     }
 }
 
@@ -159,33 +172,33 @@ pub fn match_keys(
                     !k.revoked && k.rolling_period > 0 && b >= range.0 && a <= range.1
                 })
                 .collect();
-            let mut blocks: Vec<Block> = Vec::with_capacity(256);
-            let mut rpis: Vec<[u8; 16]> = Vec::with_capacity(256);
+            let mut rpis = [[0u8; 16]; MAX_RPIS];
             for group in live.chunks(LANES) {
                 let teks: Vec<&Tek> = group.iter().map(|&i| &ks[i as usize].tek).collect();
                 let keys16 = rpiks(&teks);
                 for (l, &i) in group.iter().enumerate() {
                     let k = &ks[i as usize];
                     let period = k.rolling_period.min(crate::gaen::TEK_ROLLING_PERIOD);
-                    let cipher = Aes128::new(&keys16[l].into());
-                    blocks.clear();
-                    blocks.extend(
-                        (0..period).map(|j| Block::from(padded_data(Enin(k.rolling_start.0.wrapping_add(j))))),
-                    );
-                    cipher.encrypt_blocks(&mut blocks);
-                    rpis.clear();
-                    rpis.extend(blocks.iter().map(|b| <[u8; 16]>::from(*b)));
+                    rpi_blocks(&keys16[l], k.rolling_start, period as usize, &mut rpis);
                     derived += period as u64;
-                    index.gaen.find_batch(&rpis, |j, g| {
+                    let mut aemk: Option<Aemk> = None;
+                    index.gaen.find_batch(&rpis[..period as usize], |j, g| {
                         let enin = k.rolling_start.0 as i64 + j as i64;
                         let a = (enin - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
                         let b = (enin + RPI_VALIDITY_INTERVALS + 1) * INTERVAL_SECONDS - 1;
                         let r = index.gaen.seen_within(g, a, b);
                         if !r.is_empty() {
+                            // Only a matched key's AEMK is derived: its metadata gives the
+                            // sender's calibrated tx power for attenuation.
+                            let tx_power = index.gaen.observations()[r.start].aem.map(|aem| {
+                                let aemk = aemk.get_or_insert_with(|| Aemk::derive(&k.tek));
+                                decrypt_metadata(aemk, &Rpi(rpis[j]), &aem).tx_power_dbm
+                            });
                             hits.push(Hit {
                                 case: (base + i as usize) as u32,
                                 group: g,
                                 obs: r.start as u32..r.end as u32,
+                                tx_power,
                             });
                         }
                     });

@@ -1,12 +1,10 @@
 //! The observation index: every identifier heard, with its sightings, laid out for fast probing.
 //!
 //! A `HashSet` with SipHash costs ≈ 12–22 ns a probe here; the matcher probes every derived ID
-//! (97 per Bluezone F0-day, 144 per GAEN key), so the index is an open-addressing table of
-//! 16-byte slots (4 to a cache line) holding a 64-bit tag of the ID and the ID's group number.
-//! The slot position is a multiply-shift hash of the tag under a per-build seed, so peers who
-//! choose the IDs we log cannot aim them at one cluster of slots. Probes come in batches: all
-//! positions are computed and prefetched first, so the cache misses of one batch overlap.
-//! A tag hit is confirmed against the full ID before it counts.
+//! (96 per Bluezone F0-day, 144 per GAEN key), and nearly all probes miss. So a miss must cost
+//! one cache line: see [`IdTable`]. The bucket comes from a multiply-shift hash under a per-build
+//! seed, so peers who choose the IDs we log cannot aim them at one bucket. Probes come in
+//! batches: all buckets are prefetched first, so the cache misses of one batch overlap.
 
 use crate::ids::{Aem, PeerId};
 use crate::sighting::Sighting;
@@ -21,20 +19,26 @@ pub struct Observation {
     pub aem: Option<Aem>,
 }
 
+/// Fingerprints per bucket: one 64-byte cache line.
+const BUCKET: usize = 16;
+
 #[derive(Clone, Copy, Default)]
-#[repr(C, align(16))]
-struct Slot {
-    /// 0 marks an empty slot; a real tag of 0 is stored as 1 (the full-ID check sorts it out).
-    tag: u64,
-    group: u32,
-    _pad: u32,
-}
+#[repr(C, align(64))]
+struct Bucket([u32; BUCKET]);
 
 const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Identifiers of one length (`N` = 12 for Bluezone, 16 for GAEN) with their observations.
+///
+/// Layout: buckets of 16 32-bit fingerprints (0 = empty), one cache line each, holding on
+/// average ≤ 8; an ID's bucket comes from a multiply-shift hash of its first 8 bytes under the
+/// seed, its fingerprint from bytes 4..8. A lookup reads one line and compares all 16
+/// fingerprints at once (the compare loop vectorizes); only a full bucket sends it on to the
+/// next. `groups` runs parallel to the fingerprints and is read only on a fingerprint match,
+/// which is then confirmed against the full ID.
 pub struct IdTable<const N: usize> {
-    slots: Vec<Slot>,
+    buckets: Vec<Bucket>,
+    groups: Vec<u32>,
     shift: u32,
     seed: u64,
     ids: Vec<[u8; N]>,
@@ -44,13 +48,15 @@ pub struct IdTable<const N: usize> {
 }
 
 #[inline(always)]
-fn tag_of<const N: usize>(id: &[u8; N]) -> u64 {
+fn head<const N: usize>(id: &[u8; N]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&id[..8]);
-    match u64::from_le_bytes(b) {
-        0 => 1,
-        t => t,
-    }
+    u64::from_le_bytes(b)
+}
+
+#[inline(always)]
+fn fingerprint(head: u64) -> u32 {
+    ((head >> 32) as u32) | 1
 }
 
 impl<const N: usize> IdTable<N> {
@@ -67,33 +73,37 @@ impl<const N: usize> IdTable<N> {
             obs.push(o);
         }
         starts.push(obs.len() as u32);
-        let cap = (ids.len() * 2).next_power_of_two().max(16);
+        let nb = (ids.len() / (BUCKET / 2)).next_power_of_two().max(2);
         let mut t = IdTable {
-            slots: vec![Slot::default(); cap],
-            shift: 64 - cap.trailing_zeros(),
-            seed: seed | 1,
+            buckets: vec![Bucket::default(); nb],
+            groups: vec![0; nb * BUCKET],
+            shift: 64 - nb.trailing_zeros(),
+            seed,
             ids,
             starts,
             obs,
         };
         for g in 0..t.ids.len() {
-            let tag = tag_of(&t.ids[g]);
-            let mut pos = t.position(tag);
-            while t.slots[pos].tag != 0 {
-                pos = (pos + 1) & (cap - 1);
+            let h = head(&t.ids[g]);
+            let fp = fingerprint(h);
+            let mut b = t.bucket_of(h);
+            'place: loop {
+                for i in 0..BUCKET {
+                    if t.buckets[b].0[i] == 0 {
+                        t.buckets[b].0[i] = fp;
+                        t.groups[b * BUCKET + i] = g as u32;
+                        break 'place;
+                    }
+                }
+                b = (b + 1) & (nb - 1);
             }
-            t.slots[pos] = Slot {
-                tag,
-                group: g as u32,
-                _pad: 0,
-            };
         }
         t
     }
 
     #[inline(always)]
-    fn position(&self, tag: u64) -> usize {
-        ((tag ^ self.seed).wrapping_mul(MUL) >> self.shift) as usize
+    fn bucket_of(&self, head: u64) -> usize {
+        ((head ^ self.seed).wrapping_mul(MUL) >> self.shift) as usize
     }
 
     pub fn distinct_ids(&self) -> usize {
@@ -107,34 +117,42 @@ impl<const N: usize> IdTable<N> {
     /// The group of `id`, if it was ever seen.
     #[inline]
     pub fn find(&self, id: &[u8; N]) -> Option<u32> {
-        let tag = tag_of(id);
-        let mask = self.slots.len() - 1;
-        let mut pos = self.position(tag);
+        if self.ids.is_empty() {
+            return None;
+        }
+        let h = head(id);
+        let fp = fingerprint(h);
+        let mask = self.buckets.len() - 1;
+        let mut b = self.bucket_of(h);
         loop {
-            // `pos` is always masked to the table size.
-            let s = self.slots[pos];
-            if s.tag == 0 {
+            let (mut hits, empty) = masks(&self.buckets[b], fp);
+            while hits != 0 {
+                let i = hits.trailing_zeros() as usize;
+                let g = self.groups[b * BUCKET + i];
+                if self.ids[g as usize] == *id {
+                    return Some(g);
+                }
+                hits &= hits - 1;
+            }
+            if empty != 0 {
                 return None;
             }
-            if s.tag == tag && self.ids[s.group as usize] == *id {
-                return Some(s.group);
-            }
-            pos = (pos + 1) & mask;
+            b = (b + 1) & mask;
         }
     }
 
-    /// Probes a batch, calling `hit(i, group)` for each `ids[i]` that was seen. The table
-    /// positions of the whole batch are prefetched first so that their misses overlap.
+    /// Probes a batch, calling `hit(i, group)` for each `ids[i]` that was seen. The buckets of
+    /// the whole batch are prefetched first so that their cache misses overlap.
     #[inline]
-    pub fn find_batch(&self, ids: &[[u8; N]], mut hit: impl FnMut(usize, u32)) {
+    pub fn find_batch<T: IdBytes<N>>(&self, ids: &[T], mut hit: impl FnMut(usize, u32)) {
         if self.ids.is_empty() {
             return;
         }
         for id in ids {
-            prefetch(&self.slots[self.position(tag_of(id))]);
+            prefetch(&self.buckets[self.bucket_of(head(id.id_bytes()))]);
         }
         for (i, id) in ids.iter().enumerate() {
-            if let Some(g) = self.find(id) {
+            if let Some(g) = self.find(id.id_bytes()) {
                 hit(i, g);
             }
         }
@@ -159,6 +177,58 @@ impl<const N: usize> IdTable<N> {
 
     pub fn id_of(&self, g: u32) -> &[u8; N] {
         &self.ids[g as usize]
+    }
+}
+
+/// Bit masks of the bucket's slots equal to `fp`, and of its empty slots.
+#[inline(always)]
+fn masks(bucket: &Bucket, fp: u32) -> (u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86-64 baseline; the bucket is 64-byte aligned, so the
+        // four aligned 16-byte loads stay inside it.
+        unsafe {
+            let f = _mm_set1_epi32(fp as i32);
+            let z = _mm_setzero_si128();
+            let p = bucket.0.as_ptr() as *const __m128i;
+            let (mut hits, mut empty) = (0u32, 0u32);
+            for k in 0..4 {
+                let v = _mm_load_si128(p.add(k));
+                hits |= (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, f))) as u32) << (4 * k);
+                empty |= (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, z))) as u32) << (4 * k);
+            }
+            (hits, empty)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let (mut hits, mut empty) = (0u32, 0u32);
+        for (i, &x) in bucket.0.iter().enumerate() {
+            hits |= ((x == fp) as u32) << i;
+            empty |= ((x == 0) as u32) << i;
+        }
+        (hits, empty)
+    }
+}
+
+/// Anything that holds an identifier's bytes: plain arrays, and AES output blocks (so the GAEN
+/// matcher probes its RPIs where the cipher wrote them, without a copy).
+pub trait IdBytes<const N: usize> {
+    fn id_bytes(&self) -> &[u8; N];
+}
+
+impl<const N: usize> IdBytes<N> for [u8; N] {
+    #[inline(always)]
+    fn id_bytes(&self) -> &[u8; N] {
+        self
+    }
+}
+
+impl IdBytes<16> for aes::Block {
+    #[inline(always)]
+    fn id_bytes(&self) -> &[u8; 16] {
+        self.as_ref()
     }
 }
 
@@ -249,7 +319,7 @@ mod tests {
         idx.bluezone
             .find_batch(&[[1; 12], [0xfe; 12], [199; 12]], |i, _| hits.push(i));
         assert_eq!(hits, vec![0, 2]);
-        // An ID whose tag is 0 is still found.
+        // An ID whose first bytes are 0 is still found.
         let z = ObservationIndex::build(&[s(0, 1)], 7);
         assert!(z.bluezone.find(&[0; 12]).is_some());
         let empty = ObservationIndex::build(&[], 1);

@@ -4,6 +4,7 @@
 //! - [`bluezone`]: F0 entries → daily keys → sub-key chains → probes.
 //! - [`gaen`]: TEKs → RPIKs → RPIs → probes.
 //! - [`score`]: matched sightings → exposure windows, durations, attenuation, notification.
+//! - [`rpi_aes`]: a key's 144 RPIs at once (VAES/AVX-512 where present).
 //! - [`sha256x`]: multi-lane SHA-256 (SHA-NI) that both matchers' derivations run on.
 //!
 //! Both matchers are pure functions of (keys, index, config) and parallel over cores with rayon.
@@ -11,10 +12,12 @@
 pub mod bluezone;
 pub mod gaen;
 pub mod index;
+pub mod rpi_aes;
 pub mod score;
 pub mod sha256x;
 
 pub use index::{Observation, ObservationIndex};
+pub use score::{score, Exposure, ScoringConfig};
 
 /// Matching knobs.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +41,8 @@ pub struct Hit {
     pub group: u32,
     /// Indices into that table's observations.
     pub obs: std::ops::Range<u32>,
+    /// The sender's calibrated tx power where the match revealed it (GAEN metadata).
+    pub tx_power: Option<i8>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,0 +1,215 @@
+//! Matching throughput: `cargo bench --bench matching`.
+//!
+//! Elements are F0-days for Bluezone and keys for GAEN. The observation index is built outside
+//! the timed loop (the daemon builds it once per check). About 1 % of the case keys were really
+//! seen, so the hit path is exercised too. Sizes whose one iteration takes more than a few
+//! seconds run only with `BLUEZONED_BENCH_FULL=1`; `RAYON_NUM_THREADS=1` gives the one-core row.
+
+use std::time::Duration;
+
+use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
+use bluezone_protocol::gaen::{self, Enin, Metadata};
+use bluezone_protocol::matching::gaen::GaenKey;
+use bluezone_protocol::matching::{bluezone, MatchConfig, ObservationIndex};
+use bluezone_protocol::{Aem, DailyKey, PeerId, Rpi, RollingId, Sighting, Tek};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
+
+const DAY0: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
+const DAYS: i64 = 14;
+
+fn full() -> bool {
+    std::env::var_os("BLUEZONED_BENCH_FULL").is_some()
+}
+
+fn random_sightings(rng: &mut StdRng, n: usize, gaen: bool) -> Vec<Sighting> {
+    (0..n)
+        .map(|_| {
+            let peer = if gaen {
+                let mut b = [0u8; 16];
+                rng.fill_bytes(&mut b);
+                PeerId::Gaen(Rpi(b))
+            } else {
+                let mut b = [0u8; 12];
+                rng.fill_bytes(&mut b);
+                PeerId::Bluezone(RollingId(b))
+            };
+            Sighting {
+                peer,
+                time: DAY0 + rng.gen_range(0..DAYS * 86400),
+                rssi: -70,
+                tx_power: None,
+                aem: gaen.then_some(Aem([0; 4])),
+            }
+        })
+        .collect()
+}
+
+fn f0_entries(rng: &mut StdRng, n: usize) -> Vec<F0Entry> {
+    (0..n)
+        .map(|_| {
+            let mut k = [0u8; 32];
+            rng.fill_bytes(&mut k);
+            F0Entry {
+                daily_key: DailyKey::from_bytes(k),
+                time_start: DAY0,
+                time_end: DAY0 + DAYS * 86400 - 1,
+                max: SlotsPerDay::DEFAULT,
+            }
+        })
+        .collect()
+}
+
+/// Replaces `n_seen` of the random sightings with real IDs of the first entries.
+fn plant_bluezone(sightings: &mut [Sighting], entries: &[F0Entry], n_seen: usize) {
+    for (i, e) in entries.iter().take(n_seen).enumerate() {
+        let slot = (i % 96) as u32;
+        let id = e.daily_key.id(slot);
+        if let Some(s) = sightings.get_mut(i) {
+            s.peer = PeerId::Bluezone(id);
+            s.time = DAY0 + slot as i64 * 900 + 30;
+        }
+    }
+}
+
+fn bench_bluezone(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bluezone");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    let records: &[usize] = if full() { &[1000, 15000, 200000] } else { &[1000, 15000] };
+    for &ids in &[5000usize, 100_000, 1_000_000] {
+        let mut rng = StdRng::seed_from_u64(ids as u64);
+        let mut sightings = random_sightings(&mut rng, ids, false);
+        let all = f0_entries(&mut rng, *records.last().unwrap_or(&1000));
+        plant_bluezone(&mut sightings, &all, all.len() / 100);
+        let index = ObservationIndex::build(&sightings, rng.gen());
+        for &n in records {
+            let entries = &all[..n];
+            g.throughput(Throughput::Elements(n as u64 * DAYS as u64));
+            g.measurement_time(Duration::from_secs(if n >= 15000 { 20 } else { 5 }));
+            g.bench_with_input(BenchmarkId::new(format!("{n}x14d"), ids), &ids, |b, _| {
+                b.iter(|| bluezone::match_f0(entries, &index, &MatchConfig::default()))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn gaen_keys(rng: &mut StdRng, n: usize) -> Vec<GaenKey> {
+    let first = Enin::from_unix(DAY0).0;
+    (0..n)
+        .map(|_| {
+            let mut k = [0u8; 16];
+            rng.fill_bytes(&mut k);
+            GaenKey {
+                tek: Tek::from_bytes(k),
+                rolling_start: Enin(first + 144 * rng.gen_range(0..DAYS as u32)),
+                rolling_period: 144,
+                revoked: false,
+            }
+        })
+        .collect()
+}
+
+fn bench_gaen(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gaen");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    let key_counts: &[usize] = if full() {
+        &[100_000, 1_000_000, 5_000_000]
+    } else {
+        &[100_000, 1_000_000]
+    };
+    let mut rng = StdRng::seed_from_u64(7);
+    let keys = gaen_keys(&mut rng, *key_counts.last().unwrap_or(&100_000));
+    for &rpis in &[5000usize, 100_000, 1_000_000] {
+        let mut sightings = random_sightings(&mut rng, rpis, true);
+        for (i, k) in keys.iter().take(keys.len() / 100).enumerate() {
+            if let Some(s) = sightings.get_mut(i) {
+                let j = (i % 144) as u32;
+                let sched = gaen::key_schedule(&k.tek, k.rolling_start, 144, Metadata::v1_0(-20));
+                let (enin, rpi, aem) = sched[j as usize];
+                *s = Sighting {
+                    peer: PeerId::Gaen(rpi),
+                    time: enin.to_unix() + 5,
+                    rssi: -60,
+                    tx_power: None,
+                    aem: Some(aem),
+                };
+            }
+        }
+        let index = ObservationIndex::build(&sightings, rng.gen());
+        for &n in key_counts {
+            g.throughput(Throughput::Elements(n as u64));
+            g.measurement_time(Duration::from_secs(if n >= 1_000_000 { 20 } else { 5 }));
+            g.bench_with_input(BenchmarkId::new(n.to_string(), rpis), &rpis, |b, _| {
+                b.iter(|| {
+                    bluezone_protocol::matching::gaen::match_keys(
+                        &keys[..n],
+                        &index,
+                        &MatchConfig::default(),
+                    )
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Bluezone's own method: one SQLite query per derived ID over its contact table
+/// (`WHERE hex(blid_contact)=? AND timestamp BETWEEN ? AND ?`). The table is given an index on
+/// `timestamp`, which is more than the app had, so the baseline is if anything flattered.
+fn bench_baseline(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut sightings = random_sightings(&mut rng, 5000, false);
+    let entries = f0_entries(&mut rng, 1000);
+    plant_bluezone(&mut sightings, &entries, 10);
+    let db = rusqlite::Connection::open_in_memory().expect("in-memory db");
+    db.execute_batch(
+        "CREATE TABLE trace (id INTEGER PRIMARY KEY, blid_contact BLOB, rssi INTEGER, timestamp INTEGER);
+         CREATE INDEX trace_ts ON trace(timestamp);",
+    )
+    .expect("schema");
+    {
+        let mut ins = db
+            .prepare("INSERT INTO trace (blid_contact, rssi, timestamp) VALUES (?1, ?2, ?3)")
+            .expect("insert");
+        for s in &sightings {
+            ins.execute(rusqlite::params![s.peer.as_slice(), s.rssi, s.time * 1000])
+                .expect("row");
+        }
+    }
+    let mut g = c.benchmark_group("baseline");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(30));
+    g.throughput(Throughput::Elements(entries.len() as u64 * DAYS as u64));
+    g.bench_function("bluezone-app", |b| {
+        b.iter(|| {
+            let mut q = db
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM trace WHERE hex(blid_contact) = ?1 AND timestamp BETWEEN ?2 AND ?3",
+                )
+                .expect("query");
+            let mut found = 0u64;
+            for e in &entries {
+                let mut key = e.daily_key.clone();
+                for d in 0..DAYS {
+                    let day = DAY0 + d * 86400;
+                    for (start, id) in key.day_schedule(day, SlotsPerDay::DEFAULT) {
+                        let n: i64 = q
+                            .query_row(
+                                rusqlite::params![id.to_hex().to_uppercase(), start * 1000, (start + 899) * 1000],
+                                |r| r.get(0),
+                            )
+                            .expect("row");
+                        found += n as u64;
+                    }
+                    key = key.next_day();
+                }
+            }
+            found
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_bluezone, bench_gaen, bench_baseline);
+criterion_main!(benches);

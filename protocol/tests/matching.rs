@@ -1,0 +1,326 @@
+//! The matchers against built scenarios, a straightforward reference matcher, and the signed
+//! sample files.
+
+use std::collections::BTreeSet;
+
+use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
+use bluezone_protocol::gaen::export::{parse_export, ExportLimits, TrustedKey};
+use bluezone_protocol::gaen::{self, Enin, Metadata};
+use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
+use bluezone_protocol::matching::{bluezone::match_f0, Hit, MatchConfig, ObservationIndex};
+use bluezone_protocol::{Aem, DailyKey, PeerId, Rpi, RollingId, Sighting, Tek};
+use proptest::prelude::*;
+
+const DAY: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
+
+fn bz(id: RollingId, t: i64) -> Sighting {
+    Sighting {
+        peer: PeerId::Bluezone(id),
+        time: t,
+        rssi: -60,
+        tx_power: None,
+        aem: None,
+    }
+}
+
+fn ga(rpi: Rpi, aem: Aem, t: i64) -> Sighting {
+    Sighting {
+        peer: PeerId::Gaen(rpi),
+        time: t,
+        rssi: -60,
+        tx_power: None,
+        aem: Some(aem),
+    }
+}
+
+/// (case, id hex, time) for every sighting the fast matcher attributes to a case.
+fn matched(hits: &[Hit], index: &ObservationIndex, gaen: bool) -> BTreeSet<(u32, String, i64)> {
+    let mut out = BTreeSet::new();
+    for h in hits {
+        for i in h.obs.clone() {
+            let (id, t) = if gaen {
+                (
+                    hex::encode(index.gaen.id_of(h.group)),
+                    index.gaen.observations()[i as usize].time,
+                )
+            } else {
+                (
+                    hex::encode(index.bluezone.id_of(h.group)),
+                    index.bluezone.observations()[i as usize].time,
+                )
+            };
+            out.insert((h.case, id, t));
+        }
+    }
+    out
+}
+
+/// The spec's matching rule written as plainly as possible: derive every ID, scan every sighting.
+fn reference_f0(entries: &[F0Entry], sightings: &[Sighting], skew: i64) -> BTreeSet<(u32, String, i64)> {
+    let mut out = BTreeSet::new();
+    for (c, e) in entries.iter().enumerate() {
+        let mut key = e.daily_key.clone();
+        let first_day = e.time_start.div_euclid(86400);
+        let last_day = e.time_end.div_euclid(86400);
+        for d in first_day..=last_day {
+            let start = d * 86400;
+            for (i, id) in key.ids().take(e.max.get() as usize).enumerate() {
+                let mut layouts = vec![e.max];
+                match e.max.get() {
+                    96 => layouts.push(SlotsPerDay::LEGACY),
+                    144 => layouts.push(SlotsPerDay::DEFAULT),
+                    _ => {}
+                }
+                for s in sightings {
+                    if s.peer != PeerId::Bluezone(id) {
+                        continue;
+                    }
+                    if s.time < e.time_start - skew || s.time > e.time_end + skew {
+                        continue;
+                    }
+                    let inside = layouts.iter().any(|m| {
+                        (i as u32) < m.get() && {
+                            let a = start + i as i64 * m.slot_seconds();
+                            s.time >= a - skew && s.time <= a + m.slot_seconds() - 1 + skew
+                        }
+                    });
+                    if inside {
+                        out.insert((c as u32, id.to_hex(), s.time));
+                    }
+                }
+            }
+            key = key.next_day();
+        }
+    }
+    out
+}
+
+fn reference_gaen(keys: &[GaenKey], sightings: &[Sighting]) -> BTreeSet<(u32, String, i64)> {
+    let mut out = BTreeSet::new();
+    for (c, k) in keys.iter().enumerate() {
+        if k.revoked {
+            continue;
+        }
+        let sched = gaen::key_schedule(&k.tek, k.rolling_start, k.rolling_period, Metadata::v1_0(0));
+        for (enin, rpi, _) in sched {
+            for s in sightings {
+                if s.peer == PeerId::Gaen(rpi) && (Enin::from_unix(s.time).0 as i64 - enin.0 as i64).abs() <= 12 {
+                    out.insert((c as u32, rpi.to_hex(), s.time));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn entry(key: &DailyKey, start: i64, end: i64, max: SlotsPerDay) -> F0Entry {
+    F0Entry {
+        daily_key: key.clone(),
+        time_start: start,
+        time_end: end,
+        max,
+    }
+}
+
+#[test]
+fn bluezone_slot_edges_skew_fallback_and_rollover() {
+    let key = DailyKey::from_bytes([7; 32]);
+    let next = key.next_day();
+    let e = entry(&key, DAY, DAY + 2 * 86400 - 1, SlotsPerDay::DEFAULT);
+    let s10 = DAY + 10 * 900;
+    let id10 = key.id(10);
+    let sightings = vec![
+        bz(id10, s10 - 61),          // 0: outside (skew is 60)
+        bz(id10, s10 - 60),          // 1: inside by skew
+        bz(id10, s10 + 899 + 60),    // 2: inside by skew
+        bz(id10, s10 + 899 + 61),    // 3: outside
+        bz(key.id(50), DAY + 50 * 600 + 5), // 4: slot 50 under the legacy 144 layout only
+        bz(key.id(95), DAY + 86400 + 30),     // 5: yesterday's last ID just after midnight
+        bz(next.id(0), DAY + 86400 + 5),      // 6: next day's chain
+        bz(next.id(0), DAY + 5),              // 7: right ID, wrong day
+        bz(RollingId([9; 12]), s10),          // 8: never broadcast
+    ];
+    let index = ObservationIndex::build(&sightings, 11);
+    let cfg = MatchConfig::default();
+    let (hits, stats) = match_f0(std::slice::from_ref(&e), &index, &cfg);
+    let got: BTreeSet<i64> = matched(&hits, &index, false).into_iter().map(|x| x.2).collect();
+    let want: BTreeSet<i64> = [1usize, 2, 4, 5, 6].iter().map(|&i| sightings[i].time).collect();
+    assert_eq!(got, want);
+    assert_eq!(stats.keys_checked, 1);
+    assert_eq!(stats.ids_derived, 2 * 96);
+    assert_eq!(matched(&hits, &index, false), reference_f0(&[e], &sightings, 60));
+
+    // Without skew tolerance the edge sightings drop out.
+    let (hits, _) = match_f0(
+        &[entry(&key, DAY, DAY + 2 * 86400 - 1, SlotsPerDay::DEFAULT)],
+        &index,
+        &MatchConfig { skew_s: 0 },
+    );
+    let got: BTreeSet<i64> = matched(&hits, &index, false).into_iter().map(|x| x.2).collect();
+    assert!(!got.contains(&sightings[1].time) && !got.contains(&sightings[2].time));
+
+    // A one-day entry (time_end = time_start + 86399) does not roll into the next day.
+    let one_day = entry(&key, DAY, DAY + 86399, SlotsPerDay::DEFAULT);
+    let (hits, _) = match_f0(&[one_day], &index, &cfg);
+    let got: BTreeSet<i64> = matched(&hits, &index, false).into_iter().map(|x| x.2).collect();
+    assert!(!got.contains(&sightings[6].time));
+}
+
+#[test]
+fn bluezone_legacy_144_entries() {
+    let key = DailyKey::from_bytes([8; 32]);
+    let e = entry(&key, DAY, DAY + 86399, SlotsPerDay::LEGACY);
+    let sightings = vec![
+        bz(key.id(130), DAY + 130 * 600 + 1), // 144 layout
+        bz(key.id(20), DAY + 20 * 900 + 1),   // 96 layout fallback
+        bz(key.id(130), DAY + 20 * 900 + 1),  // wrong slot
+    ];
+    let index = ObservationIndex::build(&sightings, 3);
+    let (hits, stats) = match_f0(std::slice::from_ref(&e), &index, &MatchConfig::default());
+    assert_eq!(stats.ids_derived, 144);
+    let got = matched(&hits, &index, false);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got, reference_f0(&[e], &sightings, 60));
+}
+
+#[test]
+fn gaen_period_validity_and_revocation() {
+    let tek = Tek::from_bytes([4; 16]);
+    let start = Enin::from_unix(DAY);
+    let sched = gaen::key_schedule(&tek, start, 144, Metadata::v1_0(-25));
+    let at = |j: usize, offset_intervals: i64| {
+        let (enin, rpi, aem) = sched[j];
+        ga(rpi, aem, enin.to_unix() + offset_intervals * 600 + 7)
+    };
+    let sightings = vec![
+        at(113, 0),  // 0: last interval of a 114-period key
+        at(114, 0),  // 1: beyond the period
+        at(50, 12),  // 2: two hours late: still valid
+        at(50, 13),  // 3: too late
+        at(60, -12), // 4: two hours early
+        at(60, -13), // 5: too early
+    ];
+    let index = ObservationIndex::build(&sightings, 5);
+    let key = GaenKey {
+        tek: tek.clone(),
+        rolling_start: start,
+        rolling_period: 114,
+        revoked: false,
+    };
+    let revoked = GaenKey {
+        revoked: true,
+        ..key.clone()
+    };
+    let keys = vec![key, revoked];
+    let (hits, stats) = match_keys(&keys, &index, &MatchConfig::default());
+    let got: BTreeSet<i64> = matched(&hits, &index, true).into_iter().map(|x| x.2).collect();
+    let want: BTreeSet<i64> = [0usize, 2, 4].iter().map(|&i| sightings[i].time).collect();
+    assert_eq!(got, want);
+    assert!(hits.iter().all(|h| h.case == 0), "a revoked key never matches");
+    assert!(hits.iter().all(|h| h.tx_power == Some(-25)), "tx power comes from the AEM");
+    assert_eq!(stats.keys_checked, 2);
+    assert_eq!(stats.ids_derived, 114);
+    assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings));
+}
+
+#[test]
+fn keys_outside_the_log_are_rejected_before_derivation() {
+    let key = DailyKey::from_bytes([1; 32]);
+    let sightings = vec![bz(key.id(3), DAY + 3 * 900)];
+    let index = ObservationIndex::build(&sightings, 1);
+    let old = entry(&key, DAY - 20 * 86400, DAY - 10 * 86400, SlotsPerDay::DEFAULT);
+    let (hits, stats) = match_f0(&[old], &index, &MatchConfig::default());
+    assert!(hits.is_empty());
+    assert_eq!(stats.ids_derived, 0);
+}
+
+fn shared(rel: &str) -> Vec<u8> {
+    let p = format!("{}/../../shared/testdata/gaen/{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+#[test]
+fn signed_sample_keys_match_their_own_rpis() {
+    for (zip, pem, id, version) in [
+        ("google-server-example-2keys.zip", "google-server-example-2keys.pub.pem", "some_id", "1"),
+        ("google-internals-sample-140keys.zip", "google-internals-sample-140keys.pub.pem", "310", "v1"),
+    ] {
+        let trust = TrustedKey::from_pem(id, version, &String::from_utf8(shared(pem)).unwrap()).unwrap();
+        let export = parse_export(&shared(zip), &[trust], &ExportLimits::default()).unwrap();
+        let keys: Vec<GaenKey> = export.file.keys.iter().map(GaenKey::from).collect();
+        // One sighting of the middle RPI of every key, as a phone nearby would have logged it.
+        let sightings: Vec<Sighting> = keys
+            .iter()
+            .map(|k| {
+                let j = k.rolling_period / 2;
+                let (enin, rpi, aem) =
+                    gaen::key_schedule(&k.tek, k.rolling_start, k.rolling_period, Metadata::v1_0(-30))
+                        [j as usize];
+                ga(rpi, aem, enin.to_unix() + 100)
+            })
+            .collect();
+        let index = ObservationIndex::build(&sightings, 9);
+        let (hits, _) = match_keys(&keys, &index, &MatchConfig::default());
+        let cases: BTreeSet<u32> = hits.iter().map(|h| h.case).collect();
+        let live: BTreeSet<u32> = (0..keys.len() as u32).filter(|&i| !keys[i as usize].revoked).collect();
+        assert_eq!(cases, live, "{zip}");
+        assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings), "{zip}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn fast_bluezone_matcher_agrees_with_reference(
+        seeds in prop::collection::vec(any::<[u8; 32]>(), 1..6),
+        picks in prop::collection::vec((0usize..6, 0u32..3, 0u32..144, -1200i64..1200), 0..40),
+        noise in prop::collection::vec((any::<[u8; 12]>(), 0i64..3 * 86400), 0..20),
+        legacy in any::<bool>(),
+        span_days in 1i64..3,
+        start_offset in 0i64..86400,
+    ) {
+        let max = if legacy { SlotsPerDay::LEGACY } else { SlotsPerDay::DEFAULT };
+        let entries: Vec<F0Entry> = seeds.iter().map(|s| F0Entry {
+            daily_key: DailyKey::from_bytes(*s),
+            time_start: DAY + start_offset / 2,
+            time_end: DAY + span_days * 86400 - 1 - start_offset / 3,
+            max,
+        }).collect();
+        let mut sightings: Vec<Sighting> = picks.iter().map(|&(e, d, slot, jitter)| {
+            let e = &entries[e % entries.len()];
+            let key = e.daily_key.advance(d);
+            let t = DAY + d as i64 * 86400 + slot as i64 * 600 + jitter;
+            bz(key.id(slot), t)
+        }).collect();
+        sightings.extend(noise.iter().map(|(id, t)| bz(RollingId(*id), DAY + t)));
+        let index = ObservationIndex::build(&sightings, 77);
+        let (hits, _) = match_f0(&entries, &index, &MatchConfig::default());
+        prop_assert_eq!(matched(&hits, &index, false), reference_f0(&entries, &sightings, 60));
+    }
+
+    #[test]
+    fn fast_gaen_matcher_agrees_with_reference(
+        teks in prop::collection::vec((any::<[u8; 16]>(), 0u32..3, 1u32..=144, any::<bool>()), 1..10),
+        picks in prop::collection::vec((0usize..10, 0usize..144, -20i64..20), 0..40),
+        noise in prop::collection::vec((any::<[u8; 16]>(), 0i64..3 * 86400), 0..20),
+    ) {
+        let base = Enin::from_unix(DAY).0;
+        let keys: Vec<GaenKey> = teks.iter().map(|(t, d, period, revoked)| GaenKey {
+            tek: Tek::from_bytes(*t),
+            rolling_start: Enin(base + 144 * d),
+            rolling_period: *period,
+            revoked: *revoked,
+        }).collect();
+        let mut sightings: Vec<Sighting> = picks.iter().map(|&(k, j, off)| {
+            let k = &keys[k % keys.len()];
+            let sched = gaen::key_schedule(&k.tek, k.rolling_start, 144, Metadata::v1_0(-10));
+            let (enin, rpi, aem) = sched[j];
+            ga(rpi, aem, enin.to_unix() + off * 600 + 3)
+        }).collect();
+        sightings.extend(noise.iter().map(|(r, t)| ga(Rpi(*r), Aem([0; 4]), DAY + t)));
+        let index = ObservationIndex::build(&sightings, 78);
+        let (hits, _) = match_keys(&keys, &index, &MatchConfig::default());
+        prop_assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings));
+    }
+}
