@@ -325,6 +325,16 @@ pub struct TrustedKey {
 }
 
 impl TrustedKey {
+    /// A `key_id` or `key_version` of `"*"` trusts the key whatever id or version a file names
+    /// (for operators who hold one authority's key without its id); the signature must still
+    /// verify under it.
+    pub const ANY: &'static str = "*";
+
+    fn applies_to(&self, key_id: &str, key_version: &str) -> bool {
+        (self.key_id == Self::ANY || self.key_id == key_id)
+            && (self.key_version == Self::ANY || self.key_version == key_version)
+    }
+
     pub fn new(
         key_id: impl Into<String>,
         key_version: impl Into<String>,
@@ -713,7 +723,7 @@ fn verify_signatures(
         let mut matched = false;
         for key in trusted
             .iter()
-            .filter(|k| k.key_id == key_id && k.key_version == key_version)
+            .filter(|k| k.applies_to(key_id, key_version))
         {
             matched = true;
             let fail = if !(algorithm.is_empty() || algorithm == ECDSA_P256_SHA256_OID) {
@@ -735,8 +745,8 @@ fn verify_signatures(
                     Ok(signature) => {
                         if key.key.verify_prehash(&digest, &signature).is_ok() {
                             return Ok(SignatureStatus::Verified {
-                                key_id: key.key_id.clone(),
-                                key_version: key.key_version.clone(),
+                                key_id: key_id.to_string(),
+                                key_version: key_version.to_string(),
                             });
                         }
                         SignatureError::DidNotVerify {
