@@ -11,7 +11,7 @@ use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
 use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezone_protocol::matching::gaen::GaenKey;
 use bluezone_protocol::matching::{bluezone, MatchConfig, ObservationIndex};
-use bluezone_protocol::{Aem, DailyKey, PeerId, Rpi, RollingId, Sighting, Tek};
+use bluezone_protocol::{Aem, DailyKey, PeerId, RollingId, Rpi, Sighting, Tek};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
 
@@ -75,7 +75,11 @@ fn plant_bluezone(sightings: &mut [Sighting], entries: &[F0Entry], n_seen: usize
 fn bench_bluezone(c: &mut Criterion) {
     let mut g = c.benchmark_group("bluezone");
     g.sample_size(10).warm_up_time(Duration::from_secs(1));
-    let records: &[usize] = if full() { &[1000, 15000, 200000] } else { &[1000, 15000] };
+    let records: &[usize] = if full() {
+        &[1000, 15000, 200000]
+    } else {
+        &[1000, 15000]
+    };
     for &ids in &[5000usize, 100_000, 1_000_000] {
         let mut rng = StdRng::seed_from_u64(ids as u64);
         let mut sightings = random_sightings(&mut rng, ids, false);

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "bluezoned", version, about = "Bluetooth proximity contact-logging daemon (Bluezone v3 + GAEN v1.2)")]
+#[command(
+    name = "bluezoned",
+    version,
+    about = "Bluetooth proximity contact-logging daemon (Bluezone v3 + GAEN v1.2)"
+)]
 pub struct Cli {
     /// Where the encrypted store and its key live. Defaults to $STATE_DIRECTORY (systemd) or
     /// ./bluezoned-data.
@@ -44,6 +48,84 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export the device's own keys after a positive test.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run the daemon: advertise, scan, log, match.
+    Run(RunArgs),
+    /// A simulated office: devices meet, one tests positive, everyone checks.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write the file a health authority would publish, then rotate the device's keys.
+    Export {
+        /// How many UTC days back, today included.
+        #[arg(long, default_value_t = 14)]
+        days: u32,
+        #[arg(long, value_enum)]
+        format: KeyFormat,
+        /// PKCS#8 PEM private key (P-256) that signs a GAEN export.
+        #[arg(long, value_name = "PEM")]
+        sign: Option<PathBuf>,
+        #[arg(long, default_value = "bluezoned")]
+        key_id: String,
+        #[arg(long, default_value = "v1")]
+        key_version: String,
+        #[arg(long, default_value = "VN")]
+        region: String,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Confirm: without it the command explains what would be shared and stops.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    BluezoneF0,
+    GaenZip,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Radio backend (overrides `radio.backend`).
+    #[arg(long, value_enum)]
+    pub radio: Option<RadioArg>,
+    /// Config file (default: `<data dir>/bluezoned.toml` if present).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP API address (overrides `api.listen`), e.g. 127.0.0.1:8421 or unix:/path.
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<String>,
+    /// Bearer tokens, one per line (overrides `api.token_file`).
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Trusted GAEN signing key (repeatable; overrides `api.trust`).
+    #[arg(long = "trust", value_name = "PEM")]
+    pub trust: Vec<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RadioArg {
+    Bluez,
+    Sim,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[arg(long, default_value_t = 12)]
+    pub devices: usize,
+    #[arg(long, default_value_t = 8)]
+    pub hours: u32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

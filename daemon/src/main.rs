@@ -8,8 +8,7 @@ fn main() -> ExitCode {
     match bluezoned::cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` prints the whole context chain on one line: "reading FILE: field X: expected Y".
-            eprintln!("bluezoned: error: {e:#}");
+            eprintln!("bluezoned: error: {}", bluezoned::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -20,5 +20,5 @@ pub mod matching;
 pub mod sighting;
 pub mod time;
 
-pub use ids::{Aem, DailyKey, HexError, PeerId, Rpi, RollingId, Tek};
+pub use ids::{Aem, DailyKey, HexError, PeerId, RollingId, Rpi, Tek};
 pub use sighting::Sighting;

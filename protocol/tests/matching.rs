@@ -8,7 +8,7 @@ use bluezone_protocol::gaen::export::{parse_export, ExportLimits, TrustedKey};
 use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
 use bluezone_protocol::matching::{bluezone::match_f0, Hit, MatchConfig, ObservationIndex};
-use bluezone_protocol::{Aem, DailyKey, PeerId, Rpi, RollingId, Sighting, Tek};
+use bluezone_protocol::{Aem, DailyKey, PeerId, RollingId, Rpi, Sighting, Tek};
 use proptest::prelude::*;
 
 const DAY: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
@@ -56,7 +56,11 @@ fn matched(hits: &[Hit], index: &ObservationIndex, gaen: bool) -> BTreeSet<(u32,
 }
 
 /// The spec's matching rule written as plainly as possible: derive every ID, scan every sighting.
-fn reference_f0(entries: &[F0Entry], sightings: &[Sighting], skew: i64) -> BTreeSet<(u32, String, i64)> {
+fn reference_f0(
+    entries: &[F0Entry],
+    sightings: &[Sighting],
+    skew: i64,
+) -> BTreeSet<(u32, String, i64)> {
     let mut out = BTreeSet::new();
     for (c, e) in entries.iter().enumerate() {
         let mut key = e.daily_key.clone();
@@ -101,10 +105,13 @@ fn reference_gaen(keys: &[GaenKey], sightings: &[Sighting]) -> BTreeSet<(u32, St
         if k.revoked {
             continue;
         }
-        let sched = gaen::key_schedule(&k.tek, k.rolling_start, k.rolling_period, Metadata::v1_0(0));
+        let sched =
+            gaen::key_schedule(&k.tek, k.rolling_start, k.rolling_period, Metadata::v1_0(0));
         for (enin, rpi, _) in sched {
             for s in sightings {
-                if s.peer == PeerId::Gaen(rpi) && (Enin::from_unix(s.time).0 as i64 - enin.0 as i64).abs() <= 12 {
+                if s.peer == PeerId::Gaen(rpi)
+                    && (Enin::from_unix(s.time).0 as i64 - enin.0 as i64).abs() <= 12
+                {
                     out.insert((c as u32, rpi.to_hex(), s.time));
                 }
             }
@@ -130,25 +137,34 @@ fn bluezone_slot_edges_skew_fallback_and_rollover() {
     let s10 = DAY + 10 * 900;
     let id10 = key.id(10);
     let sightings = vec![
-        bz(id10, s10 - 61),          // 0: outside (skew is 60)
-        bz(id10, s10 - 60),          // 1: inside by skew
-        bz(id10, s10 + 899 + 60),    // 2: inside by skew
-        bz(id10, s10 + 899 + 61),    // 3: outside
+        bz(id10, s10 - 61),                 // 0: outside (skew is 60)
+        bz(id10, s10 - 60),                 // 1: inside by skew
+        bz(id10, s10 + 899 + 60),           // 2: inside by skew
+        bz(id10, s10 + 899 + 61),           // 3: outside
         bz(key.id(50), DAY + 50 * 600 + 5), // 4: slot 50 under the legacy 144 layout only
-        bz(key.id(95), DAY + 86400 + 30),     // 5: yesterday's last ID just after midnight
-        bz(next.id(0), DAY + 86400 + 5),      // 6: next day's chain
-        bz(next.id(0), DAY + 5),              // 7: right ID, wrong day
-        bz(RollingId([9; 12]), s10),          // 8: never broadcast
+        bz(key.id(95), DAY + 86400 + 30),   // 5: yesterday's last ID just after midnight
+        bz(next.id(0), DAY + 86400 + 5),    // 6: next day's chain
+        bz(next.id(0), DAY + 5),            // 7: right ID, wrong day
+        bz(RollingId([9; 12]), s10),        // 8: never broadcast
     ];
     let index = ObservationIndex::build(&sightings, 11);
     let cfg = MatchConfig::default();
     let (hits, stats) = match_f0(std::slice::from_ref(&e), &index, &cfg);
-    let got: BTreeSet<i64> = matched(&hits, &index, false).into_iter().map(|x| x.2).collect();
-    let want: BTreeSet<i64> = [1usize, 2, 4, 5, 6].iter().map(|&i| sightings[i].time).collect();
+    let got: BTreeSet<i64> = matched(&hits, &index, false)
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
+    let want: BTreeSet<i64> = [1usize, 2, 4, 5, 6]
+        .iter()
+        .map(|&i| sightings[i].time)
+        .collect();
     assert_eq!(got, want);
     assert_eq!(stats.keys_checked, 1);
     assert_eq!(stats.ids_derived, 2 * 96);
-    assert_eq!(matched(&hits, &index, false), reference_f0(&[e], &sightings, 60));
+    assert_eq!(
+        matched(&hits, &index, false),
+        reference_f0(&[e], &sightings, 60)
+    );
 
     // Without skew tolerance the edge sightings drop out.
     let (hits, _) = match_f0(
@@ -156,13 +172,19 @@ fn bluezone_slot_edges_skew_fallback_and_rollover() {
         &index,
         &MatchConfig { skew_s: 0 },
     );
-    let got: BTreeSet<i64> = matched(&hits, &index, false).into_iter().map(|x| x.2).collect();
+    let got: BTreeSet<i64> = matched(&hits, &index, false)
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
     assert!(!got.contains(&sightings[1].time) && !got.contains(&sightings[2].time));
 
     // A one-day entry (time_end = time_start + 86399) does not roll into the next day.
     let one_day = entry(&key, DAY, DAY + 86399, SlotsPerDay::DEFAULT);
     let (hits, _) = match_f0(&[one_day], &index, &cfg);
-    let got: BTreeSet<i64> = matched(&hits, &index, false).into_iter().map(|x| x.2).collect();
+    let got: BTreeSet<i64> = matched(&hits, &index, false)
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
     assert!(!got.contains(&sightings[6].time));
 }
 
@@ -213,14 +235,26 @@ fn gaen_period_validity_and_revocation() {
     };
     let keys = vec![key, revoked];
     let (hits, stats) = match_keys(&keys, &index, &MatchConfig::default());
-    let got: BTreeSet<i64> = matched(&hits, &index, true).into_iter().map(|x| x.2).collect();
+    let got: BTreeSet<i64> = matched(&hits, &index, true)
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
     let want: BTreeSet<i64> = [0usize, 2, 4].iter().map(|&i| sightings[i].time).collect();
     assert_eq!(got, want);
-    assert!(hits.iter().all(|h| h.case == 0), "a revoked key never matches");
-    assert!(hits.iter().all(|h| h.tx_power == Some(-25)), "tx power comes from the AEM");
+    assert!(
+        hits.iter().all(|h| h.case == 0),
+        "a revoked key never matches"
+    );
+    assert!(
+        hits.iter().all(|h| h.tx_power == Some(-25)),
+        "tx power comes from the AEM"
+    );
     assert_eq!(stats.keys_checked, 2);
     assert_eq!(stats.ids_derived, 114);
-    assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings));
+    assert_eq!(
+        matched(&hits, &index, true),
+        reference_gaen(&keys, &sightings)
+    );
 }
 
 #[test]
@@ -228,24 +262,43 @@ fn keys_outside_the_log_are_rejected_before_derivation() {
     let key = DailyKey::from_bytes([1; 32]);
     let sightings = vec![bz(key.id(3), DAY + 3 * 900)];
     let index = ObservationIndex::build(&sightings, 1);
-    let old = entry(&key, DAY - 20 * 86400, DAY - 10 * 86400, SlotsPerDay::DEFAULT);
+    let old = entry(
+        &key,
+        DAY - 20 * 86400,
+        DAY - 10 * 86400,
+        SlotsPerDay::DEFAULT,
+    );
     let (hits, stats) = match_f0(&[old], &index, &MatchConfig::default());
     assert!(hits.is_empty());
     assert_eq!(stats.ids_derived, 0);
 }
 
 fn shared(rel: &str) -> Vec<u8> {
-    let p = format!("{}/../../shared/testdata/gaen/{rel}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/../../shared/testdata/gaen/{rel}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
 #[test]
 fn signed_sample_keys_match_their_own_rpis() {
     for (zip, pem, id, version) in [
-        ("google-server-example-2keys.zip", "google-server-example-2keys.pub.pem", "some_id", "1"),
-        ("google-internals-sample-140keys.zip", "google-internals-sample-140keys.pub.pem", "310", "v1"),
+        (
+            "google-server-example-2keys.zip",
+            "google-server-example-2keys.pub.pem",
+            "some_id",
+            "1",
+        ),
+        (
+            "google-internals-sample-140keys.zip",
+            "google-internals-sample-140keys.pub.pem",
+            "310",
+            "v1",
+        ),
     ] {
-        let trust = TrustedKey::from_pem(id, version, &String::from_utf8(shared(pem)).unwrap()).unwrap();
+        let trust =
+            TrustedKey::from_pem(id, version, &String::from_utf8(shared(pem)).unwrap()).unwrap();
         let export = parse_export(&shared(zip), &[trust], &ExportLimits::default()).unwrap();
         let keys: Vec<GaenKey> = export.file.keys.iter().map(GaenKey::from).collect();
         // One sighting of the middle RPI of every key, as a phone nearby would have logged it.
@@ -253,18 +306,27 @@ fn signed_sample_keys_match_their_own_rpis() {
             .iter()
             .map(|k| {
                 let j = k.rolling_period / 2;
-                let (enin, rpi, aem) =
-                    gaen::key_schedule(&k.tek, k.rolling_start, k.rolling_period, Metadata::v1_0(-30))
-                        [j as usize];
+                let (enin, rpi, aem) = gaen::key_schedule(
+                    &k.tek,
+                    k.rolling_start,
+                    k.rolling_period,
+                    Metadata::v1_0(-30),
+                )[j as usize];
                 ga(rpi, aem, enin.to_unix() + 100)
             })
             .collect();
         let index = ObservationIndex::build(&sightings, 9);
         let (hits, _) = match_keys(&keys, &index, &MatchConfig::default());
         let cases: BTreeSet<u32> = hits.iter().map(|h| h.case).collect();
-        let live: BTreeSet<u32> = (0..keys.len() as u32).filter(|&i| !keys[i as usize].revoked).collect();
+        let live: BTreeSet<u32> = (0..keys.len() as u32)
+            .filter(|&i| !keys[i as usize].revoked)
+            .collect();
         assert_eq!(cases, live, "{zip}");
-        assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings), "{zip}");
+        assert_eq!(
+            matched(&hits, &index, true),
+            reference_gaen(&keys, &sightings),
+            "{zip}"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 use bluezone_protocol::bluezone::SlotsPerDay;
 use bluezone_protocol::gaen::{self, Aemk, Enin, Metadata, Rpik};
-use bluezone_protocol::{Aem, DailyKey, Rpi, RollingId, Tek};
+use bluezone_protocol::{Aem, DailyKey, RollingId, Rpi, Tek};
 
 fn testdata(rel: &str) -> String {
     let p = format!("{}/../../shared/testdata/{rel}", env!("CARGO_MANIFEST_DIR"));

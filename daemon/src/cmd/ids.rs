@@ -32,7 +32,9 @@ pub fn run(cmd: IdsCommand) -> Result<()> {
             let tek = Tek::from_hex(&tek).context("--tek")?;
             let md = bluezone_protocol::Aem::from_hex(&metadata).context("--metadata")?;
             let md = Metadata::from_bytes(md.0);
-            for (enin, rpi, aem) in gaen::key_schedule(&tek, Enin(enin), gaen::TEK_ROLLING_PERIOD, md) {
+            for (enin, rpi, aem) in
+                gaen::key_schedule(&tek, Enin(enin), gaen::TEK_ROLLING_PERIOD, md)
+            {
                 writeln!(out, "{} {rpi} {aem}", enin.0)?;
             }
         }

@@ -6,14 +6,22 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 
 mod cases;
+mod demo;
 mod ids;
+mod keys;
+mod run;
+mod store_cmds;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Ids(c) => ids::run(c),
         Command::Cases(c) => cases::run(cli.data_dir, c),
-        Command::Init | Command::Log(_) | Command::Status { .. } | Command::Check { .. } => {
-            anyhow::bail!("this command is not built yet")
-        }
+        Command::Init => store_cmds::init(cli.data_dir),
+        Command::Log(c) => store_cmds::log(cli.data_dir, c),
+        Command::Status { json } => store_cmds::status(cli.data_dir, json),
+        Command::Check { json } => cases::check(cli.data_dir, json),
+        Command::Keys(c) => keys::run(cli.data_dir, c),
+        Command::Run(a) => run::run(cli.data_dir, a),
+        Command::Demo(a) => demo::run(a),
     }
 }

@@ -253,8 +253,9 @@ fn as_seconds<E: de::Error>(
 impl RawEntry {
     fn check<E: de::Error>(self, index: usize) -> Result<F0Entry, E> {
         let key = match self.daily_key {
-            Some(serde_json::Value::String(s)) => DailyKey::from_hex(&s)
-                .map_err(|e| entry_error(index, "daily_key", e))?,
+            Some(serde_json::Value::String(s)) => {
+                DailyKey::from_hex(&s).map_err(|e| entry_error(index, "daily_key", e))?
+            }
             Some(_) => return Err(entry_error(index, "daily_key", "must be a hex string")),
             None => return Err(entry_error(index, "daily_key", "is missing")),
         };
@@ -323,15 +324,34 @@ mod tests {
     fn precise_errors() {
         let e = one(r#"{"daily_key":"abcd","time_start":1,"time_end":2}"#).unwrap_err();
         assert!(
-            matches!(e, F0Error::Entry { index: 0, field: "daily_key", .. }),
+            matches!(
+                e,
+                F0Error::Entry {
+                    index: 0,
+                    field: "daily_key",
+                    ..
+                }
+            ),
             "{e}"
         );
-        assert!(e.to_string().contains("expected 64 hex characters, got 4"), "{e}");
+        assert!(
+            e.to_string().contains("expected 64 hex characters, got 4"),
+            "{e}"
+        );
         let e = one(&format!(
             r#"{{"daily_key":"{KEY}","time_start":10,"time_end":5}}"#
         ))
         .unwrap_err();
-        assert!(matches!(e, F0Error::Entry { field: "time_end", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                F0Error::Entry {
+                    field: "time_end",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = one(&format!(
             r#"{{"daily_key":"{KEY}","time_start":0,"time_end":5,"max":97}}"#
         ))

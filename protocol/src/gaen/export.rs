@@ -721,10 +721,7 @@ fn verify_signatures(
             .and_then(|i| i.signature_algorithm.as_deref())
             .unwrap_or("");
         let mut matched = false;
-        for key in trusted
-            .iter()
-            .filter(|k| k.applies_to(key_id, key_version))
-        {
+        for key in trusted.iter().filter(|k| k.applies_to(key_id, key_version)) {
             matched = true;
             let fail = if !(algorithm.is_empty() || algorithm == ECDSA_P256_SHA256_OID) {
                 SignatureError::UnsupportedAlgorithm {

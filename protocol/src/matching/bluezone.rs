@@ -136,7 +136,7 @@ pub fn match_f0(
             || (Vec::new(), MatchStats::default()),
             |(mut h, s), (h2, s2)| {
                 h.extend(h2);
-                (h, s.add(s2))
+                (h, s + s2)
             },
         )
 }

@@ -14,10 +14,8 @@ use super::index::ObservationIndex;
 use super::rpi_aes::{rpi_blocks, MAX_RPIS};
 use super::sha256x::{compress_lanes, digest_bytes, pad32, IV};
 use super::{Hit, MatchConfig, MatchStats};
-use crate::gaen::{
-    decrypt_metadata, Aemk, Enin, INTERVAL_SECONDS, RPI_VALIDITY_INTERVALS,
-};
 use crate::gaen::export::{ExportKey, ReportType};
+use crate::gaen::{decrypt_metadata, Aemk, Enin, INTERVAL_SECONDS, RPI_VALIDITY_INTERVALS};
 use crate::ids::{Rpi, Tek};
 
 const LANES: usize = 4;
@@ -37,11 +35,10 @@ impl GaenKey {
     /// `[first, last]` unix seconds in which a sighting of any of this key's RPIs can count.
     pub fn validity(&self) -> (i64, i64) {
         let first = (self.rolling_start.0 as i64 - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
-        let last = (self.rolling_start.0 as i64
-            + self.rolling_period as i64
-            + RPI_VALIDITY_INTERVALS)
-            * INTERVAL_SECONDS
-            - 1;
+        let last =
+            (self.rolling_start.0 as i64 + self.rolling_period as i64 + RPI_VALIDITY_INTERVALS)
+                * INTERVAL_SECONDS
+                - 1;
         (first, last)
     }
 }
@@ -216,7 +213,7 @@ pub fn match_keys(
             || (Vec::new(), MatchStats::default()),
             |(mut h, s), (h2, s2)| {
                 h.extend(h2);
-                (h, s.add(s2))
+                (h, s + s2)
             },
         )
 }

@@ -195,8 +195,10 @@ fn masks(bucket: &Bucket, fp: u32) -> (u32, u32) {
             let (mut hits, mut empty) = (0u32, 0u32);
             for k in 0..4 {
                 let v = _mm_load_si128(p.add(k));
-                hits |= (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, f))) as u32) << (4 * k);
-                empty |= (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, z))) as u32) << (4 * k);
+                hits |=
+                    (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, f))) as u32) << (4 * k);
+                empty |=
+                    (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, z))) as u32) << (4 * k);
             }
             (hits, empty)
         }
@@ -237,7 +239,10 @@ fn prefetch<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is a hint; it never faults, and `p` is a valid reference anyway.
     unsafe {
-        core::arch::x86_64::_mm_prefetch(p as *const T as *const i8, core::arch::x86_64::_MM_HINT_T0);
+        core::arch::x86_64::_mm_prefetch(
+            p as *const T as *const i8,
+            core::arch::x86_64::_MM_HINT_T0,
+        );
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
@@ -306,7 +311,10 @@ mod tests {
 
     #[test]
     fn finds_what_was_seen_and_nothing_else() {
-        let sightings: Vec<_> = (0..200u8).map(|i| s(i, 1000 + i as i64)).chain([s(5, 10)]).collect();
+        let sightings: Vec<_> = (0..200u8)
+            .map(|i| s(i, 1000 + i as i64))
+            .chain([s(5, 10)])
+            .collect();
         let idx = ObservationIndex::build(&sightings, 42);
         assert_eq!(idx.bluezone.distinct_ids(), 200);
         assert_eq!(idx.time_range, Some((10, 1199)));

@@ -51,8 +51,9 @@ pub struct MatchStats {
     pub ids_derived: u64,
 }
 
-impl MatchStats {
-    pub fn add(self, o: MatchStats) -> MatchStats {
+impl std::ops::Add for MatchStats {
+    type Output = MatchStats;
+    fn add(self, o: MatchStats) -> MatchStats {
         MatchStats {
             keys_checked: self.keys_checked + o.keys_checked,
             ids_derived: self.ids_derived + o.ids_derived,

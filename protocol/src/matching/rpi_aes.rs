@@ -62,7 +62,12 @@ mod vaes {
     }
 
     #[target_feature(enable = "aes,sse2,vaes,avx512f")]
-    pub unsafe fn encrypt(key: &[u8; 16], first: u32, count: usize, out: &mut [[u8; 16]; MAX_RPIS]) {
+    pub unsafe fn encrypt(
+        key: &[u8; 16],
+        first: u32,
+        count: usize,
+        out: &mut [[u8; 16]; MAX_RPIS],
+    ) {
         let k0 = _mm_loadu_si128(key.as_ptr() as *const __m128i);
         let k1 = expand_round!(k0, 0x01);
         let k2 = expand_round!(k1, 0x02);
@@ -81,7 +86,21 @@ mod vaes {
         let p1 = u32::from_le_bytes(*b"PI\0\0") as i32;
         let e = first as i32;
         let mut plain = _mm512_setr_epi32(
-            p0, p1, 0, e, p0, p1, 0, e.wrapping_add(1), p0, p1, 0, e.wrapping_add(2), p0, p1, 0,
+            p0,
+            p1,
+            0,
+            e,
+            p0,
+            p1,
+            0,
+            e.wrapping_add(1),
+            p0,
+            p1,
+            0,
+            e.wrapping_add(2),
+            p0,
+            p1,
+            0,
             e.wrapping_add(3),
         );
         let step = _mm512_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4);

@@ -81,10 +81,13 @@ impl ScoringConfig {
     }
 }
 
+/// One matched sighting: time, attenuation, identifier group.
+type Point = (i64, i32, u32);
+
 /// Scores the hits of one protocol; `obs` is that protocol's observation table.
 pub fn score(hits: &[Hit], obs: &[Observation], cfg: &ScoringConfig) -> Vec<Exposure> {
     // (case, day) → (time, attenuation, group), deduplicated by observation index.
-    let mut per_day: BTreeMap<(u32, i64), Vec<(i64, i32, u32)>> = BTreeMap::new();
+    let mut per_day: BTreeMap<(u32, i64), Vec<Point>> = BTreeMap::new();
     let mut seen: HashSet<(u32, u32)> = HashSet::new();
     for h in hits {
         for i in h.obs.clone() {
@@ -211,7 +214,12 @@ mod tests {
         assert_eq!(e[0].windows, 2);
         assert_eq!(e[0].duration_s, 39 * 60);
         // A one-hour gap opens a new window; crossing midnight makes two days.
-        let obs = vec![o(86400 - 120, -50), o(86400 - 60, -50), o(86400 + 10, -50), o(90000, -50)];
+        let obs = vec![
+            o(86400 - 120, -50),
+            o(86400 - 60, -50),
+            o(86400 + 10, -50),
+            o(90000, -50),
+        ];
         let e = score(&[hit(0, 1, 0..4)], &obs, &cfg);
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].duration_s, 60);

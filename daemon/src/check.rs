@@ -1,0 +1,211 @@
+//! Matching every imported case list against the contact log: the `check` command, the daemon's
+//! matching task and the API all run this one pipeline.
+//!
+//! store read-out → [`ObservationIndex`] → Bluezone and GAEN matchers → scoring → exposures
+//! (persisted, one row per case key and UTC day).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bluezone_protocol::bluezone::F0Entry;
+use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
+use bluezone_protocol::matching::{
+    bluezone::match_f0, score, Exposure, MatchConfig, ObservationIndex, ScoringConfig,
+};
+use rand::Rng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::caselist::{self, CaseList, Limits};
+use crate::store::Store;
+
+/// One exposure as reported by `check --json`, the API and the hook.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExposureReport {
+    pub protocol: &'static str,
+    /// Lower-case hex of the F0 daily key or the TEK (published material, not a secret of ours).
+    pub case_key: String,
+    pub day: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub sightings: usize,
+    pub distinct_ids: usize,
+    pub duration_s: i64,
+    pub min_attenuation_db: i32,
+    pub typical_attenuation_db: i32,
+    pub weighted_minutes: f64,
+    pub notify: bool,
+    /// The case list it came from.
+    pub case_list: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub exposures: Vec<ExposureReport>,
+    pub keys_checked: u64,
+    pub ids_derived: u64,
+    pub sightings: usize,
+    pub distinct_ids: usize,
+    /// Sealed sighting chunks that failed to open and were skipped.
+    pub corrupt_chunks: usize,
+    #[serde(skip)]
+    pub match_time: Duration,
+    /// Exposures (per case key and day) that were not stored before this run.
+    #[serde(skip)]
+    pub new_exposures: Vec<ExposureReport>,
+}
+
+impl CheckReport {
+    /// Keys (F0 records + GAEN keys) matched per second in the last run.
+    pub fn keys_per_second(&self) -> f64 {
+        let s = self.match_time.as_secs_f64();
+        if s > 0.0 {
+            self.keys_checked as f64 / s
+        } else {
+            0.0
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckConfig {
+    pub matching: MatchConfig,
+    pub scoring: ScoringConfig,
+}
+
+struct Cases {
+    f0: Vec<F0Entry>,
+    f0_list: Vec<i64>,
+    gaen: Vec<GaenKey>,
+    gaen_list: Vec<i64>,
+}
+
+/// Reads every stored case list. The lists were verified when imported; duplicates across lists
+/// (the same key in several daily files) are matched once.
+fn load_cases(store: &Store) -> Result<Cases> {
+    let mut cases = Cases {
+        f0: Vec::new(),
+        f0_list: Vec::new(),
+        gaen: Vec::new(),
+        gaen_list: Vec::new(),
+    };
+    let mut seen_f0: HashSet<([u8; 32], i64, i64)> = HashSet::new();
+    let mut seen_gaen: HashSet<([u8; 16], u32)> = HashSet::new();
+    let limits = Limits::default();
+    for info in store.case_lists()? {
+        let bytes = store
+            .case_list_bytes(info.id)
+            .with_context(|| format!("reading case list {}", info.id))?;
+        let list = caselist::parse(&bytes, &[], &limits)
+            .with_context(|| format!("stored case list {}", info.id))?;
+        match list {
+            CaseList::BluezoneF0(l) => {
+                for e in l.entries {
+                    if seen_f0.insert((*e.daily_key.as_bytes(), e.time_start, e.time_end)) {
+                        cases.f0.push(e);
+                        cases.f0_list.push(info.id);
+                    }
+                }
+            }
+            CaseList::GaenExport(x) => {
+                for k in &x.file.keys {
+                    if seen_gaen.insert((*k.tek.as_bytes(), k.rolling_start)) {
+                        cases.gaen.push(GaenKey::from(k));
+                        cases.gaen_list.push(info.id);
+                    }
+                }
+            }
+        }
+    }
+    Ok(cases)
+}
+
+/// Runs the whole match and stores new exposures.
+pub fn run_check(store: &mut Store, cfg: &CheckConfig) -> Result<CheckReport> {
+    let cases = load_cases(store)?;
+    let days = store.sighting_days()?;
+    let readout = match (days.first(), days.last()) {
+        (Some(&a), Some(&b)) => store.sightings_in_days(a, b)?,
+        _ => Default::default(),
+    };
+    let started = Instant::now();
+    let index = ObservationIndex::build(&readout.sightings, rand::thread_rng().gen());
+    let (bz_hits, bz_stats) = match_f0(&cases.f0, &index, &cfg.matching);
+    let (ga_hits, ga_stats) = match_keys(&cases.gaen, &index, &cfg.matching);
+    let bz = score(&bz_hits, index.bluezone.observations(), &cfg.scoring);
+    let ga = score(&ga_hits, index.gaen.observations(), &cfg.scoring);
+    let match_time = started.elapsed();
+
+    let mut exposures: Vec<ExposureReport> = bz
+        .iter()
+        .map(|e| {
+            let entry = &cases.f0[e.case as usize];
+            report(
+                "bluezone",
+                entry.daily_key.to_hex(),
+                cases.f0_list[e.case as usize],
+                e,
+            )
+        })
+        .chain(ga.iter().map(|e| {
+            let key = &cases.gaen[e.case as usize];
+            report(
+                "gaen",
+                key.tek.to_hex(),
+                cases.gaen_list[e.case as usize],
+                e,
+            )
+        }))
+        .collect();
+    exposures.sort_by(|a, b| {
+        (a.first_seen, a.protocol, &a.case_key).cmp(&(b.first_seen, b.protocol, &b.case_key))
+    });
+
+    let mut new_exposures = Vec::new();
+    for e in &exposures {
+        let json = serde_json::to_vec(e)?;
+        if store.upsert_exposure(e.day, &exposure_key(e), &json)? {
+            new_exposures.push(e.clone());
+        }
+    }
+    let stats = bz_stats + ga_stats;
+    Ok(CheckReport {
+        exposures,
+        keys_checked: stats.keys_checked,
+        ids_derived: stats.ids_derived,
+        sightings: index.sightings(),
+        distinct_ids: index.distinct_ids(),
+        corrupt_chunks: readout.corrupt,
+        match_time,
+        new_exposures,
+    })
+}
+
+fn report(protocol: &'static str, case_key: String, list: i64, e: &Exposure) -> ExposureReport {
+    ExposureReport {
+        protocol,
+        case_key,
+        day: e.day,
+        first_seen: e.first_seen,
+        last_seen: e.last_seen,
+        sightings: e.sightings,
+        distinct_ids: e.distinct_ids,
+        duration_s: e.duration_s,
+        min_attenuation_db: e.min_attenuation_db,
+        typical_attenuation_db: e.typical_attenuation_db,
+        weighted_minutes: (e.weighted_minutes * 100.0).round() / 100.0,
+        notify: e.notify,
+        case_list: list,
+    }
+}
+
+/// Identifies one exposure row: the same case key on the same day is the same exposure, updated
+/// as more sightings match.
+fn exposure_key(e: &ExposureReport) -> String {
+    let mut h = Sha256::new();
+    h.update(e.protocol.as_bytes());
+    h.update(e.case_key.as_bytes());
+    h.update(e.day.to_le_bytes());
+    hex::encode(h.finalize())
+}

@@ -1,0 +1,63 @@
+//! Key export for a person who tests positive: the files a health authority would publish.
+//!
+//! Safety rules (spec bluezone §5.1): Bluezone entries are one per day with
+//! `time_end = time_start + 86399`, so no entry rolls into a day that was not exported; every
+//! day's key is independent random, so nothing chains into later days either; a base key is
+//! never exported (there is none). After an export the caller rotates the device's own keys, so
+//! the published keys cannot be linked to what the device broadcasts next.
+
+use bluezone_protocol::bluezone::{F0Entry, F0List, SlotsPerDay};
+use bluezone_protocol::gaen::export::{
+    write_export, ExportError, ExportFile, ExportKey, ExportSigner, ReportType,
+};
+use bluezone_protocol::gaen::TEK_ROLLING_PERIOD;
+use bluezone_protocol::time::DAY_SECONDS;
+
+use crate::store::OwnKeys;
+
+/// One F0 entry per UTC day, covering exactly that day.
+pub fn f0_list(own: &[OwnKeys]) -> F0List {
+    F0List {
+        entries: own
+            .iter()
+            .map(|k| F0Entry {
+                daily_key: k.daily_key.clone(),
+                time_start: k.day * DAY_SECONDS,
+                time_end: k.day * DAY_SECONDS + DAY_SECONDS - 1,
+                max: SlotsPerDay::DEFAULT,
+            })
+            .collect(),
+    }
+}
+
+/// A signed GAEN export of the days' TEKs (report type: confirmed test).
+pub fn gaen_zip(
+    own: &[OwnKeys],
+    signer: &ExportSigner,
+    region: &str,
+) -> Result<Vec<u8>, ExportError> {
+    let keys: Vec<ExportKey> = own
+        .iter()
+        .map(|k| ExportKey {
+            report_type: ReportType::ConfirmedTest,
+            ..ExportKey::new(k.tek.clone(), (k.day * 144) as u32)
+        })
+        .collect();
+    let start = own.iter().map(|k| k.day).min().unwrap_or(0) * DAY_SECONDS;
+    let end = own.iter().map(|k| k.day + 1).max().unwrap_or(0) * DAY_SECONDS;
+    let file = ExportFile {
+        start_timestamp: start.max(0) as u64,
+        end_timestamp: end.max(0) as u64,
+        region: region.to_string(),
+        batch_num: 1,
+        batch_size: 1,
+        signature_infos: vec![signer.signature_info()],
+        keys,
+        revised_keys: Vec::new(),
+    };
+    debug_assert!(file
+        .keys
+        .iter()
+        .all(|k| k.rolling_period == TEK_ROLLING_PERIOD));
+    write_export(&file, signer)
+}

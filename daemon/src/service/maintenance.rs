@@ -1,0 +1,131 @@
+//! Housekeeping: retention, and matching when case lists arrive.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use bluezone_protocol::time::utc_day;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::check::{run_check, ExposureReport};
+
+/// How often retention runs (it is cheap when there is nothing to purge).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
+    // Match once at start if lists are already stored (e.g. after a restart).
+    let mut want_match = shared
+        .with_store(|s| s.case_lists().map(|l| !l.is_empty()).unwrap_or(false))
+        .await?;
+    let mut retention = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        if want_match {
+            want_match = false;
+            match_once(&shared).await?;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = retention.tick() => purge(&shared).await?,
+            _ = shared.match_now.notified() => want_match = true,
+        }
+    }
+}
+
+async fn purge(shared: &Arc<Shared>) -> Result<()> {
+    let today = utc_day(shared.clock.now());
+    let keep = shared.config.store.keep_days;
+    let r = shared
+        .with_store(move |s| s.purge_older_than(today, keep))
+        .await?;
+    match r {
+        Ok(rep) if rep.day_keys > 0 => {
+            tracing::info!(
+                cutoff_day = rep.cutoff_day,
+                days = rep.day_keys,
+                "retention purge"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "retention purge failed"),
+    }
+    Ok(())
+}
+
+/// Matches all stored case lists; new notifying exposures run the hook.
+pub async fn match_once(shared: &Arc<Shared>) -> Result<()> {
+    let cfg = shared.config.check_config();
+    let report = shared.with_store(move |s| run_check(s, &cfg)).await?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "matching failed");
+            return Ok(());
+        }
+    };
+    let m = &shared.metrics;
+    m.ids_indexed
+        .store(report.distinct_ids as u64, Ordering::Relaxed);
+    m.keys_checked
+        .fetch_add(report.keys_checked, Ordering::Relaxed);
+    m.last_match_ms
+        .store(report.match_time.as_millis() as u64, Ordering::Relaxed);
+    m.last_match_keys_per_s
+        .store(report.keys_per_second().to_bits(), Ordering::Relaxed);
+    m.matches_run.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        keys = report.keys_checked,
+        exposures = report.exposures.len(),
+        new = report.new_exposures.len(),
+        ms = report.match_time.as_millis() as u64,
+        "matching done"
+    );
+    for e in report.new_exposures.iter().filter(|e| e.notify) {
+        tracing::warn!(
+            protocol = e.protocol,
+            day = e.day,
+            minutes = e.weighted_minutes,
+            "exposure notification"
+        );
+        if let Some(cmd) = &shared.config.hook.command {
+            run_hook(cmd, e).await;
+        }
+    }
+    *shared.exposures.lock().unwrap_or_else(|p| p.into_inner()) = report.exposures;
+    Ok(())
+}
+
+/// Runs the hook with the exposure's JSON on stdin. A failing hook is logged, never fatal.
+async fn run_hook(cmd: &str, e: &ExposureReport) {
+    use tokio::io::AsyncWriteExt;
+    let json = match serde_json::to_vec(e) {
+        Ok(j) => j,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot encode exposure for the hook");
+            return;
+        }
+    };
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the exposure hook");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&json).await;
+    }
+    match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(Ok(s)) if s.success() => {}
+        Ok(Ok(s)) => tracing::error!(status = %s, "exposure hook failed"),
+        Ok(Err(err)) => tracing::error!(error = %err, "exposure hook failed"),
+        Err(_) => tracing::error!("exposure hook did not finish within 60 s"),
+    }
+}

@@ -1,0 +1,142 @@
+//! The service loop: what `bluezoned run` (and every simulated device of `demo`) runs.
+//!
+//! Tasks, joined by channels and stopped by one cancellation token:
+//! - [`advertiser`]: puts the current Bluezone ID and GAEN RPI on air, switching exactly at slot
+//!   and interval boundaries.
+//! - the radio backend (a [`Radio`]): advertises the [`Broadcast`], reports [`Reception`]s.
+//! - [`logger`]: de-duplicates receptions into sightings and writes them in batches; a batch is
+//!   acknowledged (counted, reported) only after the store returned from a durable write.
+//! - [`maintenance`]: retention purge, and matching whenever case lists arrive.
+//!
+//! On shutdown every task finishes its current write, the logger flushes what it holds, and
+//! `run` returns.
+
+pub mod advertiser;
+pub mod logger;
+pub mod maintenance;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{Context, Result};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::check::ExposureReport;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::radio::{Broadcast, Radio, RadioIo};
+use crate::store::Store;
+
+/// Counters and gauges for `/metrics` and `/v1/status` (counts only, never an identifier).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub receptions: AtomicU64,
+    pub sightings_stored: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub dedup_entries: AtomicU64,
+    pub ids_indexed: AtomicU64,
+    pub keys_checked: AtomicU64,
+    pub last_match_ms: AtomicU64,
+    /// Keys per second of the last match, as f64 bits.
+    pub last_match_keys_per_s: AtomicU64,
+    pub matches_run: AtomicU64,
+    pub broadcasts: AtomicU64,
+}
+
+impl Metrics {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// State shared by the service's tasks and the API.
+pub struct Shared {
+    store: Mutex<Store>,
+    pub config: Config,
+    pub clock: SharedClock,
+    pub metrics: Metrics,
+    /// Wakes the matching task (a case list arrived).
+    pub match_now: Notify,
+    /// Bumped when the device's own keys change (e.g. rotated after an export).
+    pub own_keys_generation: AtomicU64,
+    /// Exposures of the latest match.
+    pub exposures: Mutex<Vec<ExposureReport>>,
+}
+
+impl Shared {
+    pub fn new(store: Store, config: Config, clock: SharedClock) -> Arc<Shared> {
+        Arc::new(Shared {
+            store: Mutex::new(store),
+            config,
+            clock,
+            metrics: Metrics::default(),
+            match_now: Notify::new(),
+            own_keys_generation: AtomicU64::new(0),
+            exposures: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The store, for a short synchronous operation. Call it from blocking context
+    /// ([`Shared::with_store`]) so that SQLite's fsyncs do not stall the runtime.
+    pub fn lock_store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves the store usable (SQLite rolls back an open
+        // transaction), so a poisoned lock is recovered rather than propagated.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with the store on tokio's blocking pool.
+    pub async fn with_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&mut me.lock_store()))
+            .await
+            .context("store task panicked")
+    }
+
+    pub fn exposures(&self) -> Vec<ExposureReport> {
+        self.exposures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Runs the service until `shutdown` fires or the radio fails for good.
+pub async fn run(
+    shared: Arc<Shared>,
+    radio: Box<dyn Radio>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let (btx, brx) = watch::channel(Broadcast::default());
+    let (htx, hrx) = mpsc::channel(8192);
+    let radio_name = radio.name();
+    let radio_task = tokio::spawn(radio.run(RadioIo {
+        broadcast: brx,
+        heard: htx,
+        shutdown: shutdown.clone(),
+    }));
+    let adv = tokio::spawn(advertiser::run(shared.clone(), btx, shutdown.clone()));
+    let log = tokio::spawn(logger::run(shared.clone(), hrx, shutdown.clone()));
+    let maint = tokio::spawn(maintenance::run(shared.clone(), shutdown.clone()));
+    tracing::info!(radio = radio_name, "service started");
+
+    // The radio ends on shutdown, or early on an error it could not recover from; either way
+    // the rest of the service stops with it.
+    let radio_result = radio_task.await;
+    shutdown.cancel();
+    let (a, l, m) = tokio::join!(adv, log, maint);
+    a.context("advertiser panicked")??;
+    l.context("logger panicked")??;
+    m.context("maintenance panicked")??;
+    match radio_result {
+        Ok(Ok(())) => {
+            tracing::info!("service stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e).with_context(|| format!("{radio_name} radio")),
+        Err(e) => Err(anyhow::anyhow!("{radio_name} radio task failed: {e}")),
+    }
+}

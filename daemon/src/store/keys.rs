@@ -1,0 +1,530 @@
+//! Key handling: the master key file, keys derived from it, per-day data keys, and sealing.
+//!
+//! ```text
+//! master key (32 bytes; $CREDENTIALS_DIRECTORY/bluezoned.key or <data dir>/bluezoned.key)
+//!  ├─ HMAC-SHA256(master, "bluezoned/v1/key-check")      stored in meta: wrong key → clear error
+//!  ├─ HMAC-SHA256(master, "bluezoned/v1/wrap-day-keys")  AES-256-GCM key wrapping day keys
+//!  └─ HMAC-SHA256(master, "bluezoned/v1/case-list-hash") HMAC key for case-list content hashes
+//! day key(d) (32 random bytes per UTC day, stored wrapped in day_keys) seals every row of day d
+//! ```
+//!
+//! Every key type here zeroizes on drop (the AES and GHASH states too: the crate enables the
+//! `zeroize` features of `aes`, `ghash` and `polyval`) and prints as `<redacted>` in `Debug`.
+//!
+//! # Nonces
+//!
+//! Each sealed value is `nonce (12 bytes) || AES-256-GCM ciphertext || tag (16 bytes)`, with a
+//! fresh **random** 96-bit nonce from the operating system's CSPRNG. Nonces cannot repeat in
+//! practice because every key seals few messages: a day key only seals rows of its own UTC day
+//! (sightings chunks, one per write batch and day, plus a handful of own-key, case-list and
+//! exposure rows), and each batch is a durable (fsynced) transaction, so even a daemon committing
+//! 1,000 batches per second seals fewer than 8.7·10^7 < 2^27 values under one day key — far below
+//! the 2^32 invocations NIST SP 800-38D allows for random IVs; the chance that any two of `q`
+//! random nonces collide is below `q²/2^97` (< 2^-43 for q = 2^27). The wrapping key seals one
+//! value per UTC day (each day key once). A day key lives only while its day is retained: purge
+//! deletes it, and a later write to that day draws a new one.
+
+use std::fmt;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use hmac::{Hmac, Mac};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::error::StoreError;
+
+/// File name of the master key, in the credentials directory or the data directory.
+pub const KEY_FILE: &str = "bluezoned.key";
+/// Length of the master key and of day keys.
+pub const KEY_LEN: usize = 32;
+pub(crate) const NONCE_LEN: usize = 12;
+pub(crate) const TAG_LEN: usize = 16;
+/// Bytes a sealed value adds to its plaintext.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The 32-byte master key. Zeroized on drop; `Debug` prints `<redacted>`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey([u8; KEY_LEN]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(b: [u8; KEY_LEN]) -> Self {
+        MasterKey(b)
+    }
+
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn random() -> Self {
+        let mut k = MasterKey([0; KEY_LEN]);
+        OsRng.fill_bytes(&mut k.0);
+        k
+    }
+
+    /// Reads a key file: refuses it if group or others have any access to it, or if it does not
+    /// hold exactly 32 bytes. Errors name the file, never the contents.
+    pub fn read_file(path: &Path) -> Result<Self, StoreError> {
+        let io = |source| StoreError::KeyIo {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(StoreError::KeyPermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        if meta.len() != KEY_LEN as u64 {
+            return Err(StoreError::KeySize {
+                path: path.to_path_buf(),
+                found: meta.len(),
+            });
+        }
+        // Read one byte more than needed so a file that grew after `metadata` is caught too.
+        let mut buf = Zeroizing::new([0u8; KEY_LEN + 1]);
+        let mut n = 0;
+        loop {
+            match file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k;
+                    if n == buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        if n != KEY_LEN {
+            return Err(StoreError::KeySize {
+                path: path.to_path_buf(),
+                found: n as u64,
+            });
+        }
+        let mut k = MasterKey([0; KEY_LEN]);
+        k.0.copy_from_slice(&buf[..KEY_LEN]);
+        Ok(k)
+    }
+
+    /// Creates `path` with mode 0600 holding a fresh random key (fails if it exists), fsyncs the
+    /// file and its directory, and returns the key.
+    pub fn create_file(path: &Path) -> Result<Self, StoreError> {
+        let io = |context, source| StoreError::Io {
+            context,
+            path: path.to_path_buf(),
+            source,
+        };
+        let key = MasterKey::random();
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io("creating master key file", e))?;
+        // The umask can only remove bits, but a pre-set default ACL could add some: enforce.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("setting mode 0600 on master key file", e))?;
+        file.write_all(&key.0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io("writing master key file", e))?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(key)
+    }
+
+    fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        // `new_from_slice` accepts any key length for HMAC; 32 bytes cannot fail.
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"bluezoned/v1/");
+        mac.update(label.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+}
+
+/// fsyncs a directory so that a file just created in it survives a power failure.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Io {
+            context: "syncing directory",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Where the master key came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// `$CREDENTIALS_DIRECTORY/bluezoned.key` (systemd credentials).
+    Credential,
+    /// `<data dir>/bluezoned.key`, created by `bluezoned init`.
+    File,
+}
+
+impl KeySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Credential => "credential",
+            KeySource::File => "file",
+        }
+    }
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The master key's file and kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLocation {
+    pub path: PathBuf,
+    pub source: KeySource,
+}
+
+impl KeyLocation {
+    /// `<credentials_dir>/bluezoned.key` when a credentials directory is given (non-empty), else
+    /// `<data_dir>/bluezoned.key`.
+    pub fn resolve(data_dir: &Path, credentials_dir: Option<&Path>) -> Self {
+        match credentials_dir {
+            Some(c) if !c.as_os_str().is_empty() => KeyLocation {
+                path: c.join(KEY_FILE),
+                source: KeySource::Credential,
+            },
+            _ => KeyLocation {
+                path: data_dir.join(KEY_FILE),
+                source: KeySource::File,
+            },
+        }
+    }
+
+    /// [`KeyLocation::resolve`] with `$CREDENTIALS_DIRECTORY` (set by systemd when the unit has
+    /// `LoadCredential=`/`SetCredential=`).
+    pub fn from_env(data_dir: &Path) -> Self {
+        let cred = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Self::resolve(data_dir, cred.as_deref())
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!("{} {}", self.source, self.path.display())
+    }
+}
+
+/// Keys derived from the master key, held by an open store.
+pub(crate) struct DerivedKeys {
+    /// Wraps (seals) day keys.
+    wrap: Aes256Gcm,
+    /// HMAC key for case-list content hashes.
+    case_hash: Zeroizing<[u8; 32]>,
+    /// Stored in `meta` to recognise the right master key.
+    pub(crate) check: [u8; 32],
+}
+
+impl DerivedKeys {
+    pub(crate) fn new(master: &MasterKey) -> Self {
+        let wrap = master.derive("wrap-day-keys");
+        DerivedKeys {
+            wrap: Aes256Gcm::new(wrap.as_ref().into()),
+            case_hash: master.derive("case-list-hash"),
+            check: *master.derive("key-check"),
+        }
+    }
+
+    /// Constant-time comparison with a stored check value.
+    pub(crate) fn check_matches(&self, stored: &[u8]) -> bool {
+        use subtle_eq::ct_eq;
+        ct_eq(&self.check, stored)
+    }
+
+    pub(crate) fn case_list_hash(&self, bytes: &[u8]) -> String {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.case_hash.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(bytes);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A fresh random day key and its wrapped form for `day_keys`.
+    pub(crate) fn new_day_key(&self, day: i64) -> (DayKey, Vec<u8>) {
+        let mut raw = Zeroizing::new([0u8; KEY_LEN]);
+        OsRng.fill_bytes(raw.as_mut());
+        let wrapped = seal(&self.wrap, &Ad::day_key(day), raw.as_ref());
+        (DayKey::from_raw(&raw), wrapped)
+    }
+
+    /// Opens a wrapped day key; `None` if it fails authentication.
+    pub(crate) fn unwrap_day_key(&self, day: i64, wrapped: &[u8]) -> Option<DayKey> {
+        let raw = open(&self.wrap, &Ad::day_key(day), wrapped)?;
+        let raw: &[u8; KEY_LEN] = raw.as_slice().try_into().ok()?;
+        Some(DayKey::from_raw(raw))
+    }
+}
+
+mod subtle_eq {
+    /// Compares without an early exit (the check value is not secret, but this costs nothing).
+    pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// A per-UTC-day data key, as a ready AES-256-GCM instance (whose key schedule is zeroized on
+/// drop). `Debug` prints `<redacted>`.
+pub(crate) struct DayKey(Aes256Gcm);
+
+impl fmt::Debug for DayKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DayKey(<redacted>)")
+    }
+}
+
+impl DayKey {
+    fn from_raw(raw: &[u8; KEY_LEN]) -> Self {
+        DayKey(Aes256Gcm::new(raw.into()))
+    }
+    pub(crate) fn seal(&self, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
+        seal(&self.0, ad, plaintext)
+    }
+    pub(crate) fn open(&self, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        open(&self.0, ad, sealed)
+    }
+    /// Opens into `buf` (reused across calls to avoid allocations); `false` if authentication
+    /// fails. `buf` then holds the plaintext; the caller zeroizes it when done.
+    pub(crate) fn open_into(&self, ad: &Ad, sealed: &[u8], buf: &mut Vec<u8>) -> bool {
+        open_into(&self.0, ad, sealed, buf)
+    }
+}
+
+/// Associated data: binds a sealed value to its table, purpose, UTC day and row, so that a value
+/// copied to another row, table or day fails to open. Fields are length-prefixed so that no two
+/// different tuples encode alike.
+pub(crate) struct Ad(Vec<u8>);
+
+impl Ad {
+    pub(crate) fn new(table: &str, purpose: &str, day: i64, row: &[&[u8]]) -> Self {
+        let mut v = Vec::with_capacity(64);
+        v.extend_from_slice(b"bluezoned-ad-v1");
+        let mut field = |b: &[u8]| {
+            v.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            v.extend_from_slice(b);
+        };
+        field(table.as_bytes());
+        field(purpose.as_bytes());
+        field(&day.to_be_bytes());
+        for r in row {
+            field(r);
+        }
+        Ad(v)
+    }
+    fn day_key(day: i64) -> Self {
+        Ad::new("day_keys", "wrap", day, &[])
+    }
+    pub(crate) fn sightings(day: i64, chunk_id: i64) -> Self {
+        Ad::new("sightings", "chunk", day, &[&chunk_id.to_be_bytes()])
+    }
+    pub(crate) fn own_key(day: i64, protocol: &str) -> Self {
+        Ad::new("own_keys", "own-key", day, &[protocol.as_bytes()])
+    }
+    pub(crate) fn case_list(day: i64, content_hash: &str, format: &str, entries: i64) -> Self {
+        Ad::new(
+            "case_lists",
+            "content",
+            day,
+            &[
+                content_hash.as_bytes(),
+                format.as_bytes(),
+                &entries.to_be_bytes(),
+            ],
+        )
+    }
+    pub(crate) fn exposure(day: i64, key_hash: &str) -> Self {
+        Ad::new("exposures", "exposure", day, &[key_hash.as_bytes()])
+    }
+}
+
+fn seal(cipher: &Aes256Gcm, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    // Encryption only fails for plaintexts over 64 GiB, which no caller produces.
+    let tag = cipher
+        .encrypt_in_place_detached(&Nonce::from(nonce), &ad.0, &mut out[NONCE_LEN..])
+        .unwrap_or_else(|_| unreachable!("AES-GCM plaintext below 64 GiB"));
+    out.extend_from_slice(&tag);
+    out
+}
+
+fn open(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::new());
+    open_into(cipher, ad, sealed, &mut buf).then_some(buf)
+}
+
+fn open_into(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8], buf: &mut Vec<u8>) -> bool {
+    buf.zeroize();
+    if sealed.len() < SEAL_OVERHEAD {
+        return false;
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let (Ok(nonce), Ok(tag)) = (
+        <[u8; NONCE_LEN]>::try_from(nonce),
+        <[u8; TAG_LEN]>::try_from(tag),
+    ) else {
+        return false;
+    };
+    buf.extend_from_slice(ct);
+    let ok = cipher
+        .decrypt_in_place_detached(
+            &Nonce::from(nonce),
+            &ad.0,
+            buf.as_mut_slice(),
+            &Tag::from(tag),
+        )
+        .is_ok();
+    if !ok {
+        buf.zeroize();
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cipher() -> DayKey {
+        DayKey::from_raw(&[7u8; 32])
+    }
+
+    #[test]
+    fn seal_open_roundtrip_and_binding() {
+        let k = cipher();
+        let s = k.seal(&Ad::sightings(5, 1), b"hello");
+        assert_eq!(s.len(), 5 + SEAL_OVERHEAD);
+        assert_eq!(
+            k.open(&Ad::sightings(5, 1), &s)
+                .as_deref()
+                .map(|v| v.as_slice()),
+            Some(&b"hello"[..])
+        );
+        // Another day, row, table or purpose: refused.
+        assert!(k.open(&Ad::sightings(6, 1), &s).is_none());
+        assert!(k.open(&Ad::sightings(5, 2), &s).is_none());
+        assert!(k.open(&Ad::exposure(5, "1"), &s).is_none());
+        // A flipped bit anywhere: refused.
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 0x01;
+            assert!(k.open(&Ad::sightings(5, 1), &t).is_none(), "byte {i}");
+        }
+        // Truncated: refused, no panic.
+        assert!(k.open(&Ad::sightings(5, 1), &s[..10]).is_none());
+    }
+
+    #[test]
+    fn nonces_differ() {
+        let k = cipher();
+        let a = k.seal(&Ad::sightings(1, 1), b"x");
+        let b = k.seal(&Ad::sightings(1, 1), b"x");
+        assert_ne!(a[..NONCE_LEN], b[..NONCE_LEN]);
+    }
+
+    #[test]
+    fn ad_fields_are_unambiguous() {
+        let a = Ad::new("ab", "c", 1, &[]);
+        let b = Ad::new("a", "bc", 1, &[]);
+        assert_ne!(a.0, b.0);
+    }
+
+    #[test]
+    fn day_key_wrap_is_bound_to_day() {
+        let d = DerivedKeys::new(&MasterKey::from_bytes([1; 32]));
+        let (_k, wrapped) = d.new_day_key(100);
+        assert!(d.unwrap_day_key(100, &wrapped).is_some());
+        assert!(d.unwrap_day_key(101, &wrapped).is_none());
+        let other = DerivedKeys::new(&MasterKey::from_bytes([2; 32]));
+        assert!(other.unwrap_day_key(100, &wrapped).is_none());
+        assert!(!other.check_matches(&d.check));
+        assert!(d.check_matches(&d.check));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let m = MasterKey::from_bytes([0xab; 32]);
+        assert_eq!(format!("{m:?}"), "MasterKey(<redacted>)");
+        assert_eq!(format!("{:?}", cipher()), "DayKey(<redacted>)");
+    }
+
+    #[test]
+    fn key_location() {
+        let l = KeyLocation::resolve(Path::new("/d"), Some(Path::new("/run/creds")));
+        assert_eq!(l.path, Path::new("/run/creds/bluezoned.key"));
+        assert_eq!(l.source, KeySource::Credential);
+        let l = KeyLocation::resolve(Path::new("/d"), Some(Path::new("")));
+        assert_eq!(l.path, Path::new("/d/bluezoned.key"));
+        assert_eq!(l.source, KeySource::File);
+    }
+
+    #[test]
+    fn key_file_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(KEY_FILE);
+        let k = MasterKey::create_file(&p).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(MasterKey::read_file(&p).unwrap().0, k.0);
+        assert!(
+            MasterKey::create_file(&p).is_err(),
+            "never overwrites a key"
+        );
+
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        let e = MasterKey::read_file(&p).unwrap_err();
+        assert!(
+            matches!(e, StoreError::KeyPermissions { mode: 0o640, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&p.display().to_string()));
+
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&p, [0x5a; 31]).unwrap();
+        let e = MasterKey::read_file(&p).unwrap_err();
+        assert!(matches!(e, StoreError::KeySize { found: 31, .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(&p.display().to_string()) && !msg.to_lowercase().contains("5a5a"));
+    }
+}

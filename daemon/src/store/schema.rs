@@ -1,0 +1,88 @@
+//! Versioned schema. `PRAGMA user_version` holds the version; each migration runs in its own
+//! transaction together with the version bump, so a store is always at exactly one version.
+//! Append migrations, never edit a released one.
+
+use rusqlite::Connection;
+
+/// `PRAGMA application_id`: "BZND". Tells a bluezoned store from any other SQLite file.
+pub(crate) const APPLICATION_ID: i32 = 0x425a_4e44;
+
+/// `MIGRATIONS[i]` moves the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 0 → 1. Only `day` columns (UTC day numbers, for retention) and row bookkeeping are in
+    // clear; every `blob`/`wrapped` column is `nonce || AES-256-GCM ciphertext || tag`.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+    -- One random data key per UTC day, sealed under the master-derived wrapping key.
+    CREATE TABLE day_keys (
+        day     INTEGER PRIMARY KEY,
+        wrapped BLOB NOT NULL
+    );
+    -- One sealed chunk per (write batch, day): a compact encoding of its sightings.
+    CREATE TABLE sightings (
+        id   INTEGER PRIMARY KEY,
+        day  INTEGER NOT NULL,
+        blob BLOB NOT NULL
+    );
+    CREATE INDEX sightings_day ON sightings(day, id);
+    -- The device's own keys: protocol 'bluezone' (daily key) and 'gaen' (TEK).
+    CREATE TABLE own_keys (
+        day      INTEGER NOT NULL,
+        protocol TEXT NOT NULL,
+        blob     BLOB NOT NULL,
+        PRIMARY KEY (day, protocol)
+    );
+    CREATE TABLE case_lists (
+        id           INTEGER PRIMARY KEY,
+        content_hash TEXT NOT NULL UNIQUE,
+        format       TEXT NOT NULL,
+        entries      INTEGER NOT NULL,
+        imported_day INTEGER NOT NULL,
+        blob         BLOB NOT NULL
+    );
+    CREATE TABLE exposures (
+        id       INTEGER PRIMARY KEY,
+        day      INTEGER NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        blob     BLOB NOT NULL
+    );
+    "#,
+];
+
+/// The version this build writes.
+pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+pub(crate) fn application_id(conn: &Connection) -> rusqlite::Result<i32> {
+    conn.pragma_query_value(None, "application_id", |r| r.get(0))
+}
+
+/// Extra statements run inside a migration's transaction.
+pub(crate) type TxHook<'a> = &'a dyn Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+/// Applies the migrations after `from`, each in one transaction with its version bump.
+/// `first_txn_extra` runs inside the first migration's transaction (used by `init` to store the
+/// key check value atomically with the schema).
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    from: i64,
+    mut first_txn_extra: Option<TxHook<'_>>,
+) -> rusqlite::Result<()> {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        if let Some(f) = first_txn_extra.take() {
+            f(&tx)?;
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

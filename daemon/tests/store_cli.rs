@@ -1,0 +1,371 @@
+//! Contract tests of `bluezoned init`, `log import|export` and `status`, run on the built binary.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bluezone_protocol::bluezone::SlotsPerDay;
+use bluezone_protocol::time::utc_day;
+use bluezoned::store::{KeyLocation, Store, DB_FILE, KEY_FILE};
+
+fn bluezoned(data: &Path, args: &[&str]) -> Output {
+    bluezoned_env(data, args, &[])
+}
+
+fn bluezoned_env(data: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bluezoned"));
+    c.arg("--data-dir").arg(data).args(args);
+    for v in [
+        "STATE_DIRECTORY",
+        "CREDENTIALS_DIRECTORY",
+        "BLUEZONED_DATA_DIR",
+        "RUST_LOG",
+    ] {
+        c.env_remove(v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn fails(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "expected failure, stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn status_json(data: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(&bluezoned(data, &["status", "--json"]))).unwrap()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn init_creates_dir_key_and_store_and_is_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("state");
+    let out = ok(&bluezoned(&data, &["init"]));
+    assert!(out.contains("created master key"), "{out}");
+    assert_eq!(
+        fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        fs::metadata(data.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(fs::metadata(data.join(KEY_FILE)).unwrap().len(), 32);
+    assert!(data.join(DB_FILE).exists());
+    let key = fs::read(data.join(KEY_FILE)).unwrap();
+    let db = fs::read(data.join(DB_FILE)).unwrap();
+
+    let out = ok(&bluezoned(&data, &["init"]));
+    assert!(
+        out.contains("already initialised") && out.contains("nothing changed"),
+        "{out}"
+    );
+    assert!(!out.contains(&hex::encode(&key)));
+    assert_eq!(fs::read(data.join(KEY_FILE)).unwrap(), key);
+    assert_eq!(fs::read(data.join(DB_FILE)).unwrap(), db);
+}
+
+#[test]
+fn commands_on_a_missing_store_say_run_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("none");
+    let trace = tmp.path().join("t.txt");
+    fs::write(&trace, "").unwrap();
+    for args in [
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["log", "export", "--format", "tsv"],
+        vec!["log", "import", "--format", "tsv", trace.to_str().unwrap()],
+    ] {
+        let err = fails(&bluezoned(&data, &args));
+        assert!(
+            err.contains("run `bluezoned init` first"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!data.exists(), "nothing created");
+}
+
+#[test]
+fn bluezone_trace_import_export_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    ok(&bluezoned(&data, &["init"]));
+    let t = now() - 3600;
+    let trace = tmp.path().join("data_trace.txt");
+    fs::write(
+        &trace,
+        format!(
+            "130CEA6472130C185D8643DF\tA1A2A3A4A5A6A7A8A9AAABAC\t-67\t{}123\n\
+             130CEA6472130C185D8643DF\tB1B2B3B4B5B6B7B8B9BABBBC\t-80\t{}\n\
+             130CEA6472130C185D8643DF\tA1A2A3A4A5A6A7A8A9AAABAC\t-61\t{}000\n",
+            t,
+            t + 60,
+            t + 900
+        ),
+    )
+    .unwrap();
+    let out = ok(&bluezoned(
+        &data,
+        &[
+            "log",
+            "import",
+            "--format",
+            "bluezone-trace",
+            trace.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("imported 3 sightings"), "{out}");
+
+    let st = status_json(&data);
+    assert_eq!(st["sightings"], 3);
+    assert_eq!(st["distinct_ids"], 2);
+    assert_eq!(st["key_source"], "file");
+
+    let o = bluezoned(&data, &["log", "export", "--format", "bluezone-trace"]);
+    let text = ok(&o);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let rows: Vec<(&str, &str, &str)> = lines.iter().map(|c| (c[1], c[2], c[3])).collect();
+    let (ts0, ts1, ts2) = (
+        (t * 1000).to_string(),
+        ((t + 60) * 1000).to_string(),
+        ((t + 900) * 1000).to_string(),
+    );
+    assert_eq!(
+        rows,
+        vec![
+            ("A1A2A3A4A5A6A7A8A9AAABAC", "-67", ts0.as_str()),
+            ("B1B2B3B4B5B6B7B8B9BABBBC", "-80", ts1.as_str()),
+            ("A1A2A3A4A5A6A7A8A9AAABAC", "-61", ts2.as_str()),
+        ]
+    );
+    // Column 1: the device's own Bluezone ID at that moment, from its own key of that day.
+    let store = Store::open_at(&data, KeyLocation::resolve(&data, None)).unwrap();
+    let own = store
+        .own_keys_in_days(utc_day(t)..=utc_day(t + 900))
+        .unwrap();
+    assert!(!own.is_empty(), "export created and stored the own keys");
+    for (cols, time) in lines.iter().zip([t, t + 60, t + 900]) {
+        let day_keys = own.iter().find(|k| k.day == utc_day(time)).unwrap();
+        let expect = day_keys
+            .daily_key
+            .id(SlotsPerDay::DEFAULT.slot(time))
+            .to_hex()
+            .to_uppercase();
+        assert_eq!(cols[0], expect);
+    }
+    drop(store);
+    // Stable: exporting again gives the same own IDs.
+    assert_eq!(
+        ok(&bluezoned(
+            &data,
+            &["log", "export", "--format", "bluezone-trace"]
+        )),
+        text
+    );
+}
+
+#[test]
+fn a_bad_line_rejects_the_whole_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    ok(&bluezoned(&data, &["init"]));
+    let file = tmp.path().join("log.tsv");
+    fs::write(
+        &file,
+        "0102030405060708090a0b0c -60 1700000000\n\
+         0102030405060708090a0b0c -61 1700000001\n\
+         0102030405060708090a0b0c loud 1700000002\n",
+    )
+    .unwrap();
+    let err = fails(&bluezoned(
+        &data,
+        &["log", "import", "--format", "tsv", file.to_str().unwrap()],
+    ));
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(
+        err.contains("line 3: column 2 (rssi): expected an integer"),
+        "{err}"
+    );
+    assert_eq!(status_json(&data)["sightings"], 0, "store unchanged");
+
+    fs::write(tmp.path().join("t.txt"), "AB\tCD\n").unwrap();
+    let err = fails(&bluezoned(
+        &data,
+        &[
+            "log",
+            "import",
+            "--format",
+            "bluezone-trace",
+            tmp.path().join("t.txt").to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        err.contains("line 1: expected 4 tab-separated columns"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tsv_round_trip_and_gaen_skipped_in_bluezone_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    ok(&bluezoned(&data, &["init"]));
+    let t = now() - 600;
+    let input = format!(
+        "0102030405060708090a0b0c\t-60\t{t}\n\
+         000102030405060708090a0b0c0d0e0f\t-80\t{}\t-12\n\
+         00112233445566778899aabbccddeeff -81 {}\n",
+        t + 1,
+        t + 2
+    );
+    let file = tmp.path().join("in.tsv");
+    fs::write(&file, &input).unwrap();
+    let out = ok(&bluezoned(
+        &data,
+        &["log", "import", "--format", "tsv", file.to_str().unwrap()],
+    ));
+    assert!(out.contains("imported 3 sightings"), "{out}");
+    let exported = ok(&bluezoned(&data, &["log", "export", "--format", "tsv"]));
+    assert_eq!(exported, input.replace(' ', "\t"));
+
+    let o = bluezoned(&data, &["log", "export", "--format", "bluezone-trace"]);
+    let text = ok(&o);
+    assert_eq!(text.lines().count(), 1);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("skipped 2 GAEN sightings"), "{stderr}");
+}
+
+#[test]
+fn export_days_limits_to_the_last_n_utc_days() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    ok(&bluezoned(&data, &["init"]));
+    let today_noon = utc_day(now()) * 86_400 + 43_200;
+    let file = tmp.path().join("in.tsv");
+    fs::write(
+        &file,
+        format!(
+            "0102030405060708090a0b0c -60 {}\n0102030405060708090a0b0d -60 {}\n0102030405060708090a0b0e -60 {}\n",
+            today_noon - 10 * 86_400,
+            today_noon - 86_400,
+            today_noon
+        ),
+    )
+    .unwrap();
+    ok(&bluezoned(
+        &data,
+        &["log", "import", "--format", "tsv", file.to_str().unwrap()],
+    ));
+    let count = |days: &str| {
+        ok(&bluezoned(
+            &data,
+            &["log", "export", "--format", "tsv", "--days", days],
+        ))
+        .lines()
+        .count()
+    };
+    assert_eq!(count("1"), 1);
+    assert_eq!(count("2"), 2);
+    assert_eq!(count("30"), 3);
+    let err = fails(&bluezoned(
+        &data,
+        &["log", "export", "--format", "tsv", "--days", "0"],
+    ));
+    assert!(err.contains("--days"), "{err}");
+}
+
+#[test]
+fn status_shows_counts_never_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    ok(&bluezoned(&data, &["init"]));
+    let key = hex::encode(fs::read(data.join(KEY_FILE)).unwrap());
+    let st = status_json(&data);
+    for field in [
+        "store_bytes",
+        "oldest_day",
+        "sightings",
+        "distinct_ids",
+        "days",
+        "key_source",
+    ] {
+        assert!(st.get(field).is_some(), "{field} missing: {st}");
+    }
+    assert!(st["store_bytes"].as_u64().unwrap() > 0);
+    assert!(st["oldest_day"].is_null());
+    let human = ok(&bluezoned(&data, &["status"]));
+    assert!(human.contains("key source  file"), "{human}");
+    assert!(human.contains("total"), "{human}");
+    assert!(!human.contains(&key) && !st.to_string().contains(&key));
+}
+
+#[test]
+fn credentials_directory_key_and_bad_key_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    let creds = tmp.path().join("creds");
+    fs::create_dir(&creds).unwrap();
+    let cred = creds.join(KEY_FILE);
+    fs::write(&cred, [9u8; 32]).unwrap();
+    fs::set_permissions(&cred, fs::Permissions::from_mode(0o400)).unwrap();
+    let env = [("CREDENTIALS_DIRECTORY", creds.as_path())];
+    let out = ok(&bluezoned_env(&data, &["init"], &env));
+    assert!(out.contains("credential"), "{out}");
+    assert!(!data.join(KEY_FILE).exists());
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&bluezoned_env(&data, &["status", "--json"], &env))).unwrap();
+    assert_eq!(st["key_source"], "credential");
+    // Without the credential there is no key: clear error.
+    let err = fails(&bluezoned(&data, &["status"]));
+    assert!(
+        err.contains(KEY_FILE) && err.contains("run `bluezoned init` first"),
+        "{err}"
+    );
+    // A credential readable by others, or of the wrong size: refused, naming the file.
+    fs::set_permissions(&cred, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = fails(&bluezoned_env(&data, &["status"], &env));
+    assert!(
+        err.contains(&cred.display().to_string()) && err.contains("group or others"),
+        "{err}"
+    );
+    fs::set_permissions(&cred, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&cred, [9u8; 16]).unwrap();
+    let err = fails(&bluezoned_env(&data, &["status"], &env));
+    assert!(err.contains("expected exactly 32 bytes, found 16"), "{err}");
+    assert!(!err.contains("0909"), "{err}");
+    // Another key of the right size: wrong key, clear error.
+    fs::write(&cred, [8u8; 32]).unwrap();
+    let err = fails(&bluezoned_env(&data, &["status"], &env));
+    assert!(err.contains("does not match this store"), "{err}");
+}
