@@ -4,7 +4,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = bluezoned::cli::Cli::parse();
-    bluezoned::logging::init(cli.log_json);
+    let level = match cli.command {
+        bluezoned::cli::Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    bluezoned::logging::init(cli.log_json, level);
     match bluezoned::cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
