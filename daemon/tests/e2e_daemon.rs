@@ -41,7 +41,11 @@ fn start(dir: &std::path::Path) -> Daemon {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("sightings stored") {
-                if let Some(t) = line.split("total=").nth(1).and_then(|v| v.split_whitespace().next()) {
+                if let Some(t) = line
+                    .split("total=")
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                {
                     let _ = tx.send(t.parse().unwrap_or(0));
                 }
             }
@@ -56,7 +60,10 @@ fn wait_acked(d: &Daemon, n: u64) -> u64 {
     let mut last = 0;
     while last < n {
         let left = deadline.saturating_duration_since(Instant::now());
-        last = d.acks.recv_timeout(left).expect("daemon stopped acknowledging sightings");
+        last = d
+            .acks
+            .recv_timeout(left)
+            .expect("daemon stopped acknowledging sightings");
     }
     last
 }
@@ -89,7 +96,10 @@ fn sigkill_loses_no_acknowledged_sighting() {
             acked = t;
         }
         let n = stored(&dir) as u64;
-        assert!(n >= acked, "round {round}: {n} stored < {acked} acknowledged");
+        assert!(
+            n >= acked,
+            "round {round}: {n} stored < {acked} acknowledged"
+        );
         let store = Store::open(&dir).unwrap();
         drop(store);
     }
@@ -114,9 +124,19 @@ fn sigterm_flushes_and_exits_zero() {
 #[test]
 fn a_bad_config_key_is_a_startup_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("bluezoned.toml"), "[radio]\nscan_windw_ms = 5\n").unwrap();
+    std::fs::write(
+        tmp.path().join("bluezoned.toml"),
+        "[radio]\nscan_windw_ms = 5\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
-        .args(["--data-dir", tmp.path().to_str().unwrap(), "run", "--radio", "sim"])
+        .args([
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+            "run",
+            "--radio",
+            "sim",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

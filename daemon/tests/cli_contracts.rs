@@ -1,0 +1,461 @@
+//! The command-line contracts of issues 2, 4 and 7: `ids`, `cases inspect|import|list`, `check`,
+//! `keys export`, run as a user would run them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bluezone_protocol::bluezone::SlotsPerDay;
+use bluezone_protocol::gaen::export::{parse_export, ExportLimits, TrustedKey};
+use bluezone_protocol::gaen::{self, Metadata};
+use bluezone_protocol::DailyKey;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bluezoned");
+
+fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata")
+        .join(rel)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run bluezoned")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn ids_bluezone_equals_the_vector_file_line_for_line() {
+    let text = std::fs::read_to_string(shared("bluezone/rolling-id-vectors.txt")).unwrap();
+    let base = text
+        .lines()
+        .find_map(|l| l.strip_prefix("base_key "))
+        .unwrap();
+    for (day, key) in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("daily_key "))
+        .filter_map(|l| l.split_once(' '))
+    {
+        let day: i64 = day.parse().unwrap();
+        let expected: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id "))
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .filter(|c| c[0] == day.to_string())
+            .map(|c| format!("{} {}", c[2], c[3]))
+            .collect();
+        if expected.is_empty() {
+            continue; // the vectors list IDs for days 0 and 1
+        }
+        let out = ok(&run(&[
+            "ids",
+            "bluezone",
+            "--daily-key",
+            key,
+            "--day",
+            &(1596844800 + day * 86400 + 4321).to_string(),
+        ]));
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected, "day {day}");
+        let _ = base;
+    }
+    let out = ok(&run(&[
+        "ids",
+        "bluezone",
+        "--daily-key",
+        base,
+        "--day",
+        "1596844800",
+        "--max",
+        "144",
+    ]));
+    assert_eq!(out.lines().count(), 144);
+    assert!(fails(&run(&[
+        "ids",
+        "bluezone",
+        "--daily-key",
+        "00",
+        "--day",
+        "0"
+    ]))
+    .contains("expected 64 hex characters, got 2"));
+    assert!(fails(&run(&[
+        "ids",
+        "bluezone",
+        "--daily-key",
+        base,
+        "--day",
+        "0",
+        "--max",
+        "97"
+    ]))
+    .contains("max"));
+}
+
+#[test]
+fn ids_gaen_equals_the_official_vectors_line_for_line() {
+    let text = std::fs::read_to_string(shared("gaen/en-v1.2-vectors.txt")).unwrap();
+    let tek = text.lines().find_map(|l| l.strip_prefix("tek ")).unwrap();
+    let md = text
+        .lines()
+        .find_map(|l| l.strip_prefix("metadata "))
+        .unwrap();
+    let expected: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect();
+    let out = ok(&run(&[
+        "ids",
+        "gaen",
+        "--tek",
+        tek,
+        "--enin",
+        "2642976",
+        "--metadata",
+        md,
+    ]));
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    assert_eq!(expected.len(), 144);
+    // Default metadata is 40000000: same RPIs, other AEMs.
+    let out = ok(&run(&["ids", "gaen", "--tek", tek, "--enin", "2642976"]));
+    let first = out.lines().next().unwrap();
+    assert!(first.starts_with(&expected[0][..40]) && first != expected[0]);
+    assert!(fails(&run(&["ids", "gaen", "--tek", &tek[..30], "--enin", "1"])).contains("--tek"));
+}
+
+#[test]
+fn cases_inspect_verifies_each_sample_with_its_own_key_only() {
+    let two = shared("gaen/google-server-example-2keys.zip");
+    let two_pem = shared("gaen/google-server-example-2keys.pub.pem");
+    let many = shared("gaen/google-internals-sample-140keys.zip");
+    let many_pem = shared("gaen/google-internals-sample-140keys.pub.pem");
+    for (zip, pem, other, n, id, ver) in [
+        (&two, &two_pem, &many_pem, 2, "some_id", "1"),
+        (&many, &many_pem, &two_pem, 140, "310", "v1"),
+    ] {
+        let out = ok(&run(&[
+            "cases",
+            "inspect",
+            zip.to_str().unwrap(),
+            "--trust",
+            pem.to_str().unwrap(),
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["format"], "gaen-export");
+        assert_eq!(v["entries"], n);
+        assert_eq!(v["signature"], "verified");
+        assert_eq!(v["key_id"], id);
+        assert_eq!(v["key_version"], ver);
+        assert_eq!(v["region"], "US");
+        let err = fails(&run(&[
+            "cases",
+            "inspect",
+            zip.to_str().unwrap(),
+            "--trust",
+            other.to_str().unwrap(),
+        ]));
+        assert!(err.contains("signature"), "{err}");
+        // Bound to the right id but the wrong key, and to the wrong id.
+        let bound = format!("{id}:{ver}={}", other.display());
+        assert!(fails(&run(&[
+            "cases",
+            "inspect",
+            zip.to_str().unwrap(),
+            "--trust",
+            &bound
+        ]))
+        .contains("did not verify"));
+        let wrong_id = format!("nobody:{ver}={}", pem.display());
+        assert!(fails(&run(&[
+            "cases",
+            "inspect",
+            zip.to_str().unwrap(),
+            "--trust",
+            &wrong_id
+        ]))
+        .contains("no trusted key"));
+        let out = ok(&run(&["cases", "inspect", zip.to_str().unwrap()]));
+        assert!(out.contains("\"signature\":\"unverified\""));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("f0.json");
+    std::fs::write(
+        &bad,
+        r#"{"data":[{"daily_key":"zz","time_start":1,"time_end":2}]}"#,
+    )
+    .unwrap();
+    let err = fails(&run(&["cases", "inspect", bad.to_str().unwrap()]));
+    assert!(
+        err.contains("f0.json") && err.contains("entry 0") && err.contains("daily_key"),
+        "{err}"
+    );
+    let trunc = tmp.path().join("t.zip");
+    std::fs::write(&trunc, &std::fs::read(&two).unwrap()[..200]).unwrap();
+    assert!(fails(&run(&["cases", "inspect", trunc.to_str().unwrap()])).contains("zip"));
+}
+
+/// A log with 20 minutes of sightings of one F0 key's IDs and of one sample-zip key's RPIs; both
+/// lists imported; `check --json` reports both exposures and nothing else.
+#[test]
+fn import_and_check_report_the_right_exposures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    let dir = d.to_str().unwrap();
+    ok(&run(&["--data-dir", dir, "init"]));
+    let day0 = 1_596_844_800i64;
+    let key = DailyKey::from_bytes([0x42; 32]);
+    let mut log = String::new();
+    // Slots 40–41 (10:00–10:30 UTC): a sighting a minute, 1 m away.
+    for m in 0..21 {
+        let t = day0 + 40 * 900 + m * 60;
+        log += &format!("{}\t-55\t{t}\n", key.id(SlotsPerDay::DEFAULT.slot(t)));
+    }
+    // A GAEN key of the 2-key sample: 20 minutes across two of its intervals.
+    let zip = shared("gaen/google-server-example-2keys.zip");
+    let pem = shared("gaen/google-server-example-2keys.pub.pem");
+    let trust =
+        TrustedKey::from_pem("some_id", "1", &std::fs::read_to_string(&pem).unwrap()).unwrap();
+    let export = parse_export(
+        &std::fs::read(&zip).unwrap(),
+        &[trust],
+        &ExportLimits::default(),
+    )
+    .unwrap();
+    let k = export
+        .file
+        .keys
+        .iter()
+        .find(|k| k.rolling_period == 114)
+        .unwrap();
+    let sched = gaen::key_schedule(
+        &k.tek,
+        gaen::Enin(k.rolling_start),
+        k.rolling_period,
+        Metadata::v1_0(-20),
+    );
+    for m in 0..21 {
+        let (enin, rpi, aem) = sched[10 + (m / 10) as usize];
+        let t = enin.to_unix() + (m % 10) * 60;
+        let _ = aem;
+        log += &format!("{rpi} -60 {t}\n");
+    }
+    let f = tmp.path().join("log.tsv");
+    std::fs::write(&f, log).unwrap();
+    ok(&run(&[
+        "--data-dir",
+        dir,
+        "log",
+        "import",
+        "--format",
+        "tsv",
+        f.to_str().unwrap(),
+    ]));
+    let f0 = tmp.path().join("f0.json");
+    std::fs::write(
+        &f0,
+        format!(r#"{{"data":[{{"daily_key":"{}","time_start":{day0},"max":96,"time_end":{}}},{{"daily_key":"{}","time_start":{day0},"max":96,"time_end":{}}}]}}"#,
+            key.to_hex().to_uppercase(), day0 + 86399, DailyKey::from_bytes([7; 32]).to_hex(), day0 + 86399),
+    )
+    .unwrap();
+    let out = ok(&run(&[
+        "--data-dir",
+        dir,
+        "cases",
+        "import",
+        f0.to_str().unwrap(),
+    ]));
+    assert!(out.contains("\"imported\":true"));
+    let again = run(&["--data-dir", dir, "cases", "import", f0.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("imported before"));
+    assert!(ok(&again).contains("\"imported\":false"));
+    // A GAEN file must verify before it is stored.
+    assert!(fails(&run(&[
+        "--data-dir",
+        dir,
+        "cases",
+        "import",
+        zip.to_str().unwrap()
+    ]))
+    .contains("--trust"));
+    ok(&run(&[
+        "--data-dir",
+        dir,
+        "cases",
+        "import",
+        zip.to_str().unwrap(),
+        "--trust",
+        pem.to_str().unwrap(),
+    ]));
+    // A bad file changes nothing.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"data":[{"daily_key":"00","time_start":1,"time_end":2}]}"#,
+    )
+    .unwrap();
+    let before = ok(&run(&["--data-dir", dir, "cases", "list", "--json"]));
+    fails(&run(&[
+        "--data-dir",
+        dir,
+        "cases",
+        "import",
+        bad.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        ok(&run(&["--data-dir", dir, "cases", "list", "--json"])),
+        before
+    );
+    let lists: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(lists["case_lists"].as_array().unwrap().len(), 2);
+
+    let out = ok(&run(&["--data-dir", dir, "check", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["keys_checked"], 4);
+    let ex = v["exposures"].as_array().unwrap();
+    assert_eq!(ex.len(), 2, "{out}");
+    let bz = ex.iter().find(|e| e["protocol"] == "bluezone").unwrap();
+    assert_eq!(bz["case_key"], key.to_hex());
+    assert_eq!(bz["sightings"], 21);
+    assert_eq!(bz["first_seen"], day0 + 40 * 900);
+    assert_eq!(bz["last_seen"], day0 + 40 * 900 + 20 * 60);
+    assert_eq!(bz["duration_s"], 1200);
+    assert_eq!(bz["min_attenuation_db"], 40); // -15 dBm assumed tx, -55 dBm received
+    assert_eq!(bz["notify"], true);
+    let ga = ex.iter().find(|e| e["protocol"] == "gaen").unwrap();
+    assert_eq!(ga["case_key"], k.tek.to_hex());
+    assert_eq!(ga["sightings"], 21);
+    assert_eq!(ga["notify"], true);
+}
+
+#[test]
+fn keys_export_needs_yes_writes_one_day_entries_and_rotates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    let dir = d.to_str().unwrap();
+    ok(&run(&["--data-dir", dir, "init"]));
+    // Today's own keys exist once the daemon has broadcast; create them as it would.
+    let today = {
+        let mut store = bluezoned::store::Store::open(&d).unwrap();
+        let today = bluezoned::store::today();
+        store
+            .own_keys_for_day(today, &mut rand::rngs::OsRng)
+            .unwrap();
+        store
+            .own_keys_for_day(today - 1, &mut rand::rngs::OsRng)
+            .unwrap();
+        today
+    };
+    let err = fails(&run(&[
+        "--data-dir",
+        dir,
+        "keys",
+        "export",
+        "--days",
+        "14",
+        "--format",
+        "bluezone-f0",
+    ]));
+    assert!(
+        err.contains("--yes") && err.contains("Nothing was exported"),
+        "{err}"
+    );
+    let out = ok(&run(&[
+        "--data-dir",
+        dir,
+        "keys",
+        "export",
+        "--days",
+        "14",
+        "--format",
+        "bluezone-f0",
+        "--yes",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let entries = v["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    for e in entries {
+        assert_eq!(
+            e["time_end"].as_i64().unwrap(),
+            e["time_start"].as_i64().unwrap() + 86399
+        );
+        assert_eq!(e["time_start"].as_i64().unwrap() % 86400, 0);
+    }
+    let exported_today = entries
+        .iter()
+        .find(|e| e["time_start"] == today * 86400)
+        .unwrap()["daily_key"]
+        .clone();
+    let store = bluezoned::store::Store::open(&d).unwrap();
+    let now = store.own_keys_in_days(today..=today).unwrap();
+    assert_ne!(
+        serde_json::json!(now[0].daily_key.to_hex()),
+        exported_today,
+        "keys rotate after an export"
+    );
+    // GAEN needs a signing key; the signed zip verifies under its public key.
+    assert!(fails(&run(&[
+        "--data-dir",
+        dir,
+        "keys",
+        "export",
+        "--format",
+        "gaen-zip",
+        "--yes"
+    ]))
+    .contains("--sign"));
+    let signer = bluezone_protocol::gaen::export::ExportSigner::new(
+        "auth",
+        "v1",
+        p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng),
+    );
+    let key = tmp.path().join("sign.pem");
+    std::fs::write(&key, signer.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+    let public = tmp.path().join("public.pem");
+    std::fs::write(&public, signer.public_key_pem().unwrap()).unwrap();
+    let zip = tmp.path().join("keys.zip");
+    ok(&run(&[
+        "--data-dir",
+        dir,
+        "keys",
+        "export",
+        "--format",
+        "gaen-zip",
+        "--sign",
+        key.to_str().unwrap(),
+        "--key-id",
+        "auth",
+        "--key-version",
+        "v1",
+        "--out",
+        zip.to_str().unwrap(),
+        "--yes",
+    ]));
+    let out = ok(&run(&[
+        "cases",
+        "inspect",
+        zip.to_str().unwrap(),
+        "--trust",
+        public.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["signature"], "verified");
+    assert_eq!(v["entries"], 2);
+}
