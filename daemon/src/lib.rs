@@ -12,6 +12,7 @@
 //! - [`simworld`]: simulated phones and places for `run --radio sim`, `demo` and tests.
 //! - [`systemd`]: readiness and watchdog notifications.
 //! - [`api`]: the HTTP API for health officials and the owner.
+//! - [`poll`]: fetching signed key files from a GAEN-style key server.
 //! - [`logging`]: tracing setup (text or JSON, `RUST_LOG`).
 //! - [`store`]: the encrypted encounter store (SQLite + AES-256-GCM, per-day keys, retention).
 //!
@@ -27,6 +28,7 @@ pub mod cmd;
 pub mod config;
 pub mod keyexport;
 pub mod logging;
+pub mod poll;
 pub mod radio;
 pub mod service;
 pub mod simworld;

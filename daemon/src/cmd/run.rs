@@ -56,6 +56,7 @@ async fn serve(dir: PathBuf, config: Config) -> Result<()> {
     };
     let shared = Shared::new(store, config, clock);
     let api = crate::api::start(shared.clone(), shutdown.clone()).await?;
+    let poller = crate::poll::spawn(shared.clone(), shutdown.clone())?;
     spawn_signal_handler(shutdown.clone());
     systemd::ready();
     let watchdog = systemd::spawn_watchdog(shutdown.clone());
@@ -63,6 +64,9 @@ async fn serve(dir: PathBuf, config: Config) -> Result<()> {
     shutdown.cancel();
     if let Some(api) = api {
         let _ = api.await;
+    }
+    if let Some(poller) = poller {
+        let _ = poller.await;
     }
     if let Some(w) = watchdog {
         w.abort();

@@ -1,0 +1,423 @@
+//! Polling a GAEN-style key server: a tiny axum server on 127.0.0.1:0 serves `index.txt` (with
+//! ETag / Last-Modified) and the two signed sample zips. Also the real `bluezoned run` binary
+//! serving the API and polling at start.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bluezoned::clock::SystemClock;
+use bluezoned::config::Config;
+use bluezoned::poll::{PollReport, Poller, STATE_FILE};
+use bluezoned::service::Shared;
+use bluezoned::store::Store;
+use serde_json::Value;
+
+const GAEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/gaen/");
+const ZIP2: &str = "google-server-example-2keys";
+const ZIP140: &str = "google-internals-sample-140keys";
+const LAST_MODIFIED: &str = "Tue, 24 Nov 2026 09:00:00 GMT";
+
+fn sample(name: &str, ext: &str) -> PathBuf {
+    PathBuf::from(format!("{GAEN_DIR}{name}.{ext}"))
+}
+
+/// One request the key server saw.
+#[derive(Clone, Debug)]
+struct Hit {
+    path: String,
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
+    status: u16,
+}
+
+#[derive(Default)]
+struct KeyServer {
+    index: Mutex<String>,
+    /// `None`: the index is served with Last-Modified only.
+    etag: Mutex<Option<String>>,
+    files: HashMap<String, Vec<u8>>,
+    fail_next_index: Mutex<bool>,
+    hits: Mutex<Vec<Hit>>,
+}
+
+impl KeyServer {
+    fn set_index(&self, text: &str, etag: Option<&str>) {
+        *self.index.lock().unwrap() = text.to_string();
+        *self.etag.lock().unwrap() = etag.map(str::to_string);
+    }
+
+    /// Takes the hits recorded so far.
+    fn hits(&self) -> Vec<Hit> {
+        std::mem::take(&mut *self.hits.lock().unwrap())
+    }
+}
+
+async fn serve_keys(State(ks): State<Arc<KeyServer>>, uri: Uri, headers: HeaderMap) -> Response {
+    let h = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    let path = uri.path().to_string();
+    let (status, resp) = if path == "/keys/index.txt" {
+        let etag = ks.etag.lock().unwrap().clone();
+        if std::mem::take(&mut *ks.fail_next_index.lock().unwrap()) {
+            (500, StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        } else if (etag.is_some() && h("if-none-match") == etag)
+            || (etag.is_none() && h("if-modified-since").as_deref() == Some(LAST_MODIFIED))
+        {
+            (304, StatusCode::NOT_MODIFIED.into_response())
+        } else {
+            let mut r = ks.index.lock().unwrap().clone().into_response();
+            if let Some(e) = etag {
+                r.headers_mut().insert("etag", e.parse().unwrap());
+            }
+            r.headers_mut()
+                .insert("last-modified", LAST_MODIFIED.parse().unwrap());
+            (200, r)
+        }
+    } else if let Some(body) = path.strip_prefix("/keys/").and_then(|p| ks.files.get(p)) {
+        (200, body.clone().into_response())
+    } else {
+        (404, StatusCode::NOT_FOUND.into_response())
+    };
+    ks.hits.lock().unwrap().push(Hit {
+        path,
+        if_none_match: h("if-none-match"),
+        if_modified_since: h("if-modified-since"),
+        status,
+    });
+    resp
+}
+
+async fn start_key_server() -> (Arc<KeyServer>, SocketAddr) {
+    let mut files = HashMap::new();
+    files.insert(
+        "2026/a.zip".to_string(),
+        std::fs::read(sample(ZIP2, "zip")).unwrap(),
+    );
+    files.insert(
+        "2026/b.zip".to_string(),
+        std::fs::read(sample(ZIP140, "zip")).unwrap(),
+    );
+    files.insert("2026/bad.zip".to_string(), b"PK\x03\x04 not a zip".to_vec());
+    let ks = Arc::new(KeyServer {
+        files,
+        ..KeyServer::default()
+    });
+    ks.set_index("2026/a.zip\n2026/b.zip\n", Some("\"v1\""));
+    let app = axum::Router::new()
+        .fallback(serve_keys)
+        .with_state(ks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (ks, addr)
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.api.trust = vec![sample(ZIP2, "pub.pem"), sample(ZIP140, "pub.pem")];
+    c
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+fn poller(shared: &Arc<Shared>, addr: SocketAddr) -> Poller {
+    Poller::new(shared.clone(), &format!("http://{addr}/keys"))
+        .unwrap()
+        .with_client(client())
+}
+
+fn paths(hits: &[Hit]) -> Vec<(&str, u16)> {
+    hits.iter().map(|h| (h.path.as_str(), h.status)).collect()
+}
+
+fn lists(shared: &Shared) -> Vec<(String, u64)> {
+    shared
+        .lock_store()
+        .case_lists()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.format, l.entries))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poller_imports_once_honours_304_and_remembers_across_restarts() {
+    let (ks, addr) = start_key_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, _) = Store::init(&data).unwrap();
+    let shared = Shared::new(store, config(), Arc::new(SystemClock));
+    let mut p = poller(&shared, addr);
+    assert_eq!(p.state_path(), data.join(STATE_FILE));
+
+    // First round: the index and each file once, verified and stored; matching woken.
+    let r = p.poll_once().await.unwrap();
+    assert_eq!(
+        r,
+        PollReport {
+            index_fetched: true,
+            listed: 2,
+            fetched: 2,
+            imported: 2,
+            ..PollReport::default()
+        }
+    );
+    let hits = ks.hits();
+    assert_eq!(
+        paths(&hits),
+        [
+            ("/keys/index.txt", 200),
+            ("/keys/2026/a.zip", 200),
+            ("/keys/2026/b.zip", 200)
+        ]
+    );
+    assert_eq!(hits[0].if_none_match, None, "nothing to revalidate yet");
+    assert_eq!(
+        lists(&shared),
+        [
+            ("gaen-export".to_string(), 2),
+            ("gaen-export".to_string(), 140)
+        ]
+    );
+    tokio::time::timeout(Duration::from_secs(1), shared.match_now.notified())
+        .await
+        .expect("new imports wake matching");
+
+    // Second round: 304 for the index, no file fetched.
+    let r = p.poll_once().await.unwrap();
+    assert_eq!((r.index_fetched, r.listed, r.fetched), (false, 2, 0));
+    let hits = ks.hits();
+    assert_eq!(paths(&hits), [("/keys/index.txt", 304)]);
+    assert_eq!(hits[0].if_none_match.as_deref(), Some("\"v1\""));
+    assert_eq!(hits[0].if_modified_since.as_deref(), Some(LAST_MODIFIED));
+
+    // Restart: a new store handle and poller on the same data directory.
+    drop(p);
+    drop(shared);
+    let shared = Shared::new(Store::open(&data).unwrap(), config(), Arc::new(SystemClock));
+    let mut p = poller(&shared, addr);
+    assert_eq!(p.state().imported.len(), 2);
+    let r = p.poll_once().await.unwrap();
+    assert_eq!((r.index_fetched, r.fetched, r.imported), (false, 0, 0));
+    assert_eq!(paths(&ks.hits()), [("/keys/index.txt", 304)]);
+
+    // A changed index: known files are not refetched; a bad file is refused once, a missing one
+    // retried each round; an escaping path is never requested.
+    ks.set_index(
+        "2026/a.zip\n../../etc/passwd\n2026/bad.zip\n2026/b.zip\nhttp://elsewhere/x.zip\n2026/missing.zip\n",
+        Some("\"v2\""),
+    );
+    let r = p.poll_once().await.unwrap();
+    assert_eq!(
+        r,
+        PollReport {
+            index_fetched: true,
+            listed: 4,
+            fetched: 1,
+            rejected: 1,
+            failed: 1,
+            ..PollReport::default()
+        }
+    );
+    assert_eq!(
+        paths(&ks.hits()),
+        [
+            ("/keys/index.txt", 200),
+            ("/keys/2026/bad.zip", 200),
+            ("/keys/2026/missing.zip", 404)
+        ]
+    );
+    let r = p.poll_once().await.unwrap();
+    assert_eq!((r.index_fetched, r.fetched, r.failed), (false, 0, 1));
+    assert_eq!(
+        paths(&ks.hits()),
+        [("/keys/index.txt", 304), ("/keys/2026/missing.zip", 404)]
+    );
+    assert_eq!(lists(&shared).len(), 2, "nothing else was stored");
+
+    // Files dropped from the index are forgotten (the state does not grow without bound).
+    ks.set_index("2026/b.zip\n", Some("\"v3\""));
+    let r = p.poll_once().await.unwrap();
+    assert_eq!((r.index_fetched, r.listed, r.fetched), (true, 1, 0));
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(data.join(STATE_FILE)).unwrap()).unwrap();
+    assert_eq!(state["etag"], "\"v3\"");
+    assert_eq!(state["listed"], serde_json::json!(["2026/b.zip"]));
+    assert_eq!(
+        state["imported"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["2026/b.zip"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poller_uses_last_modified_survives_errors_and_dedups_with_uploads() {
+    let (ks, addr) = start_key_server().await;
+    ks.set_index("2026/a.zip\n2026/b.zip\n", None);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::init(&dir.path().join("data")).unwrap();
+    // The 2-key file arrived earlier through the API.
+    let (id_a, _) = store
+        .insert_case_list(
+            "gaen-export",
+            2,
+            &std::fs::read(sample(ZIP2, "zip")).unwrap(),
+        )
+        .unwrap();
+    let shared = Shared::new(store, config(), Arc::new(SystemClock));
+    let mut p = poller(&shared, addr);
+
+    // A server error: the round fails (nothing recorded), the next one succeeds.
+    *ks.fail_next_index.lock().unwrap() = true;
+    let e = p.poll_once().await.unwrap_err().to_string();
+    assert!(e.contains("HTTP 500"), "{e}");
+    assert!(p.state().listed.is_empty());
+    let r = p.poll_once().await.unwrap();
+    assert_eq!((r.fetched, r.imported, r.duplicates), (2, 1, 1), "{r:?}");
+    assert_eq!(p.state().imported["2026/a.zip"], id_a);
+    assert_eq!(lists(&shared).len(), 2);
+
+    // Without an ETag the poller revalidates with If-Modified-Since.
+    ks.hits();
+    let r = p.poll_once().await.unwrap();
+    assert!(!r.index_fetched);
+    let hits = ks.hits();
+    assert_eq!(paths(&hits), [("/keys/index.txt", 304)]);
+    assert_eq!(hits[0].if_none_match, None);
+    assert_eq!(hits[0].if_modified_since.as_deref(), Some(LAST_MODIFIED));
+
+    // A server that is down: an error, not a panic.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut p = poller(&shared, down);
+    assert!(p.poll_once().await.is_err());
+
+    // Trust is required, and the URL must be http(s).
+    let (store, _) = Store::init(&dir.path().join("other")).unwrap();
+    let shared = Shared::new(store, Config::default(), Arc::new(SystemClock));
+    let e = Poller::new(shared.clone(), &format!("http://{addr}/keys"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("api.trust"), "{e}");
+    let e = Poller::new(shared, "ftp://127.0.0.1/keys")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("poll.url"), "{e}");
+}
+
+/// The real binary: `run --radio sim --api 127.0.0.1:0` with a poll URL logs the bound address,
+/// serves the API and imports the key server's files at start; SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_binary_serves_the_api_and_polls() {
+    let (ks, keys_addr) = start_key_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "binary-test-token\n").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bluezoned"))
+        .args(["--log-json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "run",
+            "--radio",
+            "sim",
+            "--api",
+            "127.0.0.1:0",
+            "--api-token-file",
+        ])
+        .arg(&tokens)
+        .arg("--trust")
+        .arg(sample(ZIP2, "pub.pem"))
+        .arg("--trust")
+        .arg(sample(ZIP140, "pub.pem"))
+        .env("BLUEZONED_POLL_URL", format!("http://{keys_addr}/keys/"))
+        .env("RUST_LOG", "info")
+        .env_remove("BLUEZONED_API")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("NO_PROXY", "127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let mut api: Option<SocketAddr> = None;
+    let mut imported = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (api.is_none() || imported < 2) && Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        match v["fields"]["message"].as_str() {
+            Some("HTTP API listening") => {
+                api = v["fields"]["listen"].as_str().and_then(|a| a.parse().ok())
+            }
+            Some("poll: key file imported") => imported += 1,
+            _ => {}
+        }
+        log.push(line);
+    }
+    let log = log.join("\n");
+    let api = api.unwrap_or_else(|| panic!("no listen address in the log:\n{log}"));
+    assert!(api.ip().is_loopback() && api.port() != 0);
+    assert_eq!(imported, 2, "{log}");
+    assert!(!log.contains("binary-test-token"));
+
+    let status: Value = client()
+        .get(format!("http://{api}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["case_lists"], 2, "{status}");
+    let resp = client()
+        .post(format!("http://{api}/v1/case-lists"))
+        .bearer_auth("binary-test-token")
+        .body(std::fs::read(sample(ZIP140, "zip")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "already polled");
+    let index_hits = ks
+        .hits()
+        .iter()
+        .filter(|h| h.path == "/keys/index.txt")
+        .count();
+    assert_eq!(index_hits, 1);
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "daemon did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}
