@@ -23,8 +23,6 @@ use crate::config::Protocol;
 use crate::radio::Broadcast;
 
 struct DayKeys {
-    day: i64,
-    generation: u64,
     daily_key: DailyKey,
     rpik: Rpik,
     aemk: Aemk,
@@ -77,62 +75,39 @@ pub async fn run(
     let bz = protocols.contains(&Protocol::Bluezone);
     let ga = protocols.contains(&Protocol::Gaen);
     let tx_power = shared.config.radio.tx_power_dbm;
-    let mut keys: Option<DayKeys> = None;
     let mut epoch = 0u64;
     loop {
         let now_ms = shared.clock.now_ms();
         let day = utc_day(now_ms.div_euclid(1000));
-        let generation = shared.own_keys_generation.load(Ordering::SeqCst);
-        if keys
-            .as_ref()
-            .is_none_or(|k| k.day != day || k.generation != generation)
-        {
-            let got = shared
-                .with_store(move |s| s.own_keys_for_day(day, &mut rand::rngs::OsRng))
-                .await?;
-            match got {
-                Ok((daily_key, tek)) => {
-                    keys = Some(DayKeys {
-                        day,
-                        generation,
-                        rpik: Rpik::derive(&tek),
-                        aemk: Aemk::derive(&tek),
-                        daily_key,
-                    });
-                }
-                Err(e) => {
-                    // Without today's keys there is nothing safe to broadcast; retry shortly.
-                    tracing::error!(error = %e, "cannot load own keys for today");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
-                    }
+        // Re-read at every boundary (one sealed row per 10 minutes): keys rotated by
+        // `keys export` in another process take effect at the next ID switch.
+        let got = shared
+            .with_store(move |s| s.own_keys_for_day(day, &mut rand::rngs::OsRng))
+            .await?;
+        let keys = match got {
+            Ok((daily_key, tek)) => DayKeys {
+                rpik: Rpik::derive(&tek),
+                aemk: Aemk::derive(&tek),
+                daily_key,
+            },
+            Err(e) => {
+                // Without today's keys there is nothing safe to broadcast; retry shortly.
+                tracing::error!(error = %e, "cannot load own keys for today");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
                 }
             }
-        }
-        if let Some(k) = &keys {
-            epoch += 1;
-            let b = broadcast_at(k, now_ms, bz, ga, tx_power, epoch);
-            tx.send_replace(b);
-            shared.metrics.broadcasts.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(epoch, "broadcast switched");
-        }
+        };
+        epoch += 1;
+        tx.send_replace(broadcast_at(&keys, now_ms, bz, ga, tx_power, epoch));
+        shared.metrics.broadcasts.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(epoch, "broadcast switched");
         let next = next_boundary_ms(now_ms, bz, ga);
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(clock::until(shared.clock.as_ref(), next)) => {}
-            // A key rotation takes effect at once, not at the next boundary.
-            _ = wait_generation(&shared, generation) => {}
         }
-    }
-}
-
-async fn wait_generation(shared: &Shared, seen: u64) {
-    loop {
-        if shared.own_keys_generation.load(Ordering::SeqCst) != seen {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

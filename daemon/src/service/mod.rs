@@ -58,8 +58,6 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Wakes the matching task (a case list arrived).
     pub match_now: Notify,
-    /// Bumped when the device's own keys change (e.g. rotated after an export).
-    pub own_keys_generation: AtomicU64,
     /// Exposures of the latest match.
     pub exposures: Mutex<Vec<ExposureReport>>,
 }
@@ -72,7 +70,6 @@ impl Shared {
             clock,
             metrics: Metrics::default(),
             match_now: Notify::new(),
-            own_keys_generation: AtomicU64::new(0),
             exposures: Mutex::new(Vec::new()),
         })
     }
