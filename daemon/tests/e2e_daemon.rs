@@ -143,3 +143,73 @@ fn a_bad_config_key_is_a_startup_error_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("scan_windw_ms"), "{err}");
 }
+
+/// `run --radio bluez` where there is no Bluetooth stack: a clean, quick, named failure.
+#[test]
+fn run_with_bluez_fails_cleanly_without_bluetoothd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    let run = |bus: &str| {
+        let t = Instant::now();
+        let out = Command::new(BIN)
+            .args([
+                "--data-dir",
+                data.to_str().unwrap(),
+                "run",
+                "--radio",
+                "bluez",
+            ])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+            .output()
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = format!("unix:path={}", tmp.path().join("no-bus").display());
+    let err = run(&missing);
+    assert!(err.contains("D-Bus"), "{err}");
+
+    // A system bus with nobody on it: bluetoothd is named. Needs dbus-daemon (CI installs it).
+    if Command::new("dbus-daemon")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: dbus-daemon not installed");
+        return;
+    }
+    let sock = tmp.path().join("bus");
+    let conf = tmp.path().join("bus.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>system</type><listen>unix:path={}</listen>
+<policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/><allow own="*"/></policy>
+</busconfig>"#,
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let mut bus = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", conf.display()))
+        .arg("--nofork")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = run(&format!("unix:path={}", sock.display()));
+    let _ = bus.kill();
+    let _ = bus.wait();
+    assert!(err.contains("bluetoothd"), "{err}");
+}

@@ -118,8 +118,22 @@ pub(crate) fn scan_config(config: &Config) -> ScanConfig {
 }
 
 async fn bluez_radio(config: &Config, clock: SharedClock) -> Result<Box<dyn Radio>> {
-    let _ = (config, clock);
-    anyhow::bail!("the BlueZ backend is not built yet")
+    use crate::config::Protocol;
+    use crate::radio::bluez::{BluezConfig, BluezRadio};
+    let r = &config.radio;
+    let bluez = BluezConfig {
+        adapter: r.adapter.clone(),
+        discovery_stall_timeout: std::time::Duration::from_secs(r.stall_timeout_s),
+        advertise_bluezone: r.protocols.contains(&Protocol::Bluezone),
+        advertise_gaen: r.protocols.contains(&Protocol::Gaen),
+        gatt: r.protocols.contains(&Protocol::Bluezone),
+        read_ios_peers: r.protocols.contains(&Protocol::Bluezone),
+        ..BluezConfig::default()
+    };
+    // `connect` fails within 10 s, naming D-Bus, bluetoothd or the adapter, when one is missing.
+    let radio = BluezRadio::connect(bluez, clock).await?;
+    tracing::info!(adapter = %radio.adapter(), "BlueZ radio ready");
+    Ok(Box::new(radio))
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) {

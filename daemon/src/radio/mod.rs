@@ -6,7 +6,9 @@
 //! [`Reception`]. It never stores or de-duplicates: that is the service loop's job.
 //!
 //! - [`sim`]: an in-process medium of many simulated devices on virtual time.
+//! - [`bluez`]: BlueZ over D-Bus (bluer advertises and serves GATT, btleplug scans).
 
+pub mod bluez;
 pub mod sim;
 
 use std::future::Future;
