@@ -110,7 +110,10 @@ mod ni {
                 let efgh = _mm_loadu_si128(p.add(1));
                 let cdab = _mm_shuffle_epi32(dcba, 0xB1);
                 let efgh = _mm_shuffle_epi32(efgh, 0x1B);
-                (_mm_alignr_epi8(cdab, efgh, 8), _mm_blend_epi16(efgh, cdab, 0xF0))
+                (
+                    _mm_alignr_epi8(cdab, efgh, 8),
+                    _mm_blend_epi16(efgh, cdab, 0xF0),
+                )
             }};
         }
         macro_rules! store_state {
@@ -142,8 +145,18 @@ mod ni {
         let (sa0, sc0, sa1, sc1) = (a0, c0, a1, c1);
         let p0 = m0.as_ptr() as *const __m128i;
         let p1 = m1.as_ptr() as *const __m128i;
-        let mut w0 = [_mm_loadu_si128(p0), _mm_loadu_si128(p0.add(1)), _mm_loadu_si128(p0.add(2)), _mm_loadu_si128(p0.add(3))];
-        let mut w1 = [_mm_loadu_si128(p1), _mm_loadu_si128(p1.add(1)), _mm_loadu_si128(p1.add(2)), _mm_loadu_si128(p1.add(3))];
+        let mut w0 = [
+            _mm_loadu_si128(p0),
+            _mm_loadu_si128(p0.add(1)),
+            _mm_loadu_si128(p0.add(2)),
+            _mm_loadu_si128(p0.add(3)),
+        ];
+        let mut w1 = [
+            _mm_loadu_si128(p1),
+            _mm_loadu_si128(p1.add(1)),
+            _mm_loadu_si128(p1.add(2)),
+            _mm_loadu_si128(p1.add(3)),
+        ];
         macro_rules! group {
             ($i:literal, $j:literal, $j1:literal, $j2:literal, $j3:literal) => {{
                 let k = _mm_loadu_si128(kp.add($i));
