@@ -79,7 +79,21 @@ mod vaes {
         let k8 = expand_round!(k7, 0x80);
         let k9 = expand_round!(k8, 0x1b);
         let k10 = expand_round!(k9, 0x36);
-        let rk = [k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10].map(|k| _mm512_broadcast_i32x4(k));
+        // Written out: `array::map` with a closure is not inlined into this target-feature
+        // function and cost a call per round key (seen in perf).
+        let rk = [
+            _mm512_broadcast_i32x4(k0),
+            _mm512_broadcast_i32x4(k1),
+            _mm512_broadcast_i32x4(k2),
+            _mm512_broadcast_i32x4(k3),
+            _mm512_broadcast_i32x4(k4),
+            _mm512_broadcast_i32x4(k5),
+            _mm512_broadcast_i32x4(k6),
+            _mm512_broadcast_i32x4(k7),
+            _mm512_broadcast_i32x4(k8),
+            _mm512_broadcast_i32x4(k9),
+            _mm512_broadcast_i32x4(k10),
+        ];
 
         // "EN-RPI" || 0^6 as little-endian dwords, then the ENIN; four consecutive blocks a vector.
         let p0 = u32::from_le_bytes(*b"EN-R") as i32;
@@ -108,24 +122,36 @@ mod vaes {
         const IN_FLIGHT: usize = 12;
         let vectors = count.div_ceil(4);
         let dst = out.as_mut_ptr() as *mut __m512i;
-        let mut v = 0;
-        while v < vectors {
-            let n = IN_FLIGHT.min(vectors - v);
+        // Full groups with constant bounds, so the twelve vectors live in registers through all
+        // rounds (a variable bound kept them on the stack); then the remainder.
+        let full = vectors / IN_FLIGHT;
+        for grp in 0..full {
             let mut x = [_mm512_setzero_si512(); IN_FLIGHT];
-            for xi in x.iter_mut().take(n) {
+            for xi in x.iter_mut() {
                 *xi = _mm512_xor_si512(plain, rk[0]);
                 plain = _mm512_add_epi32(plain, step);
             }
-            for r in rk.iter().take(10).skip(1) {
-                for xi in x.iter_mut().take(n) {
+            for r in &rk[1..10] {
+                for xi in x.iter_mut() {
                     *xi = _mm512_aesenc_epi128(*xi, *r);
                 }
             }
-            for (i, xi) in x.iter().take(n).enumerate() {
-                // 36 vectors × 64 bytes = the 144 × 16 bytes of `out`; `v + i < vectors ≤ 36`.
-                _mm512_storeu_si512(dst.add(v + i), _mm512_aesenclast_epi128(*xi, rk[10]));
+            for (i, xi) in x.iter().enumerate() {
+                // 36 vectors × 64 bytes = the 144 × 16 bytes of `out`; `grp * 12 + i < 36`.
+                _mm512_storeu_si512(
+                    dst.add(grp * IN_FLIGHT + i),
+                    _mm512_aesenclast_epi128(*xi, rk[10]),
+                );
             }
-            v += n;
+        }
+        for v in full * IN_FLIGHT..vectors {
+            let mut xi = _mm512_xor_si512(plain, rk[0]);
+            plain = _mm512_add_epi32(plain, step);
+            for r in &rk[1..10] {
+                xi = _mm512_aesenc_epi128(xi, *r);
+            }
+            // `v < vectors ≤ 36`.
+            _mm512_storeu_si512(dst.add(v), _mm512_aesenclast_epi128(xi, rk[10]));
         }
     }
 }
