@@ -34,6 +34,37 @@ pub fn rpi_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16
     }
 }
 
+/// [`rpi_blocks`] for up to four keys at once (`keys.len()` of them): their AES key schedules
+/// are expanded together, four keys in one vector register, which hides the latency of the
+/// sequential expansion steps.
+pub fn rpi_blocks4(
+    keys: &[[u8; 16]],
+    first: &[Enin],
+    count: &[usize],
+    out: &mut [[[u8; 16]; MAX_RPIS]; 4],
+) {
+    let n = keys.len().min(4).min(first.len()).min(count.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if vaes::available() && std::is_x86_feature_detected!("avx512bw") {
+            let mut k = [[0u8; 16]; 4];
+            k[..n].copy_from_slice(&keys[..n]);
+            let mut f = [0u32; 4];
+            let mut c = [0usize; 4];
+            for i in 0..n {
+                f[i] = first[i].0;
+                c[i] = count[i].min(MAX_RPIS);
+            }
+            // SAFETY: the CPU has the features `vaes::encrypt4` is compiled for (checked above).
+            unsafe { vaes::encrypt4(&k, n, &f, &c, out) };
+            return;
+        }
+    }
+    for i in 0..n {
+        rpi_blocks(&keys[i], first[i], count[i], &mut out[i]);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod vaes {
     use core::arch::x86_64::*;
@@ -48,6 +79,74 @@ mod vaes {
                 && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("aes")
         })
+    }
+
+    /// Four keys: the schedules are expanded side by side in the four 128-bit lanes of one
+    /// register (`aesenclast` of the rotated last word broadcast in a lane is SubWord(RotWord)
+    /// in every word: the standard AES-NI expansion trick), then each key's round keys are
+    /// broadcast and its blocks run as in [`encrypt`].
+    #[target_feature(enable = "aes,sse2,vaes,avx512f,avx512bw")]
+    pub unsafe fn encrypt4(
+        keys: &[[u8; 16]; 4],
+        n: usize,
+        first: &[u32; 4],
+        count: &[usize; 4],
+        out: &mut [[[u8; 16]; MAX_RPIS]; 4],
+    ) {
+        let rot = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15, 12,
+        ));
+        macro_rules! next {
+            ($k:expr, $rcon:expr) => {{
+                let t = _mm512_aesenclast_epi128(
+                    _mm512_shuffle_epi8($k, rot),
+                    _mm512_set1_epi32($rcon),
+                );
+                let mut x = $k;
+                x = _mm512_xor_si512(x, _mm512_bslli_epi128::<4>(x));
+                x = _mm512_xor_si512(x, _mm512_bslli_epi128::<4>(x));
+                x = _mm512_xor_si512(x, _mm512_bslli_epi128::<4>(x));
+                _mm512_xor_si512(x, t)
+            }};
+        }
+        let k0 = _mm512_loadu_si512(keys.as_ptr() as *const _);
+        let k1 = next!(k0, 0x01);
+        let k2 = next!(k1, 0x02);
+        let k3 = next!(k2, 0x04);
+        let k4 = next!(k3, 0x08);
+        let k5 = next!(k4, 0x10);
+        let k6 = next!(k5, 0x20);
+        let k7 = next!(k6, 0x40);
+        let k8 = next!(k7, 0x80);
+        let k9 = next!(k8, 0x1b);
+        let k10 = next!(k9, 0x36);
+        let all = [k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10];
+        macro_rules! lane {
+            ($imm:literal) => {
+                [
+                    _mm512_shuffle_i32x4::<$imm>(all[0], all[0]),
+                    _mm512_shuffle_i32x4::<$imm>(all[1], all[1]),
+                    _mm512_shuffle_i32x4::<$imm>(all[2], all[2]),
+                    _mm512_shuffle_i32x4::<$imm>(all[3], all[3]),
+                    _mm512_shuffle_i32x4::<$imm>(all[4], all[4]),
+                    _mm512_shuffle_i32x4::<$imm>(all[5], all[5]),
+                    _mm512_shuffle_i32x4::<$imm>(all[6], all[6]),
+                    _mm512_shuffle_i32x4::<$imm>(all[7], all[7]),
+                    _mm512_shuffle_i32x4::<$imm>(all[8], all[8]),
+                    _mm512_shuffle_i32x4::<$imm>(all[9], all[9]),
+                    _mm512_shuffle_i32x4::<$imm>(all[10], all[10]),
+                ]
+            };
+        }
+        for (i, o) in out.iter_mut().enumerate().take(n.min(4)) {
+            let rk = match i {
+                0 => lane!(0x00),
+                1 => lane!(0x55),
+                2 => lane!(0xAA),
+                _ => lane!(0xFF),
+            };
+            blocks(&rk, first[i], count[i], o);
+        }
     }
 
     macro_rules! expand_round {
@@ -95,7 +194,14 @@ mod vaes {
             _mm512_broadcast_i32x4(k10),
         ];
 
-        // "EN-RPI" || 0^6 as little-endian dwords, then the ENIN; four consecutive blocks a vector.
+        blocks(&rk, first, count, out);
+    }
+
+    /// Encrypts the padded data of `count` intervals from `first` under round keys broadcast
+    /// to all four lanes: four consecutive blocks a vector, twelve vectors in flight.
+    #[target_feature(enable = "aes,sse2,vaes,avx512f")]
+    unsafe fn blocks(rk: &[__m512i; 11], first: u32, count: usize, out: &mut [[u8; 16]; MAX_RPIS]) {
+        // "EN-RPI" || 0^6 as little-endian dwords, then the ENIN.
         let p0 = u32::from_le_bytes(*b"EN-R") as i32;
         let p1 = u32::from_le_bytes(*b"PI\0\0") as i32;
         let e = first as i32;
@@ -118,9 +224,8 @@ mod vaes {
             e.wrapping_add(3),
         );
         let step = _mm512_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4);
-
         const IN_FLIGHT: usize = 12;
-        let vectors = count.div_ceil(4);
+        let vectors = count.min(MAX_RPIS).div_ceil(4);
         let dst = out.as_mut_ptr() as *mut __m512i;
         // Full groups with constant bounds, so the twelve vectors live in registers through all
         // rounds (a variable bound kept them on the stack); then the remainder.
@@ -161,6 +266,27 @@ mod tests {
     use super::*;
     use crate::gaen::{rpis, Rpik};
     use crate::Tek;
+
+    #[test]
+    fn four_at_once_equal_the_reference_schedule() {
+        let counts = [144usize, 5, 114, 1];
+        let teks: Vec<Tek> = (0..4u8)
+            .map(|t| Tek::from_bytes([t * 31 + 7; 16]))
+            .collect();
+        let rpiks: Vec<Rpik> = teks.iter().map(Rpik::derive).collect();
+        let keys: Vec<[u8; 16]> = rpiks.iter().map(|r| *r.as_bytes()).collect();
+        let firsts: Vec<Enin> = (0..4u32).map(|i| Enin(2_649_000 + 144 * i + i)).collect();
+        for n in 1..=4 {
+            let mut out = [[[0u8; 16]; MAX_RPIS]; 4];
+            rpi_blocks4(&keys[..n], &firsts[..n], &counts[..n], &mut out);
+            for k in 0..n {
+                let expected = rpis(&rpiks[k], firsts[k], counts[k] as u32);
+                for j in 0..counts[k] {
+                    assert_eq!(out[k][j], expected[j].0, "n {n} key {k} block {j}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn equals_the_reference_schedule() {
