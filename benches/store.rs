@@ -144,6 +144,15 @@ fn bench_read_out(c: &mut Criterion) {
             r
         })
     });
+    // What `check` does before matching: decrypt the range and build the observation index.
+    g.bench_function("read_out_and_index_1M", |b| {
+        b.iter(|| {
+            let r = store
+                .sightings_in_days(first, first + DAYS - 1)
+                .expect("read out");
+            bluezone_protocol::matching::ObservationIndex::build(&r.sightings, 0x5eed)
+        })
+    });
     g.finish();
 }
 
