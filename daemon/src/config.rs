@@ -17,8 +17,8 @@ use crate::check::CheckConfig;
 pub struct Config {
     pub store: StoreConfig,
     pub radio: RadioConfig,
-    pub matching: MatchingConfig,
-    pub scoring: ScoringSection,
+    pub matching: MatchConfig,
+    pub scoring: ScoringConfig,
     pub api: ApiConfig,
     pub poll: PollConfig,
     pub hook: HookConfig,
@@ -89,46 +89,6 @@ impl Default for RadioConfig {
             scan_window_ms: 2_000,
             dedup_s: 30,
             stall_timeout_s: 120,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MatchingConfig {
-    /// Clock-skew tolerance at Bluezone slot edges, seconds.
-    pub skew_s: i64,
-}
-
-impl Default for MatchingConfig {
-    fn default() -> Self {
-        MatchingConfig { skew_s: 60 }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScoringSection {
-    pub window_max_s: i64,
-    pub max_gap_s: i64,
-    pub bluezone_tx_power_dbm: i8,
-    pub attenuation_thresholds_db: [i32; 2],
-    pub weights: [f64; 3],
-    pub notify_weighted_minutes: f64,
-    pub min_distinct_ids: usize,
-}
-
-impl Default for ScoringSection {
-    fn default() -> Self {
-        let s = ScoringConfig::default();
-        ScoringSection {
-            window_max_s: s.window_max_s,
-            max_gap_s: s.max_gap_s,
-            bluezone_tx_power_dbm: s.bluezone_tx_power_dbm,
-            attenuation_thresholds_db: s.attenuation_thresholds_db,
-            weights: s.weights,
-            notify_weighted_minutes: s.notify_weighted_minutes,
-            min_distinct_ids: s.min_distinct_ids,
         }
     }
 }
@@ -293,20 +253,9 @@ impl Config {
     }
 
     pub fn check_config(&self) -> CheckConfig {
-        let s = &self.scoring;
         CheckConfig {
-            matching: MatchConfig {
-                skew_s: self.matching.skew_s,
-            },
-            scoring: ScoringConfig {
-                window_max_s: s.window_max_s,
-                max_gap_s: s.max_gap_s,
-                bluezone_tx_power_dbm: s.bluezone_tx_power_dbm,
-                attenuation_thresholds_db: s.attenuation_thresholds_db,
-                weights: s.weights,
-                notify_weighted_minutes: s.notify_weighted_minutes,
-                min_distinct_ids: s.min_distinct_ids,
-            },
+            matching: self.matching,
+            scoring: self.scoring.clone(),
         }
     }
 

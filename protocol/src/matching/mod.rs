@@ -19,8 +19,9 @@ pub mod sha256x;
 pub use index::{Observation, ObservationIndex};
 pub use score::{score, Exposure, ScoringConfig};
 
-/// Matching knobs.
-#[derive(Clone, Copy, Debug)]
+/// Matching knobs; also the `[matching]` section of the daemon's config file.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct MatchConfig {
     /// Clock-skew tolerance at Bluezone slot edges (either side), seconds.
     pub skew_s: i64,

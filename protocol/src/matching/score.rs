@@ -17,7 +17,9 @@ use super::index::Observation;
 use super::Hit;
 use crate::time::{utc_day, UnixSeconds};
 
-#[derive(Clone, Debug, PartialEq)]
+/// Also the `[scoring]` section of the daemon's config file (same names, same defaults).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ScoringConfig {
     /// Longest exposure window, seconds.
     pub window_max_s: i64,
