@@ -491,21 +491,7 @@ impl Store {
         day: i64,
         rng: &mut R,
     ) -> Result<(DailyKey, Tek), StoreError> {
-        let path: &Path = &self.path;
-        let keys = &self.keys;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::sql(path, "starting a write transaction", e))?;
-        if let Some(k) = read_own_keys(&tx, path, keys, day)? {
-            return Ok(k);
-        }
-        let daily = DailyKey::random(rng);
-        let tek = Tek::random(rng);
-        write_own_keys(&tx, path, keys, day, &daily, &tek)?;
-        tx.commit()
-            .map_err(|e| StoreError::sql(path, "committing own keys", e))?;
-        Ok((daily, tek))
+        self.put_own_keys(day, rng, false)
     }
 
     /// Replaces the own keys of `day` with fresh random ones (e.g. after a user asks for a new
@@ -515,18 +501,35 @@ impl Store {
         day: i64,
         rng: &mut R,
     ) -> Result<(DailyKey, Tek), StoreError> {
+        let k = self.put_own_keys(day, rng, true)?;
+        self.checkpoint_truncate()?;
+        Ok(k)
+    }
+
+    /// Stores fresh random own keys for `day`, in one transaction with the check for existing
+    /// ones (kept unless `replace`).
+    fn put_own_keys<R: RngCore + CryptoRng>(
+        &mut self,
+        day: i64,
+        rng: &mut R,
+        replace: bool,
+    ) -> Result<(DailyKey, Tek), StoreError> {
         let path: &Path = &self.path;
         let keys = &self.keys;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| StoreError::sql(path, "starting a write transaction", e))?;
+        if !replace {
+            if let Some(k) = read_own_keys(&tx, path, keys, day)? {
+                return Ok(k);
+            }
+        }
         let daily = DailyKey::random(rng);
         let tek = Tek::random(rng);
         write_own_keys(&tx, path, keys, day, &daily, &tek)?;
         tx.commit()
             .map_err(|e| StoreError::sql(path, "committing own keys", e))?;
-        self.checkpoint_truncate()?;
         Ok((daily, tek))
     }
 
