@@ -19,22 +19,24 @@ pub struct Observation {
     pub aem: Option<Aem>,
 }
 
-/// Fingerprints per bucket: one 64-byte cache line.
-const BUCKET: usize = 16;
+/// 16-bit fingerprints per bucket: one 64-byte cache line. (Measured against 16 32-bit ones:
+/// half the memory, so more of a 100k–1M-ID index stays in cache; the extra false matches cost
+/// a full-ID compare about once per 2,000 probes.)
+const BUCKET: usize = 32;
 
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Bucket([u32; BUCKET]);
+struct Bucket([u16; BUCKET]);
 
 const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Identifiers of one length (`N` = 12 for Bluezone, 16 for GAEN) with their observations.
 ///
-/// Layout: buckets of 16 32-bit fingerprints (0 = empty), one cache line each, holding on
-/// average ≤ 8; an ID's bucket comes from a multiply-shift hash of its first 8 bytes under the
-/// seed, its fingerprint from bytes 4..8. A lookup reads one line and compares all 16
-/// fingerprints at once (the compare loop vectorizes); only a full bucket sends it on to the
-/// next. `groups` runs parallel to the fingerprints and is read only on a fingerprint match,
+/// Layout: buckets of 32 16-bit fingerprints (0 = empty), one cache line each, holding on
+/// average ≤ 16; an ID's bucket comes from a multiply-shift hash of its first 8 bytes under the
+/// seed, its fingerprint from bytes 6..8. A lookup reads one line and compares all 32
+/// fingerprints at once (one AVX-512 compare, or four SSE2 ones); only an overflowed bucket
+/// sends it on to the next. `groups` runs parallel to the fingerprints and is read only on a fingerprint match,
 /// which is then confirmed against the full ID.
 pub struct IdTable<const N: usize> {
     buckets: Vec<Bucket>,
@@ -58,8 +60,8 @@ fn head<const N: usize>(id: &[u8; N]) -> u64 {
 }
 
 #[inline(always)]
-fn fingerprint(head: u64) -> u32 {
-    ((head >> 32) as u32) | 1
+fn fingerprint(head: u64) -> u16 {
+    ((head >> 48) as u16) | 1
 }
 
 impl<const N: usize> IdTable<N> {
@@ -135,7 +137,7 @@ impl<const N: usize> IdTable<N> {
 
     /// The lookup, with the bucket compare passed in (SSE2 or AVX-512).
     #[inline(always)]
-    fn find_with(&self, id: &[u8; N], compare: impl Fn(&Bucket, u32) -> u32) -> Option<u32> {
+    fn find_with(&self, id: &[u8; N], compare: impl Fn(&Bucket, u16) -> u32) -> Option<u32> {
         let h = head(id);
         let fp = fingerprint(h);
         let mask = self.buckets.len() - 1;
@@ -187,7 +189,7 @@ impl<const N: usize> IdTable<N> {
     /// those few. Nearly every probe misses, and 144 of them follow each GAEN key, so the first
     /// pass is what costs: a handful of instructions with nothing carried between IDs.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn probe_avx512<T: IdBytes<N>>(&self, ids: &[T], hit: &mut impl FnMut(usize, u32)) {
         use core::arch::x86_64::*;
         const CHUNK: usize = 256;
@@ -202,9 +204,9 @@ impl<const N: usize> IdTable<N> {
                 let b = ((h ^ seed).wrapping_mul(MUL) >> shift) as usize;
                 // SAFETY: `b` < buckets.len() (the shift keeps exactly log2(len) bits), and
                 // `Bucket` is 64 bytes and 64-byte aligned; `overflowed` has a bit per bucket.
-                let m = _mm512_cmpeq_epi32_mask(
+                let m = _mm512_cmpeq_epi16_mask(
                     _mm512_load_si512(buckets.add(b) as *const _),
-                    _mm512_set1_epi32(fingerprint(h) as i32),
+                    _mm512_set1_epi16(fingerprint(h) as i16),
                 );
                 let o = (*overflowed.add(b / 64) >> (b % 64)) & 1;
                 cand[n] = i as u16;
@@ -243,22 +245,20 @@ impl<const N: usize> IdTable<N> {
 
 /// Bit mask of the bucket's slots equal to `fp` (SSE2, part of the x86-64 baseline).
 #[inline(always)]
-fn masks(bucket: &Bucket, fp: u32) -> u32 {
+fn masks(bucket: &Bucket, fp: u16) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::*;
         // SAFETY: SSE2 is part of the x86-64 baseline; the bucket is 64-byte aligned, so the
         // four aligned 16-byte loads stay inside it.
         unsafe {
-            let f = _mm_set1_epi32(fp as i32);
+            let f = _mm_set1_epi16(fp as i16);
             let p = bucket.0.as_ptr() as *const __m128i;
-            let mut hits = 0u32;
-            for k in 0..4 {
-                let v = _mm_load_si128(p.add(k));
-                hits |=
-                    (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, f))) as u32) << (4 * k);
-            }
-            hits
+            let c = |k: usize| _mm_cmpeq_epi16(_mm_load_si128(p.add(k)), f);
+            // Packing two compares gives one byte per slot, so one movemask covers 16 slots.
+            let lo = _mm_movemask_epi8(_mm_packs_epi16(c(0), c(1))) as u32;
+            let hi = _mm_movemask_epi8(_mm_packs_epi16(c(2), c(3))) as u32;
+            lo | hi << 16
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -276,7 +276,9 @@ mod avx512 {
     use std::sync::OnceLock;
     pub fn available() -> bool {
         static A: OnceLock<bool> = OnceLock::new();
-        *A.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+        *A.get_or_init(|| {
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+        })
     }
 }
 
