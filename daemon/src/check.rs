@@ -18,7 +18,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::caselist::{self, CaseList, Limits};
-use crate::store::Store;
+use crate::store::{ReadOut, Store};
 
 /// One exposure as reported by `check --json`, the API and the hook.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -121,16 +121,29 @@ fn load_cases(store: &Store) -> Result<Cases> {
     Ok(cases)
 }
 
-/// Runs the whole match and stores new exposures.
-pub fn run_check(store: &mut Store, cfg: &CheckConfig) -> Result<CheckReport> {
+/// What matching needs from the store, read in one go.
+pub struct CheckInput {
+    cases: Cases,
+    readout: ReadOut,
+}
+
+/// Reads every case list and the whole retained log (needs the store).
+pub fn load(store: &Store) -> Result<CheckInput> {
     let cases = load_cases(store)?;
     let days = store.sighting_days()?;
     let readout = match (days.first(), days.last()) {
         (Some(&a), Some(&b)) => store.sightings_in_days(a, b)?,
         _ => Default::default(),
     };
+    Ok(CheckInput { cases, readout })
+}
+
+/// Matches and scores (no store: the daemon runs this without holding the store, so sightings
+/// keep being written while millions of keys are checked).
+pub fn compute(input: &CheckInput, cfg: &CheckConfig) -> CheckReport {
+    let cases = &input.cases;
     let started = Instant::now();
-    let index = ObservationIndex::build(&readout.sightings, rand::thread_rng().gen());
+    let index = ObservationIndex::build(&input.readout.sightings, rand::thread_rng().gen());
     let (bz_hits, bz_stats) = match_f0(&cases.f0, &index, &cfg.matching);
     let (ga_hits, ga_stats) = match_keys(&cases.gaen, &index, &cfg.matching);
     let bz = score(&bz_hits, index.bluezone.observations(), &cfg.scoring);
@@ -161,25 +174,37 @@ pub fn run_check(store: &mut Store, cfg: &CheckConfig) -> Result<CheckReport> {
     exposures.sort_by(|a, b| {
         (a.first_seen, a.protocol, &a.case_key).cmp(&(b.first_seen, b.protocol, &b.case_key))
     });
-
-    let mut new_exposures = Vec::new();
-    for e in &exposures {
-        let json = serde_json::to_vec(e)?;
-        if store.upsert_exposure(e.day, &exposure_key(e), &json)? {
-            new_exposures.push(e.clone());
-        }
-    }
     let stats = bz_stats + ga_stats;
-    Ok(CheckReport {
+    CheckReport {
         exposures,
         keys_checked: stats.keys_checked,
         ids_derived: stats.ids_derived,
         sightings: index.sightings(),
         distinct_ids: index.distinct_ids(),
-        corrupt_chunks: readout.corrupt,
+        corrupt_chunks: input.readout.corrupt,
         match_time,
-        new_exposures,
-    })
+        new_exposures: Vec::new(),
+    }
+}
+
+/// Stores the report's exposures; those not stored before become `new_exposures`.
+pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
+    report.new_exposures.clear();
+    for e in &report.exposures {
+        let json = serde_json::to_vec(e)?;
+        if store.upsert_exposure(e.day, &exposure_key(e), &json)? {
+            report.new_exposures.push(e.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Runs the whole match and stores new exposures ([`load`], [`compute`], [`persist`]).
+pub fn run_check(store: &mut Store, cfg: &CheckConfig) -> Result<CheckReport> {
+    let input = load(store)?;
+    let mut report = compute(&input, cfg);
+    persist(store, &mut report)?;
+    Ok(report)
 }
 
 fn report(protocol: &'static str, case_key: String, list: i64, e: &Exposure) -> ExposureReport {

@@ -9,7 +9,7 @@ use bluezone_protocol::time::utc_day;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::check::{run_check, ExposureReport};
+use crate::check::{self, ExposureReport};
 
 /// How often retention runs (it is cheap when there is nothing to purge).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -56,7 +56,16 @@ async fn purge(shared: &Arc<Shared>) -> Result<()> {
 /// Matches all stored case lists; new notifying exposures run the hook.
 pub async fn match_once(shared: &Arc<Shared>) -> Result<()> {
     let cfg = shared.config.check_config();
-    let report = shared.with_store(move |s| run_check(s, &cfg)).await?;
+    // The store is held only to read and to write back: matching millions of keys must not
+    // stall the logger's writes or the API.
+    let report = async {
+        let input = shared.with_store(|s| check::load(s)).await??;
+        let mut report = tokio::task::spawn_blocking(move || check::compute(&input, &cfg)).await?;
+        shared
+            .with_store(move |s| check::persist(s, &mut report).map(|()| report))
+            .await?
+    }
+    .await;
     let report = match report {
         Ok(r) => r,
         Err(e) => {
