@@ -2,13 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
+use super::open_store;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::caselist::{self, CaseList, Limits};
 use crate::check::{run_check, CheckConfig};
 use crate::cli::CasesCommand;
-use crate::store::{resolve_data_dir, Store};
+use crate::store::resolve_data_dir;
 
 pub fn run(data_dir: Option<PathBuf>, cmd: CasesCommand) -> Result<()> {
     match cmd {
@@ -39,10 +40,6 @@ fn inspect(file: &Path, trust: &[PathBuf]) -> Result<()> {
         .with_context(|| format!("{}", file.display()))?;
     println!("{}", list.summary());
     Ok(())
-}
-
-pub(crate) fn open_store(dir: &Path) -> Result<Store> {
-    Store::open(dir).with_context(|| format!("opening the store in {}", dir.display()))
 }
 
 fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {

@@ -8,7 +8,7 @@ use bluezone_protocol::bluezone::f0::write_f0;
 use bluezone_protocol::gaen::export::ExportSigner;
 use bluezone_protocol::time::utc_day;
 
-use super::cases::open_store;
+use super::open_store;
 use crate::cli::{KeyFormat, KeysCommand};
 use crate::keyexport;
 use crate::store::resolve_data_dir;

@@ -1,7 +1,9 @@
 //! One file per command family. Each returns `anyhow::Result` with context naming the file, field
 //! and expectation; `main` turns an error into a message on stderr and a non-zero exit.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command};
 
@@ -24,4 +26,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(cli.data_dir, a),
         Command::Demo(a) => demo::run(a),
     }
+}
+
+/// Opens an existing store; the error names the directory (and the store's own error says to
+/// run `init` when there is none).
+pub(crate) fn open_store(dir: &Path) -> Result<crate::store::Store> {
+    crate::store::Store::open(dir)
+        .with_context(|| format!("opening the store in {}", dir.display()))
 }

@@ -12,6 +12,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use super::open_store;
 use anyhow::{anyhow, bail, Context, Result};
 use bluezone_protocol::bluezone::SlotsPerDay;
 use bluezone_protocol::time::{utc_day, UnixSeconds};
@@ -76,10 +77,6 @@ pub(super) fn status(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
         write_status_table(&mut out, &store, &st)?;
     }
     Ok(())
-}
-
-fn open_store(dir: &Path) -> Result<Store> {
-    Store::open(dir).with_context(|| format!("opening the store in {}", dir.display()))
 }
 
 fn import(dir: &Path, format: LogFormat, file: &Path) -> Result<()> {

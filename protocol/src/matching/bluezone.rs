@@ -132,13 +132,7 @@ pub fn match_f0(
                 },
             )
         })
-        .reduce(
-            || (Vec::new(), MatchStats::default()),
-            |(mut h, s), (h2, s2)| {
-                h.extend(h2);
-                (h, s + s2)
-            },
-        )
+        .reduce(|| (Vec::new(), MatchStats::default()), super::join_results)
 }
 
 fn derive_and_probe(

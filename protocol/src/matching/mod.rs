@@ -61,3 +61,12 @@ impl std::ops::Add for MatchStats {
         }
     }
 }
+
+/// Joins the results of two parallel matching tasks.
+pub(crate) fn join_results(
+    (mut hits, stats): (Vec<Hit>, MatchStats),
+    (more, more_stats): (Vec<Hit>, MatchStats),
+) -> (Vec<Hit>, MatchStats) {
+    hits.extend(more);
+    (hits, stats + more_stats)
+}
