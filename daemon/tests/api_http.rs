@@ -19,18 +19,19 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 const TOKEN: &str = "official-token-0123456789abcdef";
 const TOKEN2: &str = "second-official-token";
-const GAEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/gaen/");
 const ZIP2: &str = "google-server-example-2keys";
 const ZIP140: &str = "google-internals-sample-140keys";
 
 fn gaen_zip(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{GAEN_DIR}{name}.zip")).expect("sample zip")
+    std::fs::read(support::testdata(&format!("gaen/{name}.zip"))).expect("sample zip")
 }
 
 fn gaen_pem(name: &str) -> PathBuf {
-    PathBuf::from(format!("{GAEN_DIR}{name}.pub.pem"))
+    support::testdata(&format!("gaen/{name}.pub.pem"))
 }
 
 struct Daemon {

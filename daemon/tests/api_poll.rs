@@ -19,13 +19,13 @@ use bluezoned::service::Shared;
 use bluezoned::store::Store;
 use serde_json::Value;
 
-const GAEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/gaen/");
+mod support;
 const ZIP2: &str = "google-server-example-2keys";
 const ZIP140: &str = "google-internals-sample-140keys";
 const LAST_MODIFIED: &str = "Tue, 24 Nov 2026 09:00:00 GMT";
 
 fn sample(name: &str, ext: &str) -> PathBuf {
-    PathBuf::from(format!("{GAEN_DIR}{name}.{ext}"))
+    support::testdata(&format!("gaen/{name}.{ext}"))
 }
 
 /// One request the key server saw.

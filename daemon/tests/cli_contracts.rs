@@ -1,7 +1,7 @@
 //! The command-line contracts of issues 2, 4 and 7: `ids`, `cases inspect|import|list`, `check`,
 //! `keys export`, run as a user would run them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use bluezone_protocol::bluezone::SlotsPerDay;
@@ -11,11 +11,8 @@ use bluezone_protocol::DailyKey;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bluezoned");
 
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata")
-        .join(rel)
-}
+mod support;
+use support::testdata;
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -44,7 +41,7 @@ fn fails(o: &Output) -> String {
 
 #[test]
 fn ids_bluezone_equals_the_vector_file_line_for_line() {
-    let text = std::fs::read_to_string(shared("bluezone/rolling-id-vectors.txt")).unwrap();
+    let text = std::fs::read_to_string(testdata("bluezone/rolling-id-vectors.txt")).unwrap();
     let base = text
         .lines()
         .find_map(|l| l.strip_prefix("base_key "))
@@ -111,7 +108,7 @@ fn ids_bluezone_equals_the_vector_file_line_for_line() {
 
 #[test]
 fn ids_gaen_equals_the_official_vectors_line_for_line() {
-    let text = std::fs::read_to_string(shared("gaen/en-v1.2-vectors.txt")).unwrap();
+    let text = std::fs::read_to_string(testdata("gaen/en-v1.2-vectors.txt")).unwrap();
     let tek = text.lines().find_map(|l| l.strip_prefix("tek ")).unwrap();
     let md = text
         .lines()
@@ -143,10 +140,10 @@ fn ids_gaen_equals_the_official_vectors_line_for_line() {
 
 #[test]
 fn cases_inspect_verifies_each_sample_with_its_own_key_only() {
-    let two = shared("gaen/google-server-example-2keys.zip");
-    let two_pem = shared("gaen/google-server-example-2keys.pub.pem");
-    let many = shared("gaen/google-internals-sample-140keys.zip");
-    let many_pem = shared("gaen/google-internals-sample-140keys.pub.pem");
+    let two = testdata("gaen/google-server-example-2keys.zip");
+    let two_pem = testdata("gaen/google-server-example-2keys.pub.pem");
+    let many = testdata("gaen/google-internals-sample-140keys.zip");
+    let many_pem = testdata("gaen/google-internals-sample-140keys.pub.pem");
     for (zip, pem, other, n, id, ver) in [
         (&two, &two_pem, &many_pem, 2, "some_id", "1"),
         (&many, &many_pem, &two_pem, 140, "310", "v1"),
@@ -229,8 +226,8 @@ fn import_and_check_report_the_right_exposures() {
         log += &format!("{}\t-55\t{t}\n", key.id(SlotsPerDay::DEFAULT.slot(t)));
     }
     // A GAEN key of the 2-key sample: 20 minutes across two of its intervals.
-    let zip = shared("gaen/google-server-example-2keys.zip");
-    let pem = shared("gaen/google-server-example-2keys.pub.pem");
+    let zip = testdata("gaen/google-server-example-2keys.zip");
+    let pem = testdata("gaen/google-server-example-2keys.pub.pem");
     let trust =
         TrustedKey::from_pem("some_id", "1", &std::fs::read_to_string(&pem).unwrap()).unwrap();
     let export = parse_export(

@@ -1,8 +1,8 @@
 //! BLE advertisement codecs for both protocols.
 //!
-//! - Bluezone v3: `shared/spec/bluezone.md` §1 (air interface: Android manufacturer-data advert,
+//! - Bluezone v3: `docs/bluezone.md` §1 (air interface: Android manufacturer-data advert,
 //!   iOS service-UUID / overflow-area advert, receiving rules).
-//! - GAEN v1.2: `shared/spec/gaen.md` §2 (service data for `0xFD6F`: RPI + AEM).
+//! - GAEN v1.2: `docs/gaen.md` §2 (service data for `0xFD6F`: RPI + AEM).
 //!
 //! Two inputs, one set of rules:
 //!

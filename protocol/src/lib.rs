@@ -6,8 +6,8 @@
 //! published vectors, and benchmarkable in isolation.
 //!
 //! - [`ids`]: newtypes for keys and identifiers (secrets zeroize and never print).
-//! - [`bluezone`]: Bluezone v3 rolling IDs and the F0 case-list JSON (`shared/spec/bluezone.md`).
-//! - [`gaen`]: Exposure Notification v1.2 crypto and signed export files (`shared/spec/gaen.md`).
+//! - [`bluezone`]: Bluezone v3 rolling IDs and the F0 case-list JSON (`docs/bluezone.md`).
+//! - [`gaen`]: Exposure Notification v1.2 crypto and signed export files (`docs/gaen.md`).
 //! - [`adv`]: BLE advertisement codecs for both protocols.
 //! - [`sighting`]: one reception of an identifier, the unit the store and matcher share.
 //! - [`time`]: UTC day and slot arithmetic shared by both.

@@ -1,4 +1,4 @@
-//! GAEN export files (`shared/spec/gaen.md` §3): the published samples, tampering, truncation, zip
+//! GAEN export files (`docs/gaen.md` §3): the published samples, tampering, truncation, zip
 //! bombs, write → parse round trips, and no panics on arbitrary input.
 
 use std::io::{Cursor, Read, Write};
@@ -15,13 +15,12 @@ use p256::ecdsa::{Signature, SigningKey};
 use proptest::prelude::*;
 use prost::Message;
 
-const GAEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/gaen/");
+mod support;
 const TWO_KEYS: &str = "google-server-example-2keys";
 const MANY_KEYS: &str = "google-internals-sample-140keys";
 
 fn read(name: &str) -> Vec<u8> {
-    let path = format!("{GAEN_DIR}{name}");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    support::read_testdata(&format!("gaen/{name}"))
 }
 
 fn sample_zip(sample: &str) -> Vec<u8> {

@@ -273,12 +273,10 @@ fn keys_outside_the_log_are_rejected_before_derivation() {
     assert_eq!(stats.ids_derived, 0);
 }
 
+mod support;
+
 fn shared(rel: &str) -> Vec<u8> {
-    let p = format!(
-        "{}/../../shared/testdata/gaen/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    support::read_testdata(&format!("gaen/{rel}"))
 }
 
 #[test]

@@ -1,13 +1,13 @@
-//! Pins the derivations to the published vectors in `shared/testdata/` (read in place; CI lays
-//! `shared/` beside the checkout as it is for development).
+//! Pins the derivations to the published vectors in the repository's `testdata/`.
 
 use bluezone_protocol::bluezone::SlotsPerDay;
 use bluezone_protocol::gaen::{self, Aemk, Enin, Metadata, Rpik};
 use bluezone_protocol::{Aem, DailyKey, RollingId, Rpi, Tek};
 
+mod support;
+
 fn testdata(rel: &str) -> String {
-    let p = format!("{}/../../shared/testdata/{rel}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {p}: {e}"))
+    String::from_utf8(support::read_testdata(rel)).expect("vectors are UTF-8")
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {

@@ -1,4 +1,4 @@
-//! GAEN diagnosis-key export files: `shared/spec/gaen.md` §3.
+//! GAEN diagnosis-key export files: `docs/gaen.md` §3.
 //!
 //! A health authority publishes Temporary Exposure Keys as a zip holding two entries, found by name:
 //! `export.bin` (the 16-byte header `"EK Export v1    "` followed by a protobuf

@@ -1,4 +1,4 @@
-//! Exposure Notification v1.2 key schedule (`shared/spec/gaen.md` §1).
+//! Exposure Notification v1.2 key schedule (`docs/gaen.md` §1).
 //!
 //! ```text
 //! ENIN = unix_seconds / 600        RPIK = HKDF-SHA256(TEK, salt = none, "EN-RPIK", 16)

@@ -1,4 +1,4 @@
-//! Exposure Notification v1.2 (`shared/spec/gaen.md`).
+//! Exposure Notification v1.2 (`docs/gaen.md`).
 //!
 //! - [`keys`]: ENIN arithmetic, TEK → RPIK/AEMK, RPIs (all 144 of a key in one AES pass), AEM, metadata.
 //! - [`export`]: the signed diagnosis-key export zip (`export.bin` + `export.sig`).
