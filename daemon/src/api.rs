@@ -460,7 +460,7 @@ fn check_case_list(
     if bytes.is_empty() {
         return Err("empty body: expected a Bluezone F0 JSON object or a GAEN export zip".into());
     }
-    let detected = caselist::detect(bytes).map_err(|e| crate::error_chain(&e))?;
+    let detected = caselist::detect(bytes).map_err(|e| e.to_string())?;
     if let Some(want) = only {
         if detected != want {
             return Err(format!(
@@ -473,8 +473,13 @@ fn check_case_list(
     if detected == Format::GaenExport && trusted.is_empty() {
         return Err("GAEN export refused: no trusted signing key is configured (api.trust)".into());
     }
-    let list = caselist::parse(bytes, trusted, &Limits::default())
-        .map_err(|e| format!("invalid {}: {}", detected.as_str(), crate::error_chain(&e)))?;
+    let list = caselist::parse(bytes, trusted, &Limits::default()).map_err(|e| {
+        format!(
+            "invalid {}: {}",
+            detected.as_str(),
+            crate::error_chain(&e.into())
+        )
+    })?;
     if let CaseList::GaenExport(x) = &list {
         // With `trusted` non-empty `parse` verifies or fails; this guards that contract.
         if !x.is_verified() {

@@ -3,17 +3,33 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use bluezone_protocol::bluezone::f0::{parse_f0, F0Limits, F0List};
+use anyhow::Context;
+use bluezone_protocol::bluezone::f0::{parse_f0, F0Error, F0Limits, F0Parsed};
 use bluezone_protocol::gaen::export::{
-    parse_export, ExportLimits, SignatureStatus, TrustedKey, VerifiedExport,
+    parse_export, ExportError, ExportLimits, SignatureStatus, TrustedKey, VerifiedExport,
 };
 use serde_json::json;
 
-/// A checked case list.
+/// A checked case list. Entries that were skipped as malformed are kept beside the valid ones
+/// so every summary can name them.
 pub enum CaseList {
-    BluezoneF0(F0List),
+    BluezoneF0(F0Parsed),
     GaenExport(VerifiedExport),
+}
+
+/// Why a case list was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not a case list: expected a Bluezone F0 JSON object or a GAEN export zip")]
+    NotACaseList,
+    #[error("invalid Bluezone F0 list")]
+    F0(#[source] F0Error),
+    #[error("invalid GAEN export")]
+    Export(#[source] ExportError),
+    #[error("GAEN export refused: no signature verifies under a trusted key (pass --trust PEM)")]
+    Unverified,
+    #[error("expected a {}, got a {}", want.as_str(), got.as_str())]
+    WrongFormat { want: Format, got: Format },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -48,7 +64,7 @@ pub struct Limits {
 }
 
 /// A zip starts with a local file header; F0 lists are JSON objects.
-pub fn detect(bytes: &[u8]) -> Result<Format> {
+pub fn detect(bytes: &[u8]) -> Result<Format, Error> {
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return Ok(Format::GaenExport);
     }
@@ -56,18 +72,31 @@ pub fn detect(bytes: &[u8]) -> Result<Format> {
     if first == Some(&b'{') {
         return Ok(Format::BluezoneF0);
     }
-    bail!("not a case list: expected a Bluezone F0 JSON object or a GAEN export zip")
+    Err(Error::NotACaseList)
 }
 
 /// Parses and checks a case list. A GAEN file is verified when `trusted` is non-empty.
-pub fn parse(bytes: &[u8], trusted: &[TrustedKey], limits: &Limits) -> Result<CaseList> {
+pub fn parse(bytes: &[u8], trusted: &[TrustedKey], limits: &Limits) -> Result<CaseList, Error> {
     match detect(bytes)? {
-        Format::BluezoneF0 => Ok(CaseList::BluezoneF0(parse_f0(bytes, &limits.f0)?)),
-        Format::GaenExport => Ok(CaseList::GaenExport(parse_export(
-            bytes,
-            trusted,
-            &limits.export,
-        )?)),
+        Format::BluezoneF0 => Ok(CaseList::BluezoneF0(
+            parse_f0(bytes, &limits.f0).map_err(Error::F0)?,
+        )),
+        Format::GaenExport => Ok(CaseList::GaenExport(
+            parse_export(bytes, trusted, &limits.export).map_err(Error::Export)?,
+        )),
+    }
+}
+
+/// [`parse`], refusing a GAEN export that no trusted key verifies (what importing requires).
+pub fn parse_trusted(
+    bytes: &[u8],
+    trusted: &[TrustedKey],
+    limits: &Limits,
+) -> Result<CaseList, Error> {
+    let list = parse(bytes, trusted, limits)?;
+    match &list {
+        CaseList::GaenExport(x) if !x.is_verified() => Err(Error::Unverified),
+        _ => Ok(list),
     }
 }
 
@@ -81,7 +110,7 @@ impl CaseList {
 
     pub fn entries(&self) -> usize {
         match self {
-            CaseList::BluezoneF0(l) => l.entries.len(),
+            CaseList::BluezoneF0(l) => l.list.entries.len(),
             CaseList::GaenExport(e) => e.file.keys.len(),
         }
     }
@@ -91,8 +120,14 @@ impl CaseList {
         match self {
             CaseList::BluezoneF0(l) => json!({
                 "format": "bluezone-f0",
-                "entries": l.entries.len(),
-                "days": l.entries.iter().map(|e| e.days() as u64).sum::<u64>(),
+                "entries": l.list.entries.len(),
+                "days": l.list.entries.iter().map(|e| e.days() as u64).sum::<u64>(),
+                "skipped": l.skipped.iter().map(|s| json!({
+                    "index": s.index,
+                    "field": s.field,
+                    "reason": s.reason,
+                })).collect::<Vec<_>>(),
+                "skipped_total": l.skipped_total,
             }),
             CaseList::GaenExport(e) => {
                 let (sig, id, ver) = match &e.signature {
@@ -127,7 +162,7 @@ impl CaseList {
 
 /// A `--trust` argument: `PATH` (the key is trusted under any key id and version) or
 /// `KEY_ID:VERSION=PATH` (only for files naming that id and version).
-pub fn load_trust(arg: &Path) -> Result<TrustedKey> {
+pub fn load_trust(arg: &Path) -> anyhow::Result<TrustedKey> {
     let s = arg.to_string_lossy();
     let (id, version, path) = match s.split_once('=') {
         Some((binding, path)) if binding.contains(':') && !Path::new(&*s).exists() => {
@@ -150,6 +185,6 @@ pub fn load_trust(arg: &Path) -> Result<TrustedKey> {
     })
 }
 
-pub fn load_trusts(args: &[PathBuf]) -> Result<Vec<TrustedKey>> {
+pub fn load_trusts(args: &[PathBuf]) -> anyhow::Result<Vec<TrustedKey>> {
     args.iter().map(|a| load_trust(a)).collect()
 }

@@ -101,7 +101,7 @@ fn load_cases(store: &Store) -> Result<Cases> {
             .with_context(|| format!("stored case list {}", info.id))?;
         match list {
             CaseList::BluezoneF0(l) => {
-                for e in l.entries {
+                for e in l.list.entries {
                     if seen_f0.insert((*e.daily_key.as_bytes(), e.time_start, e.time_end)) {
                         cases.f0.push(e);
                         cases.f0_list.push(info.id);

@@ -1,7 +1,6 @@
 //! The command-line contracts of issues 2, 4 and 7: `ids`, `cases inspect|import|list`, `check`,
 //! `keys export`, run as a user would run them.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use bluezone_protocol::bluezone::SlotsPerDay;
@@ -189,8 +188,15 @@ fn cases_inspect_verifies_each_sample_with_its_own_key_only() {
             &wrong_id
         ]))
         .contains("no trusted key"));
-        let out = ok(&run(&["cases", "inspect", zip.to_str().unwrap()]));
-        assert!(out.contains("\"signature\":\"unverified\""));
+        // Without a trusted key the summary is still printed, and the exit status says the
+        // file is not to be acted on.
+        let o = run(&["cases", "inspect", zip.to_str().unwrap()]);
+        let err = fails(&o);
+        assert!(err.contains("no signature verifies"), "{err}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["signature"], "unverified");
+        assert_eq!(v["entries"], n);
     }
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("f0.json");
@@ -207,6 +213,72 @@ fn cases_inspect_verifies_each_sample_with_its_own_key_only() {
     let trunc = tmp.path().join("t.zip");
     std::fs::write(&trunc, &std::fs::read(&two).unwrap()[..200]).unwrap();
     assert!(fails(&run(&["cases", "inspect", trunc.to_str().unwrap()])).contains("zip"));
+}
+
+/// Lists as real phones accept them: a 36-day entry, a float `time_start`, and one bad entry
+/// among good ones (the good ones are imported, the bad one is named).
+#[test]
+fn cases_import_accepts_real_phone_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    let dir = d.to_str().unwrap();
+    ok(&run(&["--data-dir", dir, "init"]));
+    let day0 = 1_596_844_800i64;
+    let key = |b: u8| DailyKey::from_bytes([b; 32]).to_hex();
+    let f0 = tmp.path().join("real.json");
+    std::fs::write(
+        &f0,
+        format!(
+            r#"{{"data":[
+            {{"daily_key":"{}","time_start":{day0},"time_end":{}}},
+            {{"daily_key":"{}","time_start":{day0}.0,"max":96,"time_end":{}}},
+            {{"daily_key":"{}","time_start":{day0},"max":96,"time_end":"tomorrow"}}
+            ]}}"#,
+            key(1).to_uppercase(),
+            day0 + 36 * 86400 + 43200,
+            key(2),
+            day0 + 86399,
+            key(3),
+        ),
+    )
+    .unwrap();
+    let o = run(&["--data-dir", dir, "cases", "import", f0.to_str().unwrap()]);
+    let out = ok(&o);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["imported"], true);
+    assert_eq!(v["entries"], 2);
+    assert_eq!(v["days"], 37 + 1);
+    assert_eq!(v["skipped_total"], 1);
+    assert_eq!(v["skipped"][0]["index"], 2);
+    assert_eq!(v["skipped"][0]["field"], "time_end");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("skipped entry 2: field `time_end`"), "{err}");
+    let lists: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--data-dir", dir, "cases", "list", "--json"]))).unwrap();
+    assert_eq!(lists["case_lists"][0]["entries"], 2);
+
+    // A float with a fraction is not a time: with nothing else valid, the list is refused.
+    let half = tmp.path().join("half.json");
+    std::fs::write(
+        &half,
+        format!(
+            r#"{{"data":[{{"daily_key":"{}","time_start":{day0}.5,"time_end":{}}}]}}"#,
+            key(4),
+            day0 + 10
+        ),
+    )
+    .unwrap();
+    let err = fails(&run(&[
+        "--data-dir",
+        dir,
+        "cases",
+        "import",
+        half.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("time_start") && err.contains("1596844800.5"),
+        "{err}"
+    );
 }
 
 /// A log with 20 minutes of sightings of one F0 key's IDs and of one sample-zip key's RPIs; both

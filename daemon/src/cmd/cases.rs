@@ -39,23 +39,37 @@ fn inspect(file: &Path, trust: &[PathBuf]) -> Result<()> {
     let list = caselist::parse(&bytes, &trusted, &limits)
         .with_context(|| format!("{}", file.display()))?;
     println!("{}", list.summary());
+    report_skipped(file, &list);
+    // The summary is printed either way (it says "unverified"); the exit status lets a script
+    // tell a file it may act on from one it may not (security review L7).
+    if let CaseList::GaenExport(x) = &list {
+        if !x.is_verified() {
+            return Err(caselist::Error::Unverified).with_context(|| format!("{}", file.display()));
+        }
+    }
     Ok(())
+}
+
+/// One stderr line per skipped entry, so a person sees what was left out.
+fn report_skipped(file: &Path, list: &CaseList) {
+    if let CaseList::BluezoneF0(l) = list {
+        for s in &l.skipped {
+            eprintln!("{}: skipped {s}", file.display());
+        }
+        let untold = l.skipped_total - l.skipped.len();
+        if untold > 0 {
+            eprintln!("{}: skipped {untold} more entries", file.display());
+        }
+    }
 }
 
 fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {
     let trusted = caselist::load_trusts(trust)?;
     let limits = Limits::default();
     let bytes = read_file(file, &limits)?;
-    let list = caselist::parse(&bytes, &trusted, &limits)
+    let list = caselist::parse_trusted(&bytes, &trusted, &limits)
         .with_context(|| format!("{}", file.display()))?;
-    if let CaseList::GaenExport(x) = &list {
-        if !x.is_verified() {
-            bail!(
-                "{}: a GAEN export must verify under a trusted key before it is imported: pass --trust PEM",
-                file.display()
-            );
-        }
-    }
+    report_skipped(file, &list);
     let mut store = open_store(dir)?;
     let (id, inserted) = store
         .insert_case_list(list.format().as_str(), list.entries() as u64, &bytes)

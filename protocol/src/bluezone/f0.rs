@@ -1,11 +1,19 @@
-//! The Bluezone positive-case ("F0") list (`shared/spec/bluezone.md` §3).
+//! The Bluezone positive-case ("F0") list (`docs/bluezone.md` §3).
 //!
 //! ```json
 //! {"data":[{"daily_key":"<64 hex>","time_start":1596844800,"max":96,"time_end":1596931199}]}
 //! ```
-//! Times are unix seconds, `daily_key` is 64 hex characters in either case. `max` defaults to 96
-//! when absent. The parser streams the `data` array and stops at the configured entry limit, so a
-//! huge upload is refused before it is held in memory.
+//! Accepted as real phones accept it: times are unix seconds as JSON integers or as floats with a
+//! zero fraction (iOS decodes them as `TimeInterval`), `daily_key` is 64 hex characters in either
+//! case, `max` defaults to 96. An entry may span any number of days: real phones walk to
+//! `time_end` with no limit, and bounding the work is the matcher's job.
+//!
+//! One malformed entry does not lose the rest: it is skipped and reported ([`SkippedEntry`]), as a
+//! phone would ignore it. A list where no entry is valid is refused.
+//!
+//! The parser streams the `data` array into typed fields (never a `serde_json::Value`): a value of
+//! the wrong shape, however large, is skipped without being held, and the entry limit stops a
+//! huge upload before it is held in memory.
 
 use std::fmt;
 
@@ -14,12 +22,18 @@ use serde::Deserialize;
 
 use super::rolling::SlotsPerDay;
 use crate::ids::DailyKey;
-use crate::time::{UnixSeconds, DAY_SECONDS};
+use crate::time::UnixSeconds;
 
-/// An entry may cover at most this many days (real lists cover 14–21).
-pub const MAX_SPAN_DAYS: i64 = 30;
 /// Default limit on entries in one list.
 pub const DEFAULT_MAX_ENTRIES: usize = 500_000;
+/// Earliest accepted entry time: 2000-01-01T00:00:00Z. Bluezone started in 2020; the window only
+/// keeps absurd times (and the arithmetic on them) out.
+pub const EARLIEST_TIME: UnixSeconds = 946_684_800;
+/// Latest accepted entry time: 2100-12-31T23:59:59Z.
+pub const LATEST_TIME: UnixSeconds = 4_133_980_799;
+/// At most this many skipped entries are described one by one; the rest are only counted, so a
+/// list of half a million bad entries does not become half a million messages.
+pub const MAX_REPORTED_SKIPS: usize = 1000;
 
 /// One published daily key and the time span it covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,13 +49,44 @@ pub struct F0Entry {
 impl F0Entry {
     /// Number of UTC days touched by `[time_start, time_end]`.
     pub fn days(&self) -> u32 {
-        (crate::time::utc_day(self.time_end) - crate::time::utc_day(self.time_start) + 1) as u32
+        let days = crate::time::utc_day(self.time_end) - crate::time::utc_day(self.time_start);
+        u32::try_from(days.saturating_add(1)).unwrap_or(0)
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct F0List {
     pub entries: Vec<F0Entry>,
+}
+
+/// An entry left out of a list, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedEntry {
+    /// Position in the `data` array, from 0.
+    pub index: usize,
+    /// The offending field (`entry` when the entry itself is not an object).
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedEntry {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "entry {}: field `{}` {}",
+            self.index, self.field, self.reason
+        )
+    }
+}
+
+/// A parsed list: the valid entries, and the entries that were skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct F0Parsed {
+    pub list: F0List,
+    /// The first [`MAX_REPORTED_SKIPS`] skipped entries.
+    pub skipped: Vec<SkippedEntry>,
+    /// All skipped entries, including those not described in `skipped`.
+    pub skipped_total: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +110,8 @@ pub enum F0Error {
         column: usize,
         message: String,
     },
-    #[error("F0 entry {index}: field `{field}` {problem}")]
+    /// No entry was valid; this names the first.
+    #[error("F0 entry {index}: field `{field}` {problem} (no entry of the list is valid)")]
     Entry {
         index: usize,
         field: &'static str,
@@ -79,8 +125,8 @@ pub enum F0Error {
 
 impl F0Error {
     fn from_json(e: serde_json::Error) -> F0Error {
-        // Our own checks travel through serde as custom errors carrying a marker prefix, so the
-        // typed error can be rebuilt here.
+        // Our own refusals travel through serde as custom errors carrying a marker prefix, so
+        // the typed error can be rebuilt here.
         let msg = e.to_string();
         if let Some(rest) = msg.strip_prefix(TOO_MANY) {
             let limit = rest
@@ -92,29 +138,6 @@ impl F0Error {
         }
         if msg.starts_with(NO_DATA) {
             return F0Error::MissingData;
-        }
-        if let Some(rest) = msg.strip_prefix(ENTRY) {
-            // "<index>\u{1f}<field>\u{1f}<problem> at line ..."
-            let mut parts = rest.splitn(3, '\u{1f}');
-            let index = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let field = match parts.next() {
-                Some("daily_key") => "daily_key",
-                Some("time_start") => "time_start",
-                Some("time_end") => "time_end",
-                Some("max") => "max",
-                _ => "entry",
-            };
-            let problem = parts.next().unwrap_or("");
-            let problem = problem
-                .rsplit_once(" at line ")
-                .map(|(p, _)| p)
-                .unwrap_or(problem)
-                .to_string();
-            return F0Error::Entry {
-                index,
-                field,
-                problem,
-            };
         }
         F0Error::Json {
             line: e.line(),
@@ -129,20 +152,25 @@ impl F0Error {
 
 const TOO_MANY: &str = "\u{1e}too-many ";
 const NO_DATA: &str = "\u{1e}no-data";
-const ENTRY: &str = "\u{1e}entry ";
 
-fn entry_error<E: de::Error>(index: usize, field: &str, problem: impl fmt::Display) -> E {
-    E::custom(format!("{ENTRY}{index}\u{1f}{field}\u{1f}{problem}"))
-}
-
-/// Parses an F0 list, checking every entry.
-pub fn parse_f0(bytes: &[u8], limits: &F0Limits) -> Result<F0List, F0Error> {
+/// Parses an F0 list: the valid entries and the skipped ones. Refused when the JSON is malformed,
+/// has no `data` array, exceeds the entry limit, or when entries exist but none is valid.
+pub fn parse_f0(bytes: &[u8], limits: &F0Limits) -> Result<F0Parsed, F0Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let list = ListSeed { limits }
+    let parsed = ListSeed { limits }
         .deserialize(&mut de)
         .map_err(F0Error::from_json)?;
     de.end().map_err(F0Error::from_json)?;
-    Ok(list)
+    if parsed.list.entries.is_empty() {
+        if let Some(first) = parsed.skipped.first() {
+            return Err(F0Error::Entry {
+                index: first.index,
+                field: first.field,
+                problem: first.reason.clone(),
+            });
+        }
+    }
+    Ok(parsed)
 }
 
 /// Writes an F0 list in the published layout (lower-case hex).
@@ -167,21 +195,21 @@ struct ListSeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
-    type Value = F0List;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<F0List, D::Error> {
+    type Value = F0Parsed;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<F0Parsed, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for ListSeed<'_> {
-    type Value = F0List;
+    type Value = F0Parsed;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object with a `data` array")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<F0List, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<F0Parsed, A::Error> {
         let mut list = None;
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "data" {
+        while let Some(key) = map.next_key::<Field>()? {
+            if key == Field::Data {
                 list = Some(map.next_value_seed(EntriesSeed {
                     limits: self.limits,
                 })?);
@@ -198,19 +226,19 @@ struct EntriesSeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for EntriesSeed<'_> {
-    type Value = F0List;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<F0List, D::Error> {
+    type Value = F0Parsed;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<F0Parsed, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for EntriesSeed<'_> {
-    type Value = F0List;
+    type Value = F0Parsed;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of F0 entries")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<F0List, A::Error> {
-        let mut entries = Vec::new();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<F0Parsed, A::Error> {
+        let mut out = F0Parsed::default();
         let mut index = 0usize;
         while let Some(raw) = seq.next_element::<RawEntry>()? {
             if index >= self.limits.max_entries {
@@ -219,69 +247,265 @@ impl<'de> Visitor<'de> for EntriesSeed<'_> {
                     self.limits.max_entries
                 )));
             }
-            entries.push(raw.check(index)?);
+            match raw.check(index) {
+                Ok(entry) => out.list.entries.push(entry),
+                Err(skip) => {
+                    out.skipped_total += 1;
+                    if out.skipped.len() < MAX_REPORTED_SKIPS {
+                        out.skipped.push(skip);
+                    }
+                }
+            }
             index += 1;
         }
-        Ok(F0List { entries })
+        Ok(out)
     }
 }
 
-#[derive(Deserialize)]
-struct RawEntry {
-    daily_key: Option<serde_json::Value>,
-    time_start: Option<serde_json::Value>,
-    time_end: Option<serde_json::Value>,
-    max: Option<serde_json::Value>,
+/// A key of the list or of an entry, recognised without allocating (a key may be huge).
+#[derive(PartialEq, Eq)]
+enum Field {
+    Data,
+    DailyKey,
+    TimeStart,
+    TimeEnd,
+    Max,
+    Other,
 }
 
-fn as_seconds<E: de::Error>(
-    index: usize,
-    field: &'static str,
-    v: Option<serde_json::Value>,
-) -> Result<i64, E> {
-    let v = v.ok_or_else(|| entry_error(index, field, "is missing"))?;
-    match v.as_i64() {
-        Some(n) if n >= 0 => Ok(n),
-        _ => Err(entry_error(
-            index,
-            field,
-            format!("must be a non-negative whole number of unix seconds, got {v}"),
-        )),
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "data" => Field::Data,
+                    "daily_key" => Field::DailyKey,
+                    "time_start" => Field::TimeStart,
+                    "time_end" => Field::TimeEnd,
+                    "max" => Field::Max,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
     }
+}
+
+/// A field's value as far as an F0 entry cares: anything else is only named, never held.
+#[derive(Debug)]
+enum Scalar {
+    Str(String),
+    Int(i128),
+    Float(f64),
+    Other(&'static str),
+}
+
+/// No field of an entry is longer than this (a key is 64 hex characters).
+const MAX_STRING: usize = 128;
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(if v.len() > MAX_STRING {
+                    Scalar::Other("a string longer than 128 characters")
+                } else {
+                    Scalar::Str(v.to_owned())
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Other("a boolean"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other("null"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("an object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Scalar::Str(s) => write!(f, "{s:?}"),
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Other(kind) => f.write_str(kind),
+        }
+    }
+}
+
+impl Scalar {
+    /// A whole number: an integer, or a float with a zero fraction.
+    fn whole(&self) -> Option<i64> {
+        match *self {
+            Scalar::Int(n) => i64::try_from(n).ok(),
+            // The bounds keep the cast exact; callers bound the value far tighter anyway.
+            Scalar::Float(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Some(x as i64),
+            _ => None,
+        }
+    }
+}
+
+/// An entry as it arrived; `Bad` when it was not even an object.
+enum RawEntry {
+    Fields {
+        daily_key: Option<Scalar>,
+        time_start: Option<Scalar>,
+        time_end: Option<Scalar>,
+        max: Option<Scalar>,
+    },
+    Bad(&'static str),
+}
+
+impl<'de> Deserialize<'de> for RawEntry {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<RawEntry, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an F0 entry")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEntry, A::Error> {
+                let (mut daily_key, mut time_start, mut time_end, mut max) =
+                    (None, None, None, None);
+                while let Some(key) = map.next_key::<Field>()? {
+                    let slot = match key {
+                        Field::DailyKey => &mut daily_key,
+                        Field::TimeStart => &mut time_start,
+                        Field::TimeEnd => &mut time_end,
+                        Field::Max => &mut max,
+                        Field::Data | Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value::<Scalar>()?);
+                }
+                Ok(RawEntry::Fields {
+                    daily_key,
+                    time_start,
+                    time_end,
+                    max,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawEntry, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawEntry::Bad("an array"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RawEntry, E> {
+                Ok(RawEntry::Bad("a string"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawEntry, E> {
+                Ok(RawEntry::Bad("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawEntry, E> {
+                Ok(RawEntry::Bad("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawEntry, E> {
+                Ok(RawEntry::Bad("a number"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawEntry, E> {
+                Ok(RawEntry::Bad("a boolean"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawEntry, E> {
+                Ok(RawEntry::Bad("null"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn seconds(index: usize, field: &'static str, v: Option<Scalar>) -> Result<i64, SkippedEntry> {
+    let skip = |reason: String| SkippedEntry {
+        index,
+        field,
+        reason,
+    };
+    let v = v.ok_or_else(|| skip("is missing".into()))?;
+    let t = v
+        .whole()
+        .ok_or_else(|| skip(format!("must be a whole number of unix seconds, got {v}")))?;
+    if !(EARLIEST_TIME..=LATEST_TIME).contains(&t) {
+        return Err(skip(format!(
+            "must be between {EARLIEST_TIME} (2000-01-01) and {LATEST_TIME} (2100-12-31), got {t}"
+        )));
+    }
+    Ok(t)
 }
 
 impl RawEntry {
-    fn check<E: de::Error>(self, index: usize) -> Result<F0Entry, E> {
-        let key = match self.daily_key {
-            Some(serde_json::Value::String(s)) => {
-                DailyKey::from_hex(&s).map_err(|e| entry_error(index, "daily_key", e))?
-            }
-            Some(_) => return Err(entry_error(index, "daily_key", "must be a hex string")),
-            None => return Err(entry_error(index, "daily_key", "is missing")),
+    fn check(self, index: usize) -> Result<F0Entry, SkippedEntry> {
+        let skip = |field: &'static str, reason: String| SkippedEntry {
+            index,
+            field,
+            reason,
         };
-        let time_start = as_seconds(index, "time_start", self.time_start)?;
-        let time_end = as_seconds(index, "time_end", self.time_end)?;
+        let (daily_key, time_start, time_end, max) = match self {
+            RawEntry::Fields {
+                daily_key,
+                time_start,
+                time_end,
+                max,
+            } => (daily_key, time_start, time_end, max),
+            RawEntry::Bad(kind) => {
+                return Err(skip("entry", format!("must be an object, got {kind}")))
+            }
+        };
+        let key = match daily_key {
+            Some(Scalar::Str(s)) => {
+                DailyKey::from_hex(&s).map_err(|e| skip("daily_key", e.to_string()))?
+            }
+            Some(other) => {
+                return Err(skip(
+                    "daily_key",
+                    format!("must be a hex string, got {other}"),
+                ))
+            }
+            None => return Err(skip("daily_key", "is missing".into())),
+        };
+        let time_start = seconds(index, "time_start", time_start)?;
+        let time_end = seconds(index, "time_end", time_end)?;
         if time_end < time_start {
-            return Err(entry_error(
-                index,
+            return Err(skip(
                 "time_end",
                 format!("({time_end}) is before time_start ({time_start})"),
             ));
         }
-        if time_end - time_start >= MAX_SPAN_DAYS * DAY_SECONDS {
-            return Err(entry_error(
-                index,
-                "time_end",
-                format!("spans more than {MAX_SPAN_DAYS} days from time_start"),
-            ));
-        }
-        let max = match self.max {
+        let max = match max {
             None => SlotsPerDay::DEFAULT,
             Some(v) => {
-                let n = v.as_i64().ok_or_else(|| {
-                    entry_error(index, "max", format!("must be a whole number, got {v}"))
-                })?;
-                SlotsPerDay::new(n).map_err(|e| entry_error(index, "max", e))?
+                let n = v
+                    .whole()
+                    .ok_or_else(|| skip("max", format!("must be a whole number, got {v}")))?;
+                SlotsPerDay::new(n).map_err(|e| skip("max", e.to_string()))?
             }
         };
         Ok(F0Entry {
@@ -298,12 +522,17 @@ mod tests {
     use super::*;
 
     const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const T0: i64 = 1596844800;
 
-    fn one(entry: &str) -> Result<F0List, F0Error> {
+    fn one(entry: &str) -> Result<F0Parsed, F0Error> {
         parse_f0(
             format!(r#"{{"data":[{entry}]}}"#).as_bytes(),
             &F0Limits::default(),
         )
+    }
+
+    fn good(start: &str, end: &str) -> String {
+        format!(r#"{{"daily_key":"{KEY}","time_start":{start},"time_end":{end}}}"#)
     }
 
     #[test]
@@ -313,11 +542,78 @@ mod tests {
             KEY.to_uppercase()
         ))
         .unwrap();
+        assert!(l.skipped.is_empty());
+        let l = l.list;
         assert_eq!(l.entries.len(), 1);
         assert_eq!(l.entries[0].daily_key.to_hex(), KEY);
         assert_eq!(l.entries[0].days(), 1);
         let back = parse_f0(write_f0(&l).as_bytes(), &F0Limits::default()).unwrap();
-        assert_eq!(back, l);
+        assert_eq!(back.list, l);
+    }
+
+    #[test]
+    fn real_phone_lists_are_accepted() {
+        // 36.5 days, as the only public reconstruction of a real push.
+        let l = one(&good("1596844800", &(T0 + 36 * 86400 + 43200).to_string())).unwrap();
+        assert_eq!(l.list.entries[0].days(), 37);
+        // iOS writes times as doubles.
+        let l = one(&good("1596844800.0", "1.5969312e9")).unwrap();
+        assert_eq!(l.list.entries[0].time_start, T0);
+        assert_eq!(l.list.entries[0].time_end, 1_596_931_200);
+        assert_eq!(
+            l.list.entries[0].max,
+            SlotsPerDay::DEFAULT,
+            "missing max is 96"
+        );
+        let e = one(&good("1596844800.5", "1596931199")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                F0Error::Entry {
+                    field: "time_start",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("1596844800.5"), "{e}");
+    }
+
+    #[test]
+    fn one_bad_entry_does_not_lose_the_rest() {
+        let body = format!(
+            r#"{{"data":[{},{{"daily_key":"zz","time_start":{T0},"time_end":{T0}}},{},7,{}]}}"#,
+            good("1596844800", "1596844900"),
+            good("1.5", "1596844900"),
+            good("1596844800", "1596844999"),
+        );
+        let p = parse_f0(body.as_bytes(), &F0Limits::default()).unwrap();
+        assert_eq!(p.list.entries.len(), 2);
+        assert_eq!(p.skipped_total, 3);
+        let got: Vec<(usize, &str)> = p.skipped.iter().map(|s| (s.index, s.field)).collect();
+        assert_eq!(got, [(1, "daily_key"), (2, "time_start"), (3, "entry")]);
+    }
+
+    #[test]
+    fn times_outside_the_window_are_skipped() {
+        for t in [
+            "0",
+            "-1",
+            "946684799",
+            "4133980800",
+            "9223372036854775807",
+            "1e300",
+        ] {
+            let body = format!(
+                r#"{{"data":[{},{}]}}"#,
+                good(t, "1596844900"),
+                good("1596844800", "1596844900")
+            );
+            let p = parse_f0(body.as_bytes(), &F0Limits::default()).unwrap();
+            assert_eq!(p.list.entries.len(), 1, "{t}");
+            assert_eq!(p.skipped[0].field, "time_start", "{t}");
+        }
+        assert!(one(&good("946684800", "4133980799")).is_ok());
     }
 
     #[test]
@@ -338,10 +634,7 @@ mod tests {
             e.to_string().contains("expected 64 hex characters, got 4"),
             "{e}"
         );
-        let e = one(&format!(
-            r#"{{"daily_key":"{KEY}","time_start":10,"time_end":5}}"#
-        ))
-        .unwrap_err();
+        let e = one(&good("1596844810", "1596844805")).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -353,35 +646,45 @@ mod tests {
             "{e}"
         );
         let e = one(&format!(
-            r#"{{"daily_key":"{KEY}","time_start":0,"time_end":5,"max":97}}"#
+            r#"{{"daily_key":"{KEY}","time_start":{T0},"time_end":{T0},"max":97}}"#
         ))
         .unwrap_err();
         assert!(matches!(e, F0Error::Entry { field: "max", .. }), "{e}");
         let e = one(&format!(
-            r#"{{"daily_key":"{KEY}","time_start":0,"time_end":5,"max":1}}"#
+            r#"{{"daily_key":"{KEY}","time_start":{T0},"time_end":{T0},"max":[1]}}"#
         ))
         .unwrap_err();
         assert!(matches!(e, F0Error::Entry { field: "max", .. }), "{e}");
-        let e = one(&format!(
-            r#"{{"daily_key":"{KEY}","time_start":0,"time_end":2592000}}"#
-        ))
-        .unwrap_err();
-        assert!(e.to_string().contains("30 days"), "{e}");
-        assert!(one(&format!(
-            r#"{{"daily_key":"{KEY}","time_start":0,"time_end":2591999}}"#
-        ))
-        .is_ok());
         let e = parse_f0(b"{\"data\":[", &F0Limits::default()).unwrap_err();
         assert!(matches!(e, F0Error::Json { .. }), "{e}");
         assert_eq!(
             parse_f0(b"{}", &F0Limits::default()).unwrap_err(),
             F0Error::MissingData
         );
+        assert!(parse_f0(br#"{"data":[]}"#, &F0Limits::default())
+            .unwrap()
+            .list
+            .entries
+            .is_empty());
+    }
+
+    #[test]
+    fn skipped_descriptions_are_bounded() {
+        let bad = r#"{"daily_key":"x"}"#;
+        let mut body = format!(r#"{{"data":[{}"#, good("1596844800", "1596844900"));
+        for _ in 0..MAX_REPORTED_SKIPS + 5 {
+            body.push(',');
+            body.push_str(bad);
+        }
+        body.push_str("]}");
+        let p = parse_f0(body.as_bytes(), &F0Limits::default()).unwrap();
+        assert_eq!(p.skipped.len(), MAX_REPORTED_SKIPS);
+        assert_eq!(p.skipped_total, MAX_REPORTED_SKIPS + 5);
     }
 
     #[test]
     fn entry_limit() {
-        let e = format!(r#"{{"daily_key":"{KEY}","time_start":0,"time_end":5}}"#);
+        let e = good("1596844800", "1596844805");
         let body = format!(r#"{{"data":[{e},{e},{e}]}}"#);
         let lim = F0Limits { max_entries: 2 };
         assert_eq!(
@@ -391,6 +694,7 @@ mod tests {
         assert_eq!(
             parse_f0(body.as_bytes(), &F0Limits { max_entries: 3 })
                 .unwrap()
+                .list
                 .entries
                 .len(),
             3

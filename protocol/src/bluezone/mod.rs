@@ -1,4 +1,4 @@
-//! Bluezone v3 (`shared/spec/bluezone.md`).
+//! Bluezone v3 (`docs/bluezone.md`).
 //!
 //! - [`rolling`]: the daily-key chain, the sub-key chain, 12-byte IDs, slot arithmetic.
 //! - [`f0`]: the positive-case (F0) JSON list.
@@ -6,5 +6,5 @@
 pub mod f0;
 pub mod rolling;
 
-pub use f0::{F0Entry, F0List};
+pub use f0::{F0Entry, F0List, F0Parsed, SkippedEntry};
 pub use rolling::*;

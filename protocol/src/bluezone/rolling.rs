@@ -1,4 +1,4 @@
-//! Bluezone v3 rolling IDs (`shared/spec/bluezone.md` §2).
+//! Bluezone v3 rolling IDs (`docs/bluezone.md` §2).
 //!
 //! ```text
 //! daily_key(d) = SHA256^n(base_key)           subkey(0)   = SHA256(daily_key || "bluzonesubkey")
@@ -14,7 +14,7 @@ use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 
 use crate::ids::{DailyKey, RollingId};
-use crate::time::{utc_midnight, UnixSeconds, DAY_SECONDS};
+use crate::time::{UnixSeconds, DAY_SECONDS};
 
 /// Spelled exactly so in Bluezone's code (sic: "bluzone").
 pub const SUBKEY_SALT: &[u8; 13] = b"bluzonesubkey";
@@ -53,17 +53,21 @@ impl SlotsPerDay {
     pub fn slot_seconds(self) -> i64 {
         DAY_SECONDS / self.0 as i64
     }
+    // Slot math takes times from published lists and peers, so it must not overflow for any
+    // `i64`: the remainder never does, and the ends of the time line saturate.
+
     /// The slot index containing `t`.
     pub fn slot(self, t: UnixSeconds) -> u32 {
-        ((t - utc_midnight(t)) / self.slot_seconds()) as u32
+        (t.rem_euclid(DAY_SECONDS) / self.slot_seconds()) as u32
     }
-    /// Start of the slot containing `t`.
+    /// Start of the slot containing `t` (a slot length divides the day, so this is also the
+    /// day's midnight plus whole slots).
     pub fn slot_start(self, t: UnixSeconds) -> UnixSeconds {
-        utc_midnight(t) + self.slot(t) as i64 * self.slot_seconds()
+        t.saturating_sub(t.rem_euclid(self.slot_seconds()))
     }
     /// Start of the next slot after the one containing `t` (where an advertiser switches ID).
     pub fn next_boundary(self, t: UnixSeconds) -> UnixSeconds {
-        self.slot_start(t) + self.slot_seconds()
+        self.slot_start(t).saturating_add(self.slot_seconds())
     }
 }
 
@@ -135,7 +139,7 @@ impl DailyKey {
         self.ids()
             .take(max.get() as usize)
             .enumerate()
-            .map(move |(i, id)| (day_start + i as i64 * step, id))
+            .map(move |(i, id)| (day_start.saturating_add(i as i64 * step), id))
     }
 }
 
@@ -191,5 +195,7 @@ mod tests {
         assert_eq!(m.slot(day + 86399), 95);
         assert_eq!(m.next_boundary(day + 10), day + 900);
         assert_eq!(SlotsPerDay::LEGACY.slot(day + 600), 1);
+        assert_eq!(m.slot(day - 1), 95);
+        assert_eq!(m.slot_start(day - 1), day - 900);
     }
 }
