@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use bluezone_protocol::gaen::export::{
     parse_export, proto, write_export, ExportError, ExportFile, ExportKey, ExportLimits,
     ExportSignatureInfo, ExportSigner, ReportType, SignatureError, SignatureStatus, TrustedKey,
-    ECDSA_P256_SHA256_OID, EXPORT_HEADER,
+    ECDSA_P256_SHA256_OID, ECDSA_P256_SHA512_OID, EXPORT_HEADER,
 };
 use bluezone_protocol::Tek;
 use p256::ecdsa::signature::Signer;
@@ -208,39 +208,13 @@ fn no_trusted_keys_means_unverified() {
 }
 
 #[test]
-fn trusted_key_from_base64_and_der_matches_pem() {
+fn trusted_key_pem_round_trips_and_bad_pem_is_typed() {
     let pem = sample_pem(TWO_KEYS);
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let from_b64 = TrustedKey::from_base64("some_id", "1", &body).unwrap();
-    assert_eq!(from_b64, key_two());
-    // Line breaks and missing padding are fine.
-    let wrapped = format!("{}\n{}", &body[..40], body[40..].trim_end_matches('='));
-    assert_eq!(
-        TrustedKey::from_base64("some_id", "1", &wrapped).unwrap(),
-        key_two()
-    );
-    let der = {
-        use p256::pkcs8::EncodePublicKey;
-        key_two().key.to_public_key_der().unwrap()
-    };
-    assert_eq!(
-        TrustedKey::from_der("some_id", "1", der.as_bytes()).unwrap(),
-        key_two()
-    );
     assert_eq!(key_two().to_pem().unwrap().trim(), pem.trim());
 
     let dbg = format!("{:?}", key_two());
     assert!(dbg.contains("some_id") && dbg.contains('1'), "{dbg}");
 
-    // Typed parse errors.
-    assert!(matches!(
-        TrustedKey::from_base64("a", "b", "MFkw*EwYH"),
-        Err(bluezone_protocol::gaen::export::KeyError::Base64Character { position: 4 })
-    ));
-    assert!(matches!(
-        TrustedKey::from_base64("a", "b", "AAAA"),
-        Err(bluezone_protocol::gaen::export::KeyError::PublicKeyDer(_))
-    ));
     assert!(matches!(
         TrustedKey::from_pem(
             "a",
@@ -249,7 +223,6 @@ fn trusted_key_from_base64_and_der_matches_pem() {
         ),
         Err(bluezone_protocol::gaen::export::KeyError::PublicKeyPem(_))
     ));
-    assert!(TrustedKey::from_der("a", "b", &[]).is_err());
     assert!(ExportSigner::from_pkcs8_pem("a", "b", &pem).is_err());
 }
 
@@ -362,7 +335,7 @@ fn missing_entries_are_named() {
     );
     assert!(matches!(
         parse_export(&renamed, &[], &limits()),
-        Err(ExportError::MissingEntry { name: "export.bin" })
+        Err(ExportError::UnexpectedEntry { name }) if name == "dir/export.bin"
     ));
 
     let err = parse_export(b"not a zip", &[], &limits()).unwrap_err();
@@ -701,6 +674,56 @@ fn signature_info_with_reserved_field_2_parses() {
     assert_eq!(parsed.file.keys[0].rolling_start, 2_650_000);
 }
 
+/// `…4.3.4` is ECDSA P-256 over a SHA-512 prehash: it verifies only under that label.
+#[test]
+fn sha512_signatures_verify() {
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    use sha2::{Digest, Sha512};
+    let signer = new_signer(9, "k", "v");
+    let message = proto::TemporaryExposureKeyExport {
+        keys: vec![proto_key(vec![7; 16], Some(2_650_000), None)],
+        ..Default::default()
+    };
+    let bin = export_bin(&message);
+    let signature: Signature = signer.key.sign_prehash(&Sha512::digest(&bin)).unwrap();
+    let zip_with = |algorithm: &str| {
+        let list = proto::TEKSignatureList {
+            signatures: vec![proto::TEKSignature {
+                signature_info: Some(proto::SignatureInfo {
+                    verification_key_version: Some("v".into()),
+                    verification_key_id: Some("k".into()),
+                    signature_algorithm: Some(algorithm.into()),
+                }),
+                batch_num: Some(1),
+                batch_size: Some(1),
+                signature: Some(signature.to_der().as_bytes().to_vec()),
+            }],
+        };
+        stored_zip(&bin, &list.encode_to_vec())
+    };
+    let parsed = parse_export(
+        &zip_with(ECDSA_P256_SHA512_OID),
+        &[signer.trusted_key()],
+        &limits(),
+    )
+    .unwrap();
+    assert!(parsed.is_verified());
+    assert_eq!(parsed.file.keys.len(), 1);
+    let err = parse_export(
+        &zip_with(ECDSA_P256_SHA256_OID),
+        &[signer.trusted_key()],
+        &limits(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExportError::Signature(SignatureError::DidNotVerify { .. })
+        ),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn algorithm_oid_must_be_ecdsa_p256_sha256_or_empty() {
     let signer = new_signer(4, "k", "v");
@@ -784,7 +807,7 @@ fn empty_or_malformed_signatures_are_named() {
 }
 
 #[test]
-fn bad_keys_are_named_by_index_without_key_material() {
+fn bad_keys_are_skipped_and_named_by_index_without_key_material() {
     let signer = new_signer(6, "k", "v");
     let secret = vec![0xab; 15];
     let cases: Vec<(proto::TemporaryExposureKey, &str)> = vec![
@@ -810,36 +833,108 @@ fn bad_keys_are_named_by_index_without_key_material() {
         ),
     ];
     for (bad, expected) in cases {
+        // The bad key sits between two good ones; the good ones are kept, as Google's parser
+        // keeps them.
         let message = proto::TemporaryExposureKeyExport {
-            keys: vec![proto_key(vec![1; 16], Some(1), Some(144)), bad],
+            keys: vec![
+                proto_key(vec![1; 16], Some(1), Some(144)),
+                bad,
+                proto_key(vec![2; 16], Some(1), Some(144)),
+            ],
+            revised_keys: vec![proto_key(vec![3; 16], Some(1), Some(144))],
             ..Default::default()
         };
         let zip = signed_zip(&export_bin(&message), &signer, None);
         for trusted in [vec![], vec![signer.trusted_key()]] {
-            let err = parse_export(&zip, &trusted, &limits()).unwrap_err();
-            let msg = err.to_string();
+            let parsed = parse_export(&zip, &trusted, &limits()).unwrap();
+            assert_eq!(parsed.is_verified(), !trusted.is_empty());
+            assert_eq!(parsed.file.keys.len(), 2);
+            assert_eq!(parsed.file.keys[1].tek, Tek::from_bytes([2; 16]));
+            assert_eq!(parsed.file.revised_keys.len(), 1);
+            assert_eq!(parsed.skipped.len(), 1);
+            let skip = &parsed.skipped[0];
+            assert_eq!((skip.list, skip.index), ("keys", 1));
+            let msg = skip.to_string();
             assert!(msg.contains(expected), "{msg}");
             assert!(
-                !msg.contains("abab") && !format!("{err:?}").contains("abab"),
+                !msg.contains("abab") && !format!("{skip:?}").contains("abab"),
                 "{msg}"
             );
         }
     }
-    // revised_keys are named as such.
+    // A bad revised key is named as such; a file with no valid key at all is refused.
     let message = proto::TemporaryExposureKeyExport {
         revised_keys: vec![proto_key(vec![], Some(1), None)],
         ..Default::default()
     };
     let err = parse_export(
         &signed_zip(&export_bin(&message), &signer, None),
-        &[],
+        &[signer.trusted_key()],
         &limits(),
     )
     .unwrap_err();
+    assert!(matches!(err, ExportError::NoValidKey { .. }), "{err:?}");
     assert!(
         err.to_string()
             .contains("revised_keys[0].key_data: expected 16 bytes, got 0"),
         "{err}"
+    );
+}
+
+/// An export zip is `export.bin` and `export.sig`, once each.
+#[test]
+fn unexpected_duplicate_or_too_many_zip_entries_are_refused() {
+    let (bin, sig) = entries(&sample_zip(TWO_KEYS));
+    let stored = zip::CompressionMethod::Stored;
+    let extra = make_zip(
+        &[
+            ("export.bin", &bin),
+            ("export.sig", &sig),
+            ("notes.txt", b"hi"),
+        ],
+        stored,
+    );
+    let err = parse_export(&extra, &[key_two()], &limits()).unwrap_err();
+    assert!(
+        matches!(&err, ExportError::UnexpectedEntry { name } if name == "notes.txt"),
+        "{err:?}"
+    );
+
+    // The writer refuses a repeated name, so write another name and rename it in both headers.
+    let mut dup = make_zip(
+        &[
+            ("export.bin", &bin),
+            ("export.sig", &sig),
+            ("export.biX", &bin),
+        ],
+        stored,
+    );
+    let mut renamed = 0;
+    for i in 0..dup.len() - 10 {
+        if &dup[i..i + 10] == b"export.biX" {
+            dup[i + 9] = b'n';
+            renamed += 1;
+        }
+    }
+    assert_eq!(renamed, 2, "local header and central directory");
+    let err = parse_export(&dup, &[key_two()], &limits()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ExportError::DuplicateEntry { .. } | ExportError::Zip(_)
+        ),
+        "{err:?}"
+    );
+
+    // The end-of-central-directory record declares 60000 entries: refused before reading them.
+    let mut many = sample_zip(TWO_KEYS);
+    let eocd = many.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    many[eocd + 8..eocd + 10].copy_from_slice(&60000u16.to_le_bytes());
+    many[eocd + 10..eocd + 12].copy_from_slice(&60000u16.to_le_bytes());
+    let err = parse_export(&many, &[key_two()], &limits()).unwrap_err();
+    assert!(
+        matches!(err, ExportError::TooManyZipEntries { declared: 60000 }),
+        "{err:?}"
     );
 }
 

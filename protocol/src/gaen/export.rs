@@ -25,7 +25,7 @@ use p256::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
 };
 use prost::Message;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 use zip::result::ZipError;
 
 use crate::ids::Tek;
@@ -38,6 +38,12 @@ pub const EXPORT_SIG: &str = "export.sig";
 pub const EXPORT_HEADER: &[u8; 16] = b"EK Export v1    ";
 /// `SignatureInfo.signature_algorithm` for ECDSA P-256 with SHA-256 (an empty value is accepted too).
 pub const ECDSA_P256_SHA256_OID: &str = "1.2.840.10045.4.3.2";
+/// OID of ECDSA with SHA-512, which the export proto also allows (`export.proto:77`): the curve is
+/// still P-256, the prehash is SHA-512 (truncated to the curve's size, as ECDSA defines).
+pub const ECDSA_P256_SHA512_OID: &str = "1.2.840.10045.4.3.4";
+/// An export zip holds `export.bin` and `export.sig` and nothing else; an end-of-central-directory
+/// record declaring more entries than this is refused before the directory is read.
+pub const MAX_ZIP_ENTRIES: u64 = 4;
 /// `rolling_period` when a key does not carry one.
 pub const DEFAULT_ROLLING_PERIOD: u32 = 144;
 
@@ -271,11 +277,29 @@ pub enum SignatureStatus {
     Verified { key_id: String, key_version: String },
 }
 
+/// A key left out of a verified export because it is malformed, as Google's parser skips it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedKey {
+    /// `keys` or `revised_keys`.
+    pub list: &'static str,
+    pub index: usize,
+    /// What was wrong (never the key data).
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]: {}", self.list, self.index, self.reason)
+    }
+}
+
 /// A parsed export and how far it is to be trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedExport {
     pub file: ExportFile,
     pub signature: SignatureStatus,
+    /// Malformed keys that were left out of `file` (each list keeps its valid keys).
+    pub skipped: Vec<SkippedKey>,
 }
 
 impl VerifiedExport {
@@ -355,27 +379,6 @@ impl TrustedKey {
     ) -> Result<Self, KeyError> {
         let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(KeyError::PublicKeyPem)?;
         Ok(TrustedKey::new(key_id, key_version, key))
-    }
-
-    /// From DER SubjectPublicKeyInfo bytes for a P-256 key.
-    pub fn from_der(
-        key_id: impl Into<String>,
-        key_version: impl Into<String>,
-        der: &[u8],
-    ) -> Result<Self, KeyError> {
-        let key = VerifyingKey::from_public_key_der(der).map_err(KeyError::PublicKeyDer)?;
-        Ok(TrustedKey::new(key_id, key_version, key))
-    }
-
-    /// From base64 of the DER SubjectPublicKeyInfo (as key servers publish it: the PEM body without
-    /// its armor). Whitespace is ignored, padding is optional, the URL-safe alphabet is accepted.
-    pub fn from_base64(
-        key_id: impl Into<String>,
-        key_version: impl Into<String>,
-        base64: &str,
-    ) -> Result<Self, KeyError> {
-        let der = decode_base64(base64)?;
-        TrustedKey::from_der(key_id, key_version, &der)
     }
 
     /// The key as a PEM SubjectPublicKeyInfo block.
@@ -477,21 +480,13 @@ impl fmt::Debug for ExportSigner {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    #[error("public key is not a PEM SubjectPublicKeyInfo of a P-256 key: {0}")]
+    #[error("public key is not a PEM SubjectPublicKeyInfo of a P-256 key")]
     PublicKeyPem(#[source] p256::pkcs8::spki::Error),
-    #[error("public key is not a DER SubjectPublicKeyInfo of a P-256 key: {0}")]
-    PublicKeyDer(#[source] p256::pkcs8::spki::Error),
-    #[error("public key base64: invalid character at position {position}")]
-    Base64Character { position: usize },
-    #[error("public key base64: data after the '=' padding at position {position}")]
-    Base64AfterPadding { position: usize },
-    #[error("public key base64: {symbols} symbols is not a valid length (a multiple of 4 leaves 0, 2 or 3 over, not 1)")]
-    Base64Length { symbols: usize },
-    #[error("private key is not a PEM PKCS#8 P-256 key: {0}")]
+    #[error("private key is not a PEM PKCS#8 P-256 key")]
     PrivateKeyPem(#[source] p256::pkcs8::Error),
-    #[error("encoding the private key as PKCS#8 PEM failed: {0}")]
+    #[error("encoding the private key as PKCS#8 PEM failed")]
     PrivateKeyEncode(#[source] p256::pkcs8::Error),
-    #[error("encoding the public key as PEM failed: {0}")]
+    #[error("encoding the public key as PEM failed")]
     PublicKeyEncode(#[source] p256::pkcs8::spki::Error),
 }
 
@@ -503,7 +498,7 @@ pub enum SignatureError {
     NoSignatures,
     #[error("no trusted key id matched: export.sig is signed by [{offered}], trusted keys are [{trusted}]")]
     NoTrustedKey { offered: String, trusted: String },
-    #[error("signature {index} (key id {key_id:?}, version {key_version:?}) names algorithm {algorithm:?}, expected {ECDSA_P256_SHA256_OID:?} (ECDSA P-256 SHA-256) or empty")]
+    #[error("signature {index} (key id {key_id:?}, version {key_version:?}) names algorithm {algorithm:?}, expected {ECDSA_P256_SHA256_OID:?} (ECDSA P-256 SHA-256), {ECDSA_P256_SHA512_OID:?} (SHA-512) or empty")]
     UnsupportedAlgorithm {
         index: usize,
         key_id: String,
@@ -530,11 +525,21 @@ pub enum SignatureError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExportError {
-    #[error("not a readable zip archive: {0}")]
+    #[error("zip archive declares {declared} entries, expected export.bin and export.sig only (at most {MAX_ZIP_ENTRIES})")]
+    TooManyZipEntries { declared: u64 },
+    #[error(
+        "zip archive holds an unexpected entry {name:?}: expected only export.bin and export.sig"
+    )]
+    UnexpectedEntry { name: String },
+    #[error("zip archive holds entry {name} more than once")]
+    DuplicateEntry { name: String },
+    #[error("export.bin holds no valid key: {first}")]
+    NoValidKey { first: SkippedKey },
+    #[error("not a readable zip archive")]
     Zip(#[source] ZipError),
     #[error("zip entry {name} is missing")]
     MissingEntry { name: &'static str },
-    #[error("zip entry {name} cannot be opened: {source}")]
+    #[error("zip entry {name} cannot be opened")]
     Entry {
         name: &'static str,
         #[source]
@@ -552,7 +557,7 @@ pub enum ExportError {
         limit: u64,
         declared: u64,
     },
-    #[error("zip entry {name} cannot be decompressed: {source}")]
+    #[error("zip entry {name} cannot be decompressed")]
     Read {
         name: &'static str,
         #[source]
@@ -560,7 +565,7 @@ pub enum ExportError {
     },
     #[error("export.bin header: expected \"EK Export v1    \", got \"{got}\" ({len} bytes)")]
     Header { got: String, len: usize },
-    #[error("{entry}: invalid {message} protobuf: {source}")]
+    #[error("{entry}: invalid {message} protobuf")]
     Decode {
         entry: &'static str,
         message: &'static str,
@@ -596,11 +601,11 @@ pub enum ExportError {
         expected: &'static str,
         got: i64,
     },
-    #[error("signature check failed: {0}")]
+    #[error(transparent)]
     Signature(#[from] SignatureError),
-    #[error("signing export.bin failed: {0}")]
+    #[error("signing export.bin failed")]
     Sign(#[source] p256::ecdsa::Error),
-    #[error("writing zip entry {name} failed: {source}")]
+    #[error("writing zip entry {name} failed")]
     Write {
         name: &'static str,
         #[source]
@@ -623,7 +628,9 @@ pub fn parse_export(
     trusted: &[TrustedKey],
     limits: &ExportLimits,
 ) -> Result<VerifiedExport, ExportError> {
+    let declared = check_zip_directory(zip_bytes)?;
     let mut archive = zip::ZipArchive::new(Cursor::new(zip_bytes)).map_err(ExportError::Zip)?;
+    check_zip_names(&archive, declared)?;
     let bin = read_entry(&mut archive, EXPORT_BIN, limits.max_export_bin_bytes)?;
     let sig = read_entry(&mut archive, EXPORT_SIG, limits.max_export_sig_bytes)?;
 
@@ -643,8 +650,61 @@ pub fn parse_export(
     } else {
         verify_signatures(&bin, &sig, trusted, limits)?
     };
-    let file = decode_export(body, limits)?;
-    Ok(VerifiedExport { file, signature })
+    let (file, skipped) = decode_export(body, limits)?;
+    Ok(VerifiedExport {
+        file,
+        signature,
+        skipped,
+    })
+}
+
+/// The entry count the end-of-central-directory record declares, refused when it is more than an
+/// export needs: the zip reader would otherwise read (and allocate for) the whole directory first.
+fn check_zip_directory(zip_bytes: &[u8]) -> Result<u64, ExportError> {
+    const EOCD: &[u8; 4] = b"PK\x05\x06";
+    const EOCD_LEN: usize = 22;
+    // The record sits at the end, followed by a comment of at most 65535 bytes.
+    let from = zip_bytes.len().saturating_sub(EOCD_LEN + u16::MAX as usize);
+    let Some(at) = zip_bytes
+        .get(from..)
+        .and_then(|tail| tail.windows(4).rposition(|w| w == EOCD))
+        .map(|i| from + i)
+    else {
+        // Not a zip: let the zip reader say so in its own words.
+        return Ok(0);
+    };
+    let field = |off: usize| {
+        zip_bytes
+            .get(at + off..at + off + 2)
+            .map_or(0, |b| u64::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    // Entries on this disk, and in total (0xFFFF means "see the zip64 record": too many anyway).
+    let declared = field(8).max(field(10));
+    if declared > MAX_ZIP_ENTRIES {
+        return Err(ExportError::TooManyZipEntries { declared });
+    }
+    Ok(declared)
+}
+
+/// Only `export.bin` and `export.sig`, each once. The zip reader indexes entries by name, so a
+/// repeated name shows as fewer entries than the directory declared.
+fn check_zip_names(
+    archive: &zip::ZipArchive<Cursor<&[u8]>>,
+    declared: u64,
+) -> Result<(), ExportError> {
+    for name in archive.file_names() {
+        if name != EXPORT_BIN && name != EXPORT_SIG {
+            return Err(ExportError::UnexpectedEntry { name: clip(name) });
+        }
+    }
+    if (archive.len() as u64) < declared {
+        let mut names: Vec<&str> = archive.file_names().collect();
+        names.sort_unstable();
+        return Err(ExportError::DuplicateEntry {
+            name: names.first().copied().unwrap_or(EXPORT_BIN).to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn read_entry(
@@ -706,7 +766,9 @@ fn verify_signatures(
         return Err(SignatureError::NoSignatures.into());
     }
 
-    let digest = Sha256::digest(bin);
+    // Computed once each, and only when some signature asks for it.
+    let sha256 = std::cell::OnceCell::new();
+    let sha512 = std::cell::OnceCell::new();
     let mut offered: Vec<String> = Vec::new();
     let mut failure: Option<SignatureError> = None;
     for (index, entry) in list.signatures.iter().enumerate() {
@@ -723,33 +785,41 @@ fn verify_signatures(
         let mut matched = false;
         for key in trusted.iter().filter(|k| k.applies_to(key_id, key_version)) {
             matched = true;
-            let fail = if !(algorithm.is_empty() || algorithm == ECDSA_P256_SHA256_OID) {
-                SignatureError::UnsupportedAlgorithm {
+            let digest: Option<&[u8]> = match algorithm {
+                "" | ECDSA_P256_SHA256_OID => {
+                    Some(sha256.get_or_init(|| Sha256::digest(bin).to_vec()))
+                }
+                ECDSA_P256_SHA512_OID => Some(sha512.get_or_init(|| Sha512::digest(bin).to_vec())),
+                _ => None,
+            };
+            let fail = match digest {
+                None => SignatureError::UnsupportedAlgorithm {
                     index,
                     key_id: clip(key_id),
                     key_version: clip(key_version),
                     algorithm: clip(algorithm),
-                }
-            } else {
-                let der = entry.signature.as_deref().unwrap_or(&[]);
-                match Signature::from_der(der) {
-                    Err(_) => SignatureError::Malformed {
-                        index,
-                        key_id: clip(key_id),
-                        key_version: clip(key_version),
-                        len: der.len(),
-                    },
-                    Ok(signature) => {
-                        if key.key.verify_prehash(&digest, &signature).is_ok() {
-                            return Ok(SignatureStatus::Verified {
-                                key_id: key_id.to_string(),
-                                key_version: key_version.to_string(),
-                            });
-                        }
-                        SignatureError::DidNotVerify {
+                },
+                Some(digest) => {
+                    let der = entry.signature.as_deref().unwrap_or(&[]);
+                    match Signature::from_der(der) {
+                        Err(_) => SignatureError::Malformed {
                             index,
                             key_id: clip(key_id),
                             key_version: clip(key_version),
+                            len: der.len(),
+                        },
+                        Ok(signature) => {
+                            if key.key.verify_prehash(digest, &signature).is_ok() {
+                                return Ok(SignatureStatus::Verified {
+                                    key_id: key_id.to_string(),
+                                    key_version: key_version.to_string(),
+                                });
+                            }
+                            SignatureError::DidNotVerify {
+                                index,
+                                key_id: clip(key_id),
+                                key_version: clip(key_version),
+                            }
                         }
                     }
                 }
@@ -786,7 +856,10 @@ fn clip(s: &str) -> String {
     }
 }
 
-fn decode_export(body: &[u8], limits: &ExportLimits) -> Result<ExportFile, ExportError> {
+fn decode_export(
+    body: &[u8],
+    limits: &ExportLimits,
+) -> Result<(ExportFile, Vec<SkippedKey>), ExportError> {
     // Count the repeated fields before decoding: a 2-byte empty key on the wire becomes a ~100-byte
     // struct, so decoding first would let a small file claim a lot of memory.
     let [infos, keys, revised] = count_fields(body, [6, 7, 8]);
@@ -821,7 +894,16 @@ fn decode_export(body: &[u8], limits: &ExportLimits) -> Result<ExportFile, Expor
         keys,
         revised_keys,
     } = msg;
-    Ok(ExportFile {
+    let mut skipped = Vec::new();
+    let keys = keys_from_proto("keys", &keys, &mut skipped);
+    let revised_keys = keys_from_proto("revised_keys", &revised_keys, &mut skipped);
+    if keys.is_empty() && revised_keys.is_empty() {
+        if !skipped.is_empty() {
+            let first = skipped.swap_remove(0);
+            return Err(ExportError::NoValidKey { first });
+        }
+    }
+    let file = ExportFile {
         start_timestamp: start_timestamp.unwrap_or(0),
         end_timestamp: end_timestamp.unwrap_or(0),
         region: region.unwrap_or_default(),
@@ -835,19 +917,31 @@ fn decode_export(body: &[u8], limits: &ExportLimits) -> Result<ExportFile, Expor
                 algorithm: i.signature_algorithm.unwrap_or_default(),
             })
             .collect(),
-        keys: keys_from_proto("keys", &keys)?,
-        revised_keys: keys_from_proto("revised_keys", &revised_keys)?,
-    })
+        keys,
+        revised_keys,
+    };
+    Ok((file, skipped))
 }
 
+/// The valid keys of one list; each malformed one goes to `skipped` (the list's count is bounded
+/// by [`ExportLimits::max_keys`] already).
 fn keys_from_proto(
     list: &'static str,
     keys: &[proto::TemporaryExposureKey],
-) -> Result<Vec<ExportKey>, ExportError> {
-    keys.iter()
-        .enumerate()
-        .map(|(index, k)| key_from_proto(list, index, k))
-        .collect()
+    skipped: &mut Vec<SkippedKey>,
+) -> Vec<ExportKey> {
+    let mut out = Vec::with_capacity(keys.len());
+    for (index, k) in keys.iter().enumerate() {
+        match key_from_proto(list, index, k) {
+            Ok(key) => out.push(key),
+            Err(e) => skipped.push(SkippedKey {
+                list,
+                index,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    out
 }
 
 fn key_from_proto(
@@ -963,46 +1057,6 @@ fn read_varint(buf: &mut &[u8]) -> Option<u64> {
         }
     }
     None
-}
-
-fn decode_base64(text: &str) -> Result<Vec<u8>, KeyError> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0u32;
-    let mut symbols = 0usize;
-    let mut padded = false;
-    for (position, c) in text.chars().enumerate() {
-        if c.is_ascii_whitespace() {
-            continue;
-        }
-        if c == '=' {
-            padded = true;
-            continue;
-        }
-        if padded {
-            return Err(KeyError::Base64AfterPadding { position });
-        }
-        let value = match c {
-            'A'..='Z' => u32::from(c) - u32::from('A'),
-            'a'..='z' => u32::from(c) - u32::from('a') + 26,
-            '0'..='9' => u32::from(c) - u32::from('0') + 52,
-            '+' | '-' => 62,
-            '/' | '_' => 63,
-            _ => return Err(KeyError::Base64Character { position }),
-        };
-        symbols += 1;
-        acc = (acc << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((acc >> bits) & 0xff) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if symbols % 4 == 1 {
-        return Err(KeyError::Base64Length { symbols });
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1133,28 +1187,6 @@ fn key_to_proto(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_decoder_matches_known_values() {
-        assert_eq!(decode_base64("").unwrap(), b"");
-        assert_eq!(decode_base64("Zg==").unwrap(), b"f");
-        assert_eq!(decode_base64("Zm8").unwrap(), b"fo");
-        assert_eq!(decode_base64("Zm9v").unwrap(), b"foo");
-        assert_eq!(decode_base64("Zm9v\nYmFy").unwrap(), b"foobar");
-        assert_eq!(decode_base64("-_8=").unwrap(), [0xfb, 0xff]);
-        assert!(matches!(
-            decode_base64("Zm9vY"),
-            Err(KeyError::Base64Length { symbols: 5 })
-        ));
-        assert!(matches!(
-            decode_base64("Zg=x"),
-            Err(KeyError::Base64AfterPadding { position: 3 })
-        ));
-        assert!(matches!(
-            decode_base64("Z*=="),
-            Err(KeyError::Base64Character { position: 1 })
-        ));
-    }
 
     #[test]
     fn field_counter_walks_the_wire_format() {
