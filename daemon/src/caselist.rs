@@ -154,6 +154,12 @@ impl CaseList {
                     "signature": sig,
                     "key_id": id,
                     "key_version": ver,
+                    "skipped": e.skipped.iter().map(|s| json!({
+                        "list": s.list,
+                        "index": s.index,
+                        "reason": s.reason,
+                    })).collect::<Vec<_>>(),
+                    "skipped_total": e.skipped.len(),
                 })
             }
         }

@@ -13,6 +13,7 @@
 //! - [`systemd`]: readiness and watchdog notifications.
 //! - [`api`]: the HTTP API for health officials and the owner.
 //! - [`poll`]: fetching signed key files from a GAEN-style key server.
+//! - [`logfile`]: the contact-log files of `log import|export` (Bluezone trace, TSV).
 //! - [`logging`]: tracing setup (text or JSON, `RUST_LOG`).
 //! - [`store`]: the encrypted encounter store (SQLite + AES-256-GCM, per-day keys, retention).
 //!
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod keyexport;
+pub mod logfile;
 pub mod logging;
 pub mod poll;
 pub mod radio;

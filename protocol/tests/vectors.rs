@@ -105,3 +105,39 @@ fn gaen_all_144_official_vectors() {
         assert_eq!(gaen::decrypt_metadata(&aemk, rpi, aem), md);
     }
 }
+
+/// Bluezone `data_trace.txt` in its real layouts: Android (upper-case hex, milliseconds), iOS
+/// (seconds), iOS with an empty own-ID column, and CRLF lines; each against its parsed rows.
+#[test]
+fn bluezone_trace_vectors_parse_to_their_expected_rows() {
+    use bluezone_protocol::bluezone::trace::{parse_trace, write_trace_row, TraceRow};
+    use bluezone_protocol::PeerId;
+    for name in ["android", "ios", "ios-empty-own-id", "crlf"] {
+        let raw = support::read_testdata(&format!("bluezone/trace/{name}.txt"));
+        let rows = parse_trace(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected: Vec<TraceRow> = testdata(&format!("bluezone/trace/{name}.expected"))
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let c: Vec<&str> = l.split(' ').collect();
+                TraceRow {
+                    own: (c[0] != "-").then(|| RollingId::from_hex(c[0]).unwrap()),
+                    contact: PeerId::from_hex(c[1]).unwrap(),
+                    rssi: c[2].parse().unwrap(),
+                    time: c[3].parse().unwrap(),
+                }
+            })
+            .collect();
+        assert!(!expected.is_empty(), "{name}");
+        assert_eq!(rows, expected, "{name}");
+        // Written back in the Android layout, the rows parse to themselves.
+        let mut text = String::new();
+        for r in &rows {
+            write_trace_row(&mut text, r).unwrap();
+        }
+        assert_eq!(parse_trace(text.as_bytes()).unwrap(), rows, "{name}");
+        // Upper-case hex and milliseconds (the seconds the daemon keeps, times 1000).
+        assert_eq!(text, text.to_uppercase(), "{name}");
+        assert!(text.lines().all(|l| l.ends_with("000")), "{name}: {text}");
+    }
+}

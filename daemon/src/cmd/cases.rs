@@ -52,13 +52,20 @@ fn inspect(file: &Path, trust: &[PathBuf]) -> Result<()> {
 
 /// One stderr line per skipped entry, so a person sees what was left out.
 fn report_skipped(file: &Path, list: &CaseList) {
-    if let CaseList::BluezoneF0(l) = list {
-        for s in &l.skipped {
-            eprintln!("{}: skipped {s}", file.display());
+    match list {
+        CaseList::BluezoneF0(l) => {
+            for s in &l.skipped {
+                eprintln!("{}: skipped {s}", file.display());
+            }
+            let untold = l.skipped_total - l.skipped.len();
+            if untold > 0 {
+                eprintln!("{}: skipped {untold} more entries", file.display());
+            }
         }
-        let untold = l.skipped_total - l.skipped.len();
-        if untold > 0 {
-            eprintln!("{}: skipped {untold} more entries", file.display());
+        CaseList::GaenExport(x) => {
+            for s in &x.skipped {
+                eprintln!("{}: skipped key {s}", file.display());
+            }
         }
     }
 }

@@ -14,16 +14,15 @@ use std::path::{Path, PathBuf};
 
 use super::open_store;
 use anyhow::{anyhow, bail, Context, Result};
+use bluezone_protocol::bluezone::trace::{self, TraceRow};
 use bluezone_protocol::bluezone::SlotsPerDay;
-use bluezone_protocol::time::{utc_day, UnixSeconds};
-use bluezone_protocol::{HexError, PeerId, RollingId, Sighting};
+use bluezone_protocol::time::utc_day;
+use bluezone_protocol::{PeerId, RollingId};
 use rand::rngs::OsRng;
 
 use crate::cli::{LogCommand, LogFormat};
+use crate::logfile;
 use crate::store::{resolve_data_dir, today, Store, StoreStats};
-
-/// Timestamps below this are seconds, others milliseconds (Bluezone iOS vs Android, spec §4).
-const MS_THRESHOLD: i64 = 100_000_000_000;
 
 pub(super) fn init(data_dir: Option<PathBuf>) -> Result<()> {
     let dir = resolve_data_dir(data_dir);
@@ -82,7 +81,8 @@ pub(super) fn status(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
 fn import(dir: &Path, format: LogFormat, file: &Path) -> Result<()> {
     let mut store = open_store(dir)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let sightings = parse_log(format, &bytes).with_context(|| format!("{}", file.display()))?;
+    let sightings =
+        logfile::parse_log(format, &bytes).with_context(|| format!("{}", file.display()))?;
     // One call, one transaction: the file is stored whole or not at all.
     store
         .insert_sightings(&sightings)
@@ -115,6 +115,7 @@ fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
     sightings.sort_by_key(|s| s.time);
     let mut out = BufWriter::new(io::stdout().lock());
     let mut written = 0usize;
+    let mut line = String::new();
     match format {
         LogFormat::BluezoneTrace => {
             // The device's own ID at each sighting: its own key of that day, slot by slot.
@@ -140,14 +141,15 @@ fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
                 let own_id = ids
                     .get(slot)
                     .ok_or_else(|| anyhow!("no own ID for slot {slot} of day {day}"))?;
-                writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}",
-                    own_id.to_hex().to_uppercase(),
-                    peer.to_hex().to_uppercase(),
-                    s.rssi,
-                    s.time.saturating_mul(1000)
-                )?;
+                line.clear();
+                let row = TraceRow {
+                    own: Some(*own_id),
+                    contact: PeerId::Bluezone(peer),
+                    rssi: s.rssi,
+                    time: s.time,
+                };
+                trace::write_trace_row(&mut line, &row).context("formatting a trace row")?;
+                out.write_all(line.as_bytes())?;
                 written += 1;
             }
             if gaen > 0 {
@@ -159,12 +161,9 @@ fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
         }
         LogFormat::Tsv => {
             for s in &sightings {
-                match s.tx_power {
-                    Some(tx) => {
-                        writeln!(out, "{}\t{}\t{}\t{}", s.peer.to_hex(), s.rssi, s.time, tx)?
-                    }
-                    None => writeln!(out, "{}\t{}\t{}", s.peer.to_hex(), s.rssi, s.time)?,
-                }
+                line.clear();
+                logfile::write_tsv_line(&mut line, s).context("formatting a log line")?;
+                out.write_all(line.as_bytes())?;
                 written += 1;
             }
         }
@@ -172,153 +171,6 @@ fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
     out.flush().context("writing to stdout")?;
     eprintln!("bluezoned: exported {written} sightings");
     Ok(())
-}
-
-/// Parses a whole log file; the first bad line fails it, naming line, column and problem.
-pub(crate) fn parse_log(format: LogFormat, bytes: &[u8]) -> Result<Vec<Sighting>> {
-    let mut out = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let n = i + 1;
-        let line = std::str::from_utf8(raw)
-            .map_err(|e| anyhow!("line {n}: not UTF-8 text (byte {})", e.valid_up_to() + 1))?;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty()
-            || (format == LogFormat::Tsv && line.trim_start().starts_with('#'))
-        {
-            continue;
-        }
-        let s = match format {
-            LogFormat::BluezoneTrace => parse_trace_line(line),
-            LogFormat::Tsv => parse_tsv_line(line),
-        }
-        .with_context(|| format!("line {n}"))?;
-        out.push(s);
-    }
-    Ok(out)
-}
-
-/// `<own id hex>\t<contact id hex>\t<rssi>\t<timestamp ms or s>`.
-fn parse_trace_line(line: &str) -> Result<Sighting> {
-    let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
-    let [own, contact, rssi, ts] = cols[..] else {
-        bail!(
-            "expected 4 tab-separated columns (own id, contact id, rssi, timestamp), found {}",
-            cols.len()
-        );
-    };
-    RollingId::from_hex(own).map_err(|e| column_error(1, "own id", &hex_problem(e, own)))?;
-    let peer = parse_peer(2, "contact id", contact)?;
-    let rssi = parse_rssi(3, rssi)?;
-    let ts: i64 = ts.parse().map_err(|_| {
-        column_error(
-            4,
-            "timestamp",
-            &format!("expected unix seconds or milliseconds, got {ts:?}"),
-        )
-    })?;
-    if ts < 0 {
-        return Err(column_error(
-            4,
-            "timestamp",
-            &format!("expected a non-negative unix time, got {ts}"),
-        ));
-    }
-    let time = if ts < MS_THRESHOLD {
-        ts
-    } else {
-        ts.div_euclid(1000)
-    };
-    Ok(Sighting {
-        peer,
-        time,
-        rssi,
-        tx_power: None,
-        aem: None,
-    })
-}
-
-/// `<id hex> <rssi> <unix seconds> [tx power]`, tab or space separated.
-fn parse_tsv_line(line: &str) -> Result<Sighting> {
-    let cols: Vec<&str> = line.split_whitespace().collect();
-    let (id, rssi, time, tx) = match cols[..] {
-        [id, rssi, time] => (id, rssi, time, None),
-        [id, rssi, time, tx] => (id, rssi, time, Some(tx)),
-        _ => bail!(
-            "expected 3 or 4 columns (id, rssi, unix seconds, [tx power]), found {}",
-            cols.len()
-        ),
-    };
-    let peer = parse_peer(1, "id", id)?;
-    let rssi = parse_rssi(2, rssi)?;
-    let time: UnixSeconds = time.parse().map_err(|_| {
-        column_error(
-            3,
-            "time",
-            &format!("expected unix seconds (an integer), got {time:?}"),
-        )
-    })?;
-    if time < 0 {
-        return Err(column_error(
-            3,
-            "time",
-            &format!("expected a non-negative unix time, got {time}"),
-        ));
-    }
-    let tx_power = tx
-        .map(|t| {
-            t.parse::<i8>().map_err(|_| {
-                column_error(
-                    4,
-                    "tx power",
-                    &format!("expected an integer from -128 to 127 (dBm), got {t:?}"),
-                )
-            })
-        })
-        .transpose()?;
-    Ok(Sighting {
-        peer,
-        time,
-        rssi,
-        tx_power,
-        aem: None,
-    })
-}
-
-fn column_error(col: usize, name: &str, problem: &str) -> anyhow::Error {
-    anyhow!("column {col} ({name}): {problem}")
-}
-
-fn hex_problem(e: HexError, s: &str) -> String {
-    match e {
-        HexError::Length { expected, got } => {
-            format!("expected {expected} hex characters, got {got} ({s:?})")
-        }
-        HexError::Character { position } => {
-            format!("invalid hex character at position {} ({s:?})", position + 1)
-        }
-    }
-}
-
-fn parse_peer(col: usize, name: &str, s: &str) -> Result<PeerId> {
-    PeerId::from_hex(s).map_err(|e| {
-        let problem = match e {
-            HexError::Length { got, .. } => {
-                format!("expected 24 (Bluezone) or 32 (GAEN RPI) hex characters, got {got} ({s:?})")
-            }
-            other => hex_problem(other, s),
-        };
-        column_error(col, name, &problem)
-    })
-}
-
-fn parse_rssi(col: usize, s: &str) -> Result<i8> {
-    s.parse::<i8>().map_err(|_| {
-        column_error(
-            col,
-            "rssi",
-            &format!("expected an integer from -128 to 127 (dBm), got {s:?}"),
-        )
-    })
 }
 
 /// `YYYY-MM-DD` of a UTC day number (proleptic Gregorian; H. Hinnant's civil_from_days).
@@ -410,7 +262,6 @@ fn write_status_table(out: &mut impl Write, store: &Store, st: &StoreStats) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bluezone_protocol::Rpi;
 
     #[test]
     fn civil_dates() {
@@ -418,85 +269,5 @@ mod tests {
         assert_eq!(date(18_482), "2020-08-08");
         assert_eq!(date(-1), "1969-12-31");
         assert_eq!(date(11_016), "2000-02-29");
-    }
-
-    #[test]
-    fn trace_lines() {
-        let text = b"130CEA6472130C185D8643DF\t0102030405060708090A0B0C\t-67\t1596844800123\r\n\
-                     130CEA6472130C185D8643DF\t0102030405060708090a0b0c\t-70\t1596844801\n\n";
-        let v = parse_log(LogFormat::BluezoneTrace, text).unwrap();
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[0].time, 1_596_844_800, "milliseconds");
-        assert_eq!(v[1].time, 1_596_844_801, "seconds");
-        assert_eq!(v[0].rssi, -67);
-        assert_eq!(
-            v[0].peer,
-            PeerId::Bluezone(RollingId([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]))
-        );
-    }
-
-    #[test]
-    fn trace_errors_name_line_and_column() {
-        let good = "130CEA6472130C185D8643DF\t0102030405060708090A0B0C\t-67\t1596844800123\n";
-        let cases = [
-            (
-                "130CEA6472130C185D8643DF\t0102\t-67\t1",
-                "line 2: column 2 (contact id): expected 24 (Bluezone) or 32",
-            ),
-            (
-                "130CEA6472130C185D8643DF\t0102030405060708090A0B0C\t-300\t1",
-                "line 2: column 3 (rssi)",
-            ),
-            (
-                "130CEA6472130C185D8643DF\t0102030405060708090A0B0C\t-67\tx",
-                "line 2: column 4 (timestamp)",
-            ),
-            (
-                "130CEA6472130C185D8643DF\t0102030405060708090A0B0C\t-67\t-5",
-                "line 2: column 4 (timestamp): expected a non-negative",
-            ),
-            (
-                "ZZ0CEA6472130C185D8643DF\t0102030405060708090A0B0C\t-67\t1",
-                "line 2: column 1 (own id): invalid hex character at position 1",
-            ),
-            ("a b c d", "line 2: expected 4 tab-separated columns"),
-        ];
-        for (bad, want) in cases {
-            let text = format!("{good}{bad}\n{good}");
-            let e = parse_log(LogFormat::BluezoneTrace, text.as_bytes()).unwrap_err();
-            let msg = format!("{e:#}");
-            assert!(msg.starts_with(want), "{msg:?} should start with {want:?}");
-        }
-    }
-
-    #[test]
-    fn tsv_lines() {
-        let text = "# comment\n0102030405060708090a0b0c -60 1700000000\n\
-                    000102030405060708090a0b0c0d0e0f\t-80\t1700000001\t-12\n";
-        let v = parse_log(LogFormat::Tsv, text.as_bytes()).unwrap();
-        assert_eq!(v.len(), 2);
-        assert!(matches!(v[0].peer, PeerId::Bluezone(_)));
-        assert_eq!(v[0].tx_power, None);
-        assert_eq!(
-            v[1].peer,
-            PeerId::Gaen(Rpi(std::array::from_fn(|i| i as u8)))
-        );
-        assert_eq!(v[1].tx_power, Some(-12));
-        let e = parse_log(
-            LogFormat::Tsv,
-            b"0102030405060708090a0b0c -60 1700000000 9999\n",
-        )
-        .unwrap_err();
-        assert!(
-            format!("{e:#}").starts_with("line 1: column 4 (tx power)"),
-            "{e:#}"
-        );
-        let e = parse_log(LogFormat::Tsv, b"\n\n0102 -60\n").unwrap_err();
-        assert!(
-            format!("{e:#}").starts_with("line 3: expected 3 or 4 columns"),
-            "{e:#}"
-        );
-        let e = parse_log(LogFormat::Tsv, b"0102030405060708090a0b0c -60 \xff\n").unwrap_err();
-        assert!(format!("{e:#}").starts_with("line 1: not UTF-8"), "{e:#}");
     }
 }
