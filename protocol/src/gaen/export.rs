@@ -641,10 +641,19 @@ pub fn parse_export(
     let signature = if trusted.is_empty() {
         SignatureStatus::Unverified
     } else {
-        verify_signatures(&bin, &sig, trusted, limits)?
+        verify_detached(&bin, &sig, EXPORT_SIG, trusted, limits)?
     };
     let file = decode_export(body, limits)?;
     Ok(VerifiedExport { file, signature })
+}
+
+/// Reads one named entry of a zip, refusing it (declared or actual size) past `limit` bytes.
+pub fn read_zip_entry(
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &'static str,
+    limit: u64,
+) -> Result<Vec<u8>, ExportError> {
+    read_entry(archive, name, limit)
 }
 
 fn read_entry(
@@ -682,23 +691,27 @@ fn read_entry(
     Ok(out)
 }
 
-fn verify_signatures(
+/// Checks a `TEKSignatureList` (`sig`, read from the zip entry `sig_name`) over the whole of
+/// `bin`: some signature must name a trusted key, use ECDSA P-256/SHA-256 and verify. GAEN exports
+/// sign `export.bin`; signed F0 lists (`bluezone::signed`) sign `f0.json` the same way.
+pub fn verify_detached(
     bin: &[u8],
     sig: &[u8],
+    sig_name: &'static str,
     trusted: &[TrustedKey],
     limits: &ExportLimits,
 ) -> Result<SignatureStatus, ExportError> {
     let [count] = count_fields(sig, [1]);
     if count > limits.max_signatures {
         return Err(ExportError::TooManySignatures {
-            entry: EXPORT_SIG,
+            entry: sig_name,
             field: "signatures",
             limit: limits.max_signatures,
             got: count,
         });
     }
     let list = proto::TEKSignatureList::decode(sig).map_err(|source| ExportError::Decode {
-        entry: EXPORT_SIG,
+        entry: sig_name,
         message: "TEKSignatureList",
         source,
     })?;
@@ -1041,16 +1054,7 @@ pub fn write_export(file: &ExportFile, signer: &ExportSigner) -> Result<Vec<u8>,
     bin.extend_from_slice(EXPORT_HEADER);
     bin.extend_from_slice(&message.encode_to_vec());
 
-    let signature: Signature = signer.key.try_sign(&bin).map_err(ExportError::Sign)?;
-    let list = proto::TEKSignatureList {
-        signatures: vec![proto::TEKSignature {
-            signature_info: Some(info_to_proto(&signer.signature_info())),
-            batch_num: Some(file.batch_num),
-            batch_size: Some(file.batch_size),
-            signature: Some(signature.to_der().as_bytes().to_vec()),
-        }],
-    };
-    let sig = list.encode_to_vec();
+    let sig = sign_detached(&bin, signer, file.batch_num, file.batch_size)?;
 
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
@@ -1070,6 +1074,25 @@ pub fn write_export(file: &ExportFile, signer: &ExportSigner) -> Result<Vec<u8>,
         source,
     })?;
     Ok(out.into_inner())
+}
+
+/// A `TEKSignatureList` holding one ECDSA P-256/SHA-256 signature by `signer` over `data`.
+pub fn sign_detached(
+    data: &[u8],
+    signer: &ExportSigner,
+    batch_num: i32,
+    batch_size: i32,
+) -> Result<Vec<u8>, ExportError> {
+    let signature: Signature = signer.key.try_sign(data).map_err(ExportError::Sign)?;
+    let list = proto::TEKSignatureList {
+        signatures: vec![proto::TEKSignature {
+            signature_info: Some(info_to_proto(&signer.signature_info())),
+            batch_num: Some(batch_num),
+            batch_size: Some(batch_size),
+            signature: Some(signature.to_der().as_bytes().to_vec()),
+        }],
+    };
+    Ok(list.encode_to_vec())
 }
 
 fn info_to_proto(info: &ExportSignatureInfo) -> proto::SignatureInfo {
