@@ -12,6 +12,7 @@
 //! - [`simworld`]: simulated phones and places for `run --radio sim`, `demo` and tests.
 //! - [`systemd`]: readiness and watchdog notifications.
 //! - [`api`]: the HTTP API for health officials and the owner.
+//! - [`authority`]: the health authority's side: officials' uploads, signed publications.
 //! - [`poll`]: fetching signed key files from a GAEN-style key server.
 //! - [`logging`]: tracing setup (text or JSON, `RUST_LOG`).
 //! - [`store`]: the encrypted encounter store (SQLite + AES-256-GCM, per-day keys, retention).
@@ -20,6 +21,7 @@
 //! `bluezone-protocol` crate; this crate owns the clock, the files and the radio.
 
 pub mod api;
+pub mod authority;
 pub mod caselist;
 pub mod check;
 pub mod cli;
