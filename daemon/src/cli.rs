@@ -55,6 +55,9 @@ pub enum Command {
     Run(RunArgs),
     /// A simulated office: devices meet, one tests positive, everyone checks.
     Demo(DemoArgs),
+    /// The health authority's side: officials upload cases, the authority publishes signed files.
+    #[command(subcommand)]
+    Authority(AuthorityCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,3 +205,45 @@ pub enum LogFormat {
 
 #[derive(Args, Debug)]
 pub struct Nothing;
+
+/// `bluezoned authority …` (README "For health authorities").
+#[derive(Subcommand, Debug)]
+pub enum AuthorityCommand {
+    /// Create DIR (0700) with a signing key, its public key, an official token and authority.toml.
+    /// On an existing authority directory it changes nothing and says so.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// GAEN region code written into every export.
+        #[arg(long, default_value = "VN")]
+        region: String,
+        /// The signature's key id (devices may pin it).
+        #[arg(long, default_value = "452")]
+        key_id: String,
+        #[arg(long, default_value = "v1")]
+        key_version: String,
+    },
+    /// Serve the officials' API (POST /v1/cases, POST /v1/cases/ID/revoke) and publish every
+    /// publish.interval_s and on SIGHUP. Prints {"listening": ADDR} once it listens.
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8420")]
+        listen: String,
+        /// Where publications go (default: publish.out, else DIR/public).
+        #[arg(long)]
+        out: Option<String>,
+        /// Allow a listen address that is not loopback (put a TLS proxy in front).
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Publish once now, then exit.
+    Publish {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        out: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}

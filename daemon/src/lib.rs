@@ -12,6 +12,7 @@
 //! - [`simworld`]: simulated phones and places for `run --radio sim`, `demo` and tests.
 //! - [`systemd`]: readiness and watchdog notifications.
 //! - [`api`]: the HTTP API for health officials and the owner.
+//! - [`authority`]: the health authority's side: officials' uploads, signed publications.
 //! - [`poll`]: fetching signed key files from a GAEN-style key server.
 //! - [`logfile`]: the contact-log files of `log import|export` (Bluezone trace, TSV).
 //! - [`logging`]: tracing setup (text or JSON, `RUST_LOG`).
@@ -21,6 +22,7 @@
 //! `bluezone-protocol` crate; this crate owns the clock, the files and the radio.
 
 pub mod api;
+pub mod authority;
 pub mod caselist;
 pub mod check;
 pub mod cli;

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command};
 
+mod authority;
 mod cases;
 mod demo;
 mod ids;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keys(c) => keys::run(cli.data_dir, c),
         Command::Run(a) => run::run(cli.data_dir, a),
         Command::Demo(a) => demo::run(a),
+        Command::Authority(c) => authority::run(c),
     }
 }
 

@@ -136,7 +136,7 @@ async fn bluez_radio(config: &Config, clock: SharedClock) -> Result<Box<dyn Radi
     Ok(Box::new(radio))
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) {
+pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (

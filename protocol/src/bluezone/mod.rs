@@ -3,9 +3,11 @@
 //! - [`rolling`]: the daily-key chain, the sub-key chain, 12-byte IDs, slot arithmetic.
 //! - [`f0`]: the positive-case (F0) JSON list.
 //! - [`trace`]: the phone's contact log `data_trace.txt`.
+//! - [`signed`]: an F0 list signed by a health authority for publication (our format).
 
 pub mod f0;
 pub mod rolling;
+pub mod signed;
 pub mod trace;
 
 pub use f0::{F0Entry, F0List, F0Parsed, SkippedEntry};

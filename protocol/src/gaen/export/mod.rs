@@ -29,9 +29,9 @@ pub mod read;
 pub mod trust;
 pub mod write;
 
-pub use read::parse_export;
+pub use read::{parse_export, read_zip_entry, verify_detached};
 pub use trust::{ExportSigner, KeyError, TrustedKey};
-pub use write::write_export;
+pub use write::{sign_detached, write_export};
 
 /// Name of the zip entry holding the header and the key export protobuf.
 pub const EXPORT_BIN: &str = "export.bin";

@@ -42,7 +42,7 @@ pub fn parse_export(
     let signature = if trusted.is_empty() {
         SignatureStatus::Unverified
     } else {
-        verify_signatures(&bin, &sig, trusted, limits)?
+        verify_detached(&bin, &sig, EXPORT_SIG, trusted, limits)?
     };
     let (file, skipped) = decode_export(body, limits)?;
     Ok(VerifiedExport {
@@ -101,6 +101,15 @@ fn check_zip_names(
     Ok(())
 }
 
+/// Reads one named entry of a zip, refusing it (declared or actual size) past `limit` bytes.
+pub fn read_zip_entry(
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &'static str,
+    limit: u64,
+) -> Result<Vec<u8>, ExportError> {
+    read_entry(archive, name, limit)
+}
+
 fn read_entry(
     archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
     name: &'static str,
@@ -136,23 +145,27 @@ fn read_entry(
     Ok(out)
 }
 
-fn verify_signatures(
+/// Checks a `TEKSignatureList` (`sig`, read from the zip entry `sig_name`) over the whole of
+/// `bin`: some signature must name a trusted key, use a supported algorithm and verify. GAEN
+/// exports sign `export.bin`; signed F0 lists (`bluezone::signed`) sign `f0.json` the same way.
+pub fn verify_detached(
     bin: &[u8],
     sig: &[u8],
+    sig_name: &'static str,
     trusted: &[TrustedKey],
     limits: &ExportLimits,
 ) -> Result<SignatureStatus, ExportError> {
     let [count] = count_fields(sig, [1]);
     if count > limits.max_signatures {
         return Err(ExportError::TooManySignatures {
-            entry: EXPORT_SIG,
+            entry: sig_name,
             field: "signatures",
             limit: limits.max_signatures,
             got: count,
         });
     }
     let list = proto::TEKSignatureList::decode(sig).map_err(|source| ExportError::Decode {
-        entry: EXPORT_SIG,
+        entry: sig_name,
         message: "TEKSignatureList",
         source,
     })?;

@@ -40,16 +40,7 @@ pub fn write_export(file: &ExportFile, signer: &ExportSigner) -> Result<Vec<u8>,
     bin.extend_from_slice(EXPORT_HEADER);
     bin.extend_from_slice(&message.encode_to_vec());
 
-    let signature: Signature = signer.key.try_sign(&bin).map_err(ExportError::Sign)?;
-    let list = proto::TEKSignatureList {
-        signatures: vec![proto::TEKSignature {
-            signature_info: Some(info_to_proto(&signer.signature_info())),
-            batch_num: Some(file.batch_num),
-            batch_size: Some(file.batch_size),
-            signature: Some(signature.to_der().as_bytes().to_vec()),
-        }],
-    };
-    let sig = list.encode_to_vec();
+    let sig = sign_detached(&bin, signer, file.batch_num, file.batch_size)?;
 
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
@@ -69,6 +60,25 @@ pub fn write_export(file: &ExportFile, signer: &ExportSigner) -> Result<Vec<u8>,
         source,
     })?;
     Ok(out.into_inner())
+}
+
+/// A `TEKSignatureList` holding one ECDSA P-256/SHA-256 signature by `signer` over `data`.
+pub fn sign_detached(
+    data: &[u8],
+    signer: &ExportSigner,
+    batch_num: i32,
+    batch_size: i32,
+) -> Result<Vec<u8>, ExportError> {
+    let signature: Signature = signer.key.try_sign(data).map_err(ExportError::Sign)?;
+    let list = proto::TEKSignatureList {
+        signatures: vec![proto::TEKSignature {
+            signature_info: Some(info_to_proto(&signer.signature_info())),
+            batch_num: Some(batch_num),
+            batch_size: Some(batch_size),
+            signature: Some(signature.to_der().as_bytes().to_vec()),
+        }],
+    };
+    Ok(list.encode_to_vec())
 }
 
 fn info_to_proto(info: &ExportSignatureInfo) -> proto::SignatureInfo {

@@ -1,0 +1,451 @@
+//! The health authority's commands as an authority runs them: `authority init`, `serve` (the
+//! officials' API on loopback), `publish`, and a publication killed between its files and its index.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use bluezone_protocol::bluezone::f0::write_f0;
+use bluezone_protocol::bluezone::signed::parse_signed_f0;
+use bluezone_protocol::bluezone::{F0Entry, F0List, SlotsPerDay};
+use bluezone_protocol::gaen::export::{
+    parse_export, write_export, ExportFile, ExportKey, ExportLimits, ExportSigner, ReportType,
+    TrustedKey,
+};
+use bluezone_protocol::ids::{DailyKey, Tek};
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bluezoned"))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn init(dir: &Path) -> String {
+    let out = bin()
+        .args(["authority", "init", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    token(dir)
+}
+
+fn token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("official-tokens"))
+        .unwrap()
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn trusted(dir: &Path) -> TrustedKey {
+    let pem = std::fs::read_to_string(dir.join("signing-key.pub.pem")).unwrap();
+    TrustedKey::from_pem("452", "v1", &pem).unwrap()
+}
+
+/// A running `authority serve`; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let mut child = bin()
+            .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The ready line ({"listening": ADDR}) is the signal; no sleeping.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).expect("ready line");
+        Server {
+            child,
+            addr: v["listening"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// One HTTP/1.1 request on its own connection (`Connection: close`).
+    fn post(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+        let mut sock = std::net::TcpStream::connect(&self.addr).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            sock,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        sock.write_all(&body).unwrap();
+        let mut resp = Vec::new();
+        sock.read_to_end(&mut resp).unwrap();
+        let text = String::from_utf8_lossy(&resp);
+        let status = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn f0_body(seed: u8) -> Vec<u8> {
+    let day = now().div_euclid(86_400) - 1;
+    write_f0(&F0List {
+        entries: vec![F0Entry {
+            daily_key: DailyKey::from_bytes([seed; 32]),
+            time_start: day * 86_400,
+            time_end: day * 86_400 + 86_399,
+            max: SlotsPerDay::DEFAULT,
+        }],
+    })
+    .into_bytes()
+}
+
+fn gaen_body(seed: u8, n: usize) -> Vec<u8> {
+    let day = now().div_euclid(86_400) - 1;
+    let signer = ExportSigner::new(
+        "device",
+        "1",
+        p256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap(),
+    );
+    let keys = (0..n)
+        .map(|i| ExportKey {
+            report_type: ReportType::ConfirmedTest,
+            ..ExportKey::new(
+                Tek::from_bytes([seed.wrapping_add(i as u8); 16]),
+                ((day - i as i64) * 144) as u32,
+            )
+        })
+        .collect();
+    let file = ExportFile {
+        region: "VN".into(),
+        batch_num: 1,
+        batch_size: 1,
+        keys,
+        ..ExportFile::default()
+    };
+    write_export(&file, &signer).unwrap()
+}
+
+fn publish(dir: &Path) -> Value {
+    let out = bin()
+        .args(["authority", "publish", "--json", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn index(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("public/index.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn init_creates_private_files_and_changes_nothing_the_second_time() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("auth");
+    let tok = init(&dir);
+    assert!(tok.len() >= 32, "token of at least 128 bits");
+    let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir.clone()), 0o700);
+    assert_eq!(mode(dir.join("signing-key.pem")), 0o600);
+    assert_eq!(mode(dir.join("official-tokens")), 0o600);
+    let cfg = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
+    assert!(
+        cfg.contains("region = \"VN\"")
+            && cfg.contains("key_id = \"452\"")
+            && cfg.contains("key_version = \"v1\"")
+    );
+    let key_before = std::fs::read(dir.join("signing-key.pem")).unwrap();
+    let out = bin()
+        .args(["authority", "init", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing changed"));
+    assert_eq!(
+        std::fs::read(dir.join("signing-key.pem")).unwrap(),
+        key_before
+    );
+    assert_eq!(token(&dir), tok);
+
+    let custom = t.path().join("custom");
+    let out = bin()
+        .args([
+            "authority",
+            "init",
+            "--region",
+            "TH",
+            "--key-id",
+            "520",
+            "--key-version",
+            "v2",
+            "--dir",
+        ])
+        .arg(&custom)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cfg = std::fs::read_to_string(custom.join("authority.toml")).unwrap();
+    assert!(cfg.contains("\"TH\"") && cfg.contains("\"520\"") && cfg.contains("\"v2\""));
+}
+
+#[test]
+fn officials_api_answers_each_case_with_the_right_status() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("auth");
+    let tok = init(&dir);
+    let s = Server::start(&dir);
+
+    assert_eq!(s.post("/v1/cases", None, f0_body(1)).0, 401);
+    assert_eq!(
+        s.post(
+            "/v1/cases",
+            Some("0123456789abcdef0123456789abcdef"),
+            f0_body(1)
+        )
+        .0,
+        401
+    );
+
+    let (st, v) = s.post("/v1/cases", Some(&tok), f0_body(1));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["keys"], 1);
+    let case = v["case"].as_i64().unwrap();
+    let (st, v) = s.post("/v1/cases", Some(&tok), f0_body(1));
+    assert_eq!(
+        (st, v["case"].as_i64().unwrap()),
+        (200, case),
+        "the same body: the same case"
+    );
+
+    let (st, v) = s.post("/v1/cases", Some(&tok), gaen_body(10, 3));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["keys"], 3);
+
+    let zip = gaen_body(20, 3);
+    let (st, v) = s.post("/v1/cases", Some(&tok), zip[..zip.len() / 2].to_vec());
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("GAEN export"), "{v}");
+    let (st, v) = s.post(
+        "/v1/cases",
+        Some(&tok),
+        b"{\"temporaryExposureKeys\": [".to_vec(),
+    );
+    assert_eq!(st, 400);
+    assert!(
+        v["error"].as_str().unwrap().contains("publish JSON")
+            || v["error"].as_str().unwrap().contains("neither"),
+        "{v}"
+    );
+    let (st, v) = s.post(
+        "/v1/cases",
+        Some(&tok),
+        b"{\"data\": [{\"daily_key\": \"zz\"}]}".to_vec(),
+    );
+    assert_eq!(st, 400, "{v}");
+
+    // 10^6 keys as publish JSON (~70 MB): refused on its Content-Length, before the body is read.
+    let key = "\"AAAAAAAAAAAAAAAAAAAAAA==\"";
+    let mut big = String::from("{\"temporaryExposureKeys\":[");
+    for i in 0..1_000_000 {
+        if i > 0 {
+            big.push(',');
+        }
+        big.push_str(&format!("{{\"key\":{key},\"rollingStartNumber\":{i}}}"));
+    }
+    big.push_str("]}");
+    let mut sock = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        sock,
+        "POST /v1/cases HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n",
+        s.addr,
+        big.len()
+    )
+    .unwrap();
+    let _ = sock.write_all(&big.as_bytes()[..1 << 16]);
+    let mut resp = String::new();
+    let _ = sock.read_to_string(&mut resp);
+    assert!(
+        resp.starts_with("HTTP/1.1 413"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+
+    assert_eq!(s.post("/v1/cases/999/revoke", Some(&tok), vec![]).0, 404);
+    assert_eq!(
+        s.post(&format!("/v1/cases/{case}/revoke"), None, vec![]).0,
+        401
+    );
+    assert_eq!(
+        s.post(&format!("/v1/cases/{case}/revoke"), Some(&tok), vec![])
+            .0,
+        200
+    );
+}
+
+#[test]
+fn publication_signs_batches_and_revocations_reach_the_next_one() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("auth");
+    let tok = init(&dir);
+    let key = trusted(&dir);
+    let (gaen_case, f0_case);
+    {
+        let s = Server::start(&dir);
+        let (_, v) = s.post("/v1/cases", Some(&tok), gaen_body(40, 4));
+        gaen_case = v["case"].as_i64().unwrap();
+        let (_, v) = s.post("/v1/cases", Some(&tok), f0_body(7));
+        f0_case = v["case"].as_i64().unwrap();
+    }
+    assert_ne!(gaen_case, f0_case);
+    let r = publish(&dir);
+    assert_eq!(r["gaen_keys"], 4);
+    assert_eq!(r["f0_entries"], 1);
+    let files = index(&dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let zip = std::fs::read(dir.join("public").join(&files[0])).unwrap();
+    let e = parse_export(&zip, &[key.clone()], &ExportLimits::DEFAULT)
+        .expect("signed by the authority");
+    assert!(e.is_verified());
+    assert_eq!(e.file.keys.len(), 4);
+    assert_eq!((e.file.batch_num, e.file.batch_size), (1, 1));
+    assert_eq!(e.file.region, "VN");
+    let sorted = e
+        .file
+        .keys
+        .windows(2)
+        .all(|w| w[0].tek.as_bytes() <= w[1].tek.as_bytes());
+    assert!(sorted, "keys sorted");
+    let f0 = std::fs::read(dir.join("public").join(&files[1])).unwrap();
+    let v = parse_signed_f0(
+        &f0,
+        &[key.clone()],
+        &ExportLimits::DEFAULT,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(v.parsed.list.entries.len(), 1);
+
+    // Nothing new: nothing published, the index unchanged.
+    let r = publish(&dir);
+    assert_eq!(r["files"].as_array().unwrap().len(), 0);
+    assert_eq!(index(&dir), files);
+
+    // Revoke: the next publication carries the keys as revised keys, REVOKED.
+    {
+        let s = Server::start(&dir);
+        assert_eq!(
+            s.post(&format!("/v1/cases/{gaen_case}/revoke"), Some(&tok), vec![])
+                .0,
+            200
+        );
+    }
+    let r = publish(&dir);
+    assert_eq!(r["revised_keys"], 4);
+    let files2 = index(&dir);
+    assert_eq!(files2.len(), 3);
+    assert_eq!(
+        &files2[..2],
+        &files[..],
+        "older files stay listed, newest last"
+    );
+    let zip = std::fs::read(dir.join("public").join(&files2[2])).unwrap();
+    let e = parse_export(&zip, &[key], &ExportLimits::DEFAULT).unwrap();
+    assert!(e.file.keys.is_empty());
+    assert_eq!(e.file.revised_keys.len(), 4);
+    assert!(e
+        .file
+        .revised_keys
+        .iter()
+        .all(|k| k.report_type == ReportType::Revoked));
+}
+
+#[test]
+fn a_publication_killed_before_its_index_leaves_the_old_index_and_the_next_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("auth");
+    let tok = init(&dir);
+    {
+        let s = Server::start(&dir);
+        s.post("/v1/cases", Some(&tok), gaen_body(60, 2));
+    }
+    publish(&dir);
+    let before = std::fs::read(dir.join("public/index.txt")).unwrap();
+    {
+        let s = Server::start(&dir);
+        assert_eq!(s.post("/v1/cases", Some(&tok), gaen_body(80, 2)).0, 201);
+    }
+    let mut child = bin()
+        .args(["authority", "publish", "--dir"])
+        .arg(&dir)
+        .env("BLUEZONED_AUTHORITY_PAUSE_BEFORE_INDEX", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("paused before index.txt"), "{line}");
+    let zips = std::fs::read_dir(dir.join("public"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".zip")
+        })
+        .count();
+    assert_eq!(zips, 2, "the new file was written");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read(dir.join("public/index.txt")).unwrap(),
+        before,
+        "the old index stays valid"
+    );
+    let r = publish(&dir);
+    assert_eq!(
+        r["gaen_keys"], 2,
+        "the interrupted window is published again"
+    );
+    assert_eq!(index(&dir).len(), 2);
+}
