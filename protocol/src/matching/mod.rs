@@ -6,10 +6,12 @@
 //! - [`score`]: matched sightings → exposure windows, durations, attenuation, notification.
 //! - [`rpi_aes`]: a key's 144 RPIs at once (VAES/AVX-512 where present).
 //! - [`sha256x`]: multi-lane SHA-256 (SHA-NI) that both matchers' derivations run on.
+//! - [`cpu`]: the run-time choice of instruction-set paths, and the switch forcing the portable ones.
 //!
 //! Both matchers are pure functions of (keys, index, config) and parallel over cores with rayon.
 
 pub mod bluezone;
+pub mod cpu;
 pub mod gaen;
 pub mod index;
 pub mod rpi_aes;
