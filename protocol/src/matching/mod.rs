@@ -6,6 +6,7 @@
 //! - [`score`]: matched sightings → exposure windows, durations, attenuation, notification.
 //! - [`rpi_aes`]: a key's 144 RPIs at once (VAES/AVX-512 where present).
 //! - [`sha256x`]: multi-lane SHA-256 (SHA-NI) that both matchers' derivations run on.
+//! - [`subkeys`]: Bluezone sub-key chains sixteen at a time (AVX-512 lanes where present).
 //! - [`cpu`]: the run-time choice of instruction-set paths, and the switch forcing the portable ones.
 //!
 //! Both matchers are pure functions of (keys, index, config) and parallel over cores with rayon.
@@ -17,6 +18,7 @@ pub mod index;
 pub mod rpi_aes;
 pub mod score;
 pub mod sha256x;
+pub mod subkeys;
 
 pub use index::{Observation, ObservationIndex};
 pub use score::{score, Exposure, ScoringConfig};
