@@ -4,13 +4,18 @@
 //! the timed loop (the daemon builds it once per check). About 1 % of the case keys were really
 //! seen, so the hit path is exercised too. Sizes whose one iteration takes more than a few
 //! seconds run only with `BLUEZONED_BENCH_FULL=1`; `RAYON_NUM_THREADS=1` gives the one-core row.
+//!
+//! `BLUEZONED_FORCE_PORTABLE=1` runs every kernel on its portable path (no SHA-NI, AVX-512,
+//! VAES); the groups are then named `…-portable`, so both sets of rows sit side by side in
+//! criterion's reports. (`aes` still uses AES-NI unless built with `--cfg aes_force_soft`.)
 
 use std::time::Duration;
 
 use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
 use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezone_protocol::matching::gaen::GaenKey;
-use bluezone_protocol::matching::{bluezone, MatchConfig, ObservationIndex};
+use bluezone_protocol::matching::subkeys::{subkey_ids, LANES};
+use bluezone_protocol::matching::{bluezone, cpu, MatchConfig, ObservationIndex};
 use bluezone_protocol::{Aem, DailyKey, PeerId, RollingId, Rpi, Sighting, Tek};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
@@ -20,6 +25,15 @@ const DAYS: i64 = 14;
 
 fn full() -> bool {
     std::env::var_os("BLUEZONED_BENCH_FULL").is_some()
+}
+
+/// A group name, marked when the portable paths are forced.
+fn group(name: &str) -> String {
+    if cpu::force_portable() {
+        format!("{name}-portable")
+    } else {
+        name.to_string()
+    }
 }
 
 fn random_sightings(rng: &mut StdRng, n: usize, gaen: bool) -> Vec<Sighting> {
@@ -73,7 +87,7 @@ fn plant_bluezone(sightings: &mut [Sighting], entries: &[F0Entry], n_seen: usize
 }
 
 fn bench_bluezone(c: &mut Criterion) {
-    let mut g = c.benchmark_group("bluezone");
+    let mut g = c.benchmark_group(group("bluezone"));
     g.sample_size(10).warm_up_time(Duration::from_secs(1));
     let records: &[usize] = if full() {
         &[1000, 15000, 200000]
@@ -115,7 +129,7 @@ fn gaen_keys(rng: &mut StdRng, n: usize) -> Vec<GaenKey> {
 }
 
 fn bench_gaen(c: &mut Criterion) {
-    let mut g = c.benchmark_group("gaen");
+    let mut g = c.benchmark_group(group("gaen"));
     g.sample_size(10).warm_up_time(Duration::from_secs(1));
     let key_counts: &[usize] = if full() {
         &[100_000, 1_000_000, 5_000_000]
@@ -215,5 +229,71 @@ fn bench_baseline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_bluezone, bench_gaen, bench_baseline);
+/// SHA-256 alone: sixteen sub-key chains of 96 steps (elements are compressions).
+fn bench_sha256(c: &mut Criterion) {
+    let mut g = c.benchmark_group(group("sha256"));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let first: Vec<[u32; 16]> = (0..LANES as u32)
+        .map(|l| std::array::from_fn(|w| l.wrapping_mul(0x9E37_79B9) ^ w as u32))
+        .collect();
+    let mut ids: [Vec<[u8; 12]>; LANES] = Default::default();
+    g.throughput(Throughput::Elements((LANES * 96) as u64));
+    g.bench_function("subkey-chains-16x96", |b| {
+        b.iter(|| {
+            subkey_ids(&first, 96, &mut ids);
+            ids[LANES - 1][95]
+        })
+    });
+    g.finish();
+}
+
+/// Index flooding (security review M3): IDs that share their first 8 bytes, as a peer
+/// broadcasting crafted IDs would log them, against random IDs. Both the build and a match of
+/// 1000 F0 entries × 14 days; the crafted rows should cost no more than the random ones.
+fn bench_flood(c: &mut Criterion) {
+    let mut g = c.benchmark_group(group("flood"));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    const IDS: usize = 100_000;
+    let mut rng = StdRng::seed_from_u64(13);
+    let random = random_sightings(&mut rng, IDS, false);
+    let crafted: Vec<Sighting> = random
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut id = [0x42u8; 12];
+            id[8..].copy_from_slice(&(i as u32).to_le_bytes());
+            Sighting {
+                peer: PeerId::Bluezone(RollingId(id)),
+                ..*s
+            }
+        })
+        .collect();
+    let entries = f0_entries(&mut rng, 1000);
+    for (name, sightings) in [("random", &random), ("crafted", &crafted)] {
+        let seed = rng.gen();
+        g.throughput(Throughput::Elements(IDS as u64));
+        g.bench_with_input(BenchmarkId::new("build", name), &name, |b, _| {
+            b.iter(|| ObservationIndex::build(sightings, seed))
+        });
+        let index = ObservationIndex::build(sightings, seed);
+        g.throughput(Throughput::Elements(entries.len() as u64 * DAYS as u64));
+        g.bench_with_input(BenchmarkId::new("match-1000x14d", name), &name, |b, _| {
+            b.iter(|| bluezone::match_f0(&entries, &index, &MatchConfig::default()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_sha256,
+    bench_flood,
+    bench_bluezone,
+    bench_gaen,
+    bench_baseline
+);
 criterion_main!(benches);

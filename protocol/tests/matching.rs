@@ -55,7 +55,10 @@ fn matched(hits: &[Hit], index: &ObservationIndex, gaen: bool) -> BTreeSet<(u32,
     out
 }
 
-/// The spec's matching rule written as plainly as possible: derive every ID, scan every sighting.
+/// The spec's matching rule written as plainly as possible: the real app's walk
+/// (`BluezoneIdTrace.checkContactF`: anchored at `time_start`, slot after slot while the slot's
+/// start is ≤ `time_end`, inclusive windows), every ID derived, every sighting scanned; plus the
+/// skew tolerance and the 96 ↔ 144 fallback layout.
 fn reference_f0(
     entries: &[F0Entry],
     sightings: &[Sighting],
@@ -64,29 +67,25 @@ fn reference_f0(
     let mut out = BTreeSet::new();
     for (c, e) in entries.iter().enumerate() {
         let mut key = e.daily_key.clone();
-        let first_day = e.time_start.div_euclid(86400);
-        let last_day = e.time_end.div_euclid(86400);
-        for d in first_day..=last_day {
-            let start = d * 86400;
+        let mut base = e.time_start;
+        let mut layouts = vec![e.max];
+        match e.max.get() {
+            96 => layouts.push(SlotsPerDay::LEGACY),
+            144 => layouts.push(SlotsPerDay::DEFAULT),
+            _ => {}
+        }
+        while base <= e.time_end {
             for (i, id) in key.ids().take(e.max.get() as usize).enumerate() {
-                let mut layouts = vec![e.max];
-                match e.max.get() {
-                    96 => layouts.push(SlotsPerDay::LEGACY),
-                    144 => layouts.push(SlotsPerDay::DEFAULT),
-                    _ => {}
-                }
                 for s in sightings {
                     if s.peer != PeerId::Bluezone(id) {
                         continue;
                     }
-                    if s.time < e.time_start - skew || s.time > e.time_end + skew {
-                        continue;
-                    }
                     let inside = layouts.iter().any(|m| {
-                        (i as u32) < m.get() && {
-                            let a = start + i as i64 * m.slot_seconds();
-                            s.time >= a - skew && s.time <= a + m.slot_seconds() - 1 + skew
-                        }
+                        let a = base + i as i64 * m.slot_seconds();
+                        (i as u32) < m.get()
+                            && a <= e.time_end
+                            && s.time >= a - skew
+                            && s.time <= a + m.slot_seconds() + skew
                     });
                     if inside {
                         out.insert((c as u32, id.to_hex(), s.time));
@@ -94,6 +93,7 @@ fn reference_f0(
                 }
             }
             key = key.next_day();
+            base += 86400;
         }
     }
     out
@@ -139,8 +139,8 @@ fn bluezone_slot_edges_skew_fallback_and_rollover() {
     let sightings = vec![
         bz(id10, s10 - 61),                 // 0: outside (skew is 60)
         bz(id10, s10 - 60),                 // 1: inside by skew
-        bz(id10, s10 + 899 + 60),           // 2: inside by skew
-        bz(id10, s10 + 899 + 61),           // 3: outside
+        bz(id10, s10 + 900 + 60),           // 2: inside by skew (the end is inclusive)
+        bz(id10, s10 + 900 + 61),           // 3: outside
         bz(key.id(50), DAY + 50 * 600 + 5), // 4: slot 50 under the legacy 144 layout only
         bz(key.id(95), DAY + 86400 + 30),   // 5: yesterday's last ID just after midnight
         bz(next.id(0), DAY + 86400 + 5),    // 6: next day's chain
@@ -160,7 +160,8 @@ fn bluezone_slot_edges_skew_fallback_and_rollover() {
         .collect();
     assert_eq!(got, want);
     assert_eq!(stats.keys_checked, 1);
-    assert_eq!(stats.ids_derived, 2 * 96);
+    // The second day's chain stops at the newest sighting (plus skew): one sub-key.
+    assert_eq!(stats.ids_derived, 96 + 1);
     assert_eq!(
         matched(&hits, &index, false),
         reference_f0(&[e], &sightings, 60)
@@ -199,10 +200,70 @@ fn bluezone_legacy_144_entries() {
     ];
     let index = ObservationIndex::build(&sightings, 3);
     let (hits, stats) = match_f0(std::slice::from_ref(&e), &index, &MatchConfig::default());
-    assert_eq!(stats.ids_derived, 144);
+    // Slot 130 (plus skew) is the last that can hold a sighting.
+    assert_eq!(stats.ids_derived, 131);
     let got = matched(&hits, &index, false);
     assert_eq!(got.len(), 2);
     assert_eq!(got, reference_f0(&[e], &sightings, 60));
+}
+
+/// Issue 10 §3: the walk is the real app's, anchored at `time_start` rather than its midnight.
+#[test]
+fn bluezone_walk_is_anchored_at_time_start_and_runs_while_slot_start_le_time_end() {
+    let key = DailyKey::from_bytes([5; 32]);
+    let next = key.next_day();
+    let t0 = DAY + 5000;
+    // time_end is exactly the start of the next day's slot 3.
+    let e = entry(&key, t0, t0 + 86400 + 3 * 900, SlotsPerDay::DEFAULT);
+    let sightings = vec![
+        bz(key.id(0), t0 + 10),                     // 0: slot 0 starts at time_start
+        bz(key.id(0), DAY + 10),                    // 1: midnight-anchored slot 0: no
+        bz(key.id(5), t0 + 6 * 900),                // 2: slot 5's inclusive end
+        bz(key.id(5), t0 + 6 * 900 + 61),           // 3: past it and the skew
+        bz(next.id(0), t0 + 86400 + 1),             // 4: the next key after `max` slots
+        bz(next.id(3), t0 + 86400 + 3 * 900 + 899), // 5: last walked slot, past time_end
+        bz(next.id(4), t0 + 86400 + 4 * 900 + 1),   // 6: slot start > time_end: not walked
+        bz(key.id(95), t0 + 95 * 900 + 100),        // 7: the day's last slot
+    ];
+    let index = ObservationIndex::build(&sightings, 21);
+    let (hits, _) = match_f0(std::slice::from_ref(&e), &index, &MatchConfig::default());
+    let got: BTreeSet<i64> = matched(&hits, &index, false)
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
+    let want: BTreeSet<i64> = [0usize, 2, 4, 5, 7]
+        .iter()
+        .map(|&i| sightings[i].time)
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        matched(&hits, &index, false),
+        reference_f0(&[e], &sightings, 60)
+    );
+}
+
+/// Issue 10 §3: an entry spanning a year costs no more sub-keys than the log's days need.
+#[test]
+fn bluezone_work_is_bounded_by_the_log_not_the_entry() {
+    let key = DailyKey::from_bytes([6; 32]);
+    let t0 = DAY - 300 * 86400;
+    let year = entry(&key, t0, t0 + 365 * 86400, SlotsPerDay::DEFAULT);
+    let day300 = key.advance(300);
+    let day301 = key.advance(301);
+    let sightings = vec![
+        bz(day300.id(7), DAY + 7 * 900 + 3),
+        bz(day301.id(90), DAY + 86400 + 90 * 900 + 3),
+    ];
+    let index = ObservationIndex::build(&sightings, 22);
+    let (hits, stats) = match_f0(std::slice::from_ref(&year), &index, &MatchConfig::default());
+    // The day before the log (its last slot's window reaches the log by the skew), and the
+    // two days of the log: at most three days of sub-keys, not 365.
+    assert!(stats.ids_derived <= 3 * 96, "{}", stats.ids_derived);
+    assert_eq!(matched(&hits, &index, false).len(), 2);
+    assert_eq!(
+        matched(&hits, &index, false),
+        reference_f0(&[year], &sightings, 60)
+    );
 }
 
 #[test]
@@ -350,7 +411,7 @@ proptest! {
         let mut sightings: Vec<Sighting> = picks.iter().map(|&(e, d, slot, jitter)| {
             let e = &entries[e % entries.len()];
             let key = e.daily_key.advance(d);
-            let t = DAY + d as i64 * 86400 + slot as i64 * 600 + jitter;
+            let t = e.time_start + d as i64 * 86400 + slot as i64 * 600 + jitter;
             bz(key.id(slot), t)
         }).collect();
         sightings.extend(noise.iter().map(|(id, t)| bz(RollingId(*id), DAY + t)));

@@ -1,31 +1,40 @@
 //! Bluezone F0 matching (`shared/spec/bluezone.md` §3).
 //!
-//! Per F0 entry the daily keys follow the hash chain (one hash a day); after that the days are
-//! independent, so `LANES` days run their 96-step sub-key chains in lockstep through
-//! [`sha256x`](super::sha256x) and the IDs of each group of days are probed as one batch.
-//! Entries are spread over threads with rayon in chunks, so memory stays bounded by the chunk.
+//! The walk is the real app's (`BluezoneIdTrace.checkContactF`): it starts at the entry's
+//! `time_start` (not its UTC midnight) with `subkey(0)` of `daily_key`, gives each sub-key a slot
+//! of `86400 / max` seconds, rolls to the next daily key after `max` slots, and goes on while a
+//! slot's start is ≤ `time_end`. A sighting counts when its time lies in the slot, ends included,
+//! widened by the skew tolerance on both sides; also under the other common layout (96 ↔ 144,
+//! the legacy builds' fallback of the spec), walked the same way.
 //!
-//! A sighting of `id(i)` counts when its time lies in slot `i` under the entry's `max`, or under
-//! the other common layout (96 ↔ 144, the legacy builds' fallback of the spec), widened by the
-//! skew tolerance on both sides, and within the entry's `[time_start, time_end]` (also widened).
+//! Work is bounded by the log, not by the entry: only days with a slot that overlaps the log's
+//! time range get a sub-key chain, and a chain stops at the last slot that can still overlap it.
+//! (Days before the log still cost the one hash a day that the daily-key chain needs.)
+//!
+//! The days of all entries are independent once their daily keys are known, so they run in
+//! groups of [`LANES`] through [`subkeys`](super::subkeys) and each day's IDs are probed as one
+//! batch. Entries are spread over threads with rayon in chunks, so memory stays bounded by the
+//! chunk.
 
 use rayon::prelude::*;
 
 use super::index::ObservationIndex;
-use super::sha256x::{compress_lanes, pad32, words, IV};
+use super::sha256x::words;
+use super::subkeys::{subkey_ids, LANES};
 use super::{Hit, MatchConfig, MatchStats};
 use crate::bluezone::{F0Entry, SlotsPerDay, SUBKEY_SALT};
-use crate::time::{utc_day, UnixSeconds, DAY_SECONDS};
+use crate::time::{UnixSeconds, DAY_SECONDS};
 
-const LANES: usize = 4;
 const ENTRIES_PER_TASK: usize = 16;
 
 /// One day of one entry, ready for its sub-key chain.
 struct DayWork {
     entry: u32,
-    day_start: UnixSeconds,
+    /// Start of the day's slot 0: `time_start + day * 86400`.
+    base: UnixSeconds,
+    /// Sub-keys to derive (the slots that can overlap the log).
+    steps: u32,
     key: [u8; 32],
-    max: SlotsPerDay,
 }
 
 impl Drop for DayWork {
@@ -35,32 +44,13 @@ impl Drop for DayWork {
 }
 
 /// First sub-key message: `daily_key || "bluzonesubkey"` padded (45 bytes → one block).
-fn subkey0_block(key: &[u8; 32]) -> [u32; 16] {
+pub(crate) fn subkey0_block(key: &[u8; 32]) -> [u32; 16] {
     let mut b = [0u8; 64];
     b[..32].copy_from_slice(key);
     b[32..45].copy_from_slice(SUBKEY_SALT);
     b[45] = 0x80;
     b[56..].copy_from_slice(&(45u64 * 8).to_be_bytes());
     words(&b)
-}
-
-/// The 12 ID bytes, taken from the digest words (bytes 0,4,...,16,18,...,30).
-#[inline(always)]
-fn id_of(s: &[u32; 8]) -> [u8; 12] {
-    [
-        (s[0] >> 24) as u8,
-        (s[1] >> 24) as u8,
-        (s[2] >> 24) as u8,
-        (s[3] >> 24) as u8,
-        (s[4] >> 24) as u8,
-        (s[4] >> 8) as u8,
-        (s[5] >> 24) as u8,
-        (s[5] >> 8) as u8,
-        (s[6] >> 24) as u8,
-        (s[6] >> 8) as u8,
-        (s[7] >> 24) as u8,
-        (s[7] >> 8) as u8,
-    ]
 }
 
 fn fallback(max: SlotsPerDay) -> Option<SlotsPerDay> {
@@ -71,58 +61,80 @@ fn fallback(max: SlotsPerDay) -> Option<SlotsPerDay> {
     }
 }
 
+/// The slot layouts an entry is matched under, with how many of the day's IDs each covers.
+fn layouts(max: SlotsPerDay) -> impl Iterator<Item = (SlotsPerDay, u32)> {
+    std::iter::once((max, max.get())).chain(fallback(max).map(|f| (f, f.get().min(max.get()))))
+}
+
+/// Sub-keys of the day starting at `base` worth deriving: under some layout, slot `i`'s start is
+/// ≤ `last` (the earlier of `time_end` and the newest sighting plus the skew).
+fn steps_for(base: UnixSeconds, max: SlotsPerDay, last: UnixSeconds) -> u32 {
+    layouts(max)
+        .map(|(m, n)| {
+            if last < base {
+                0
+            } else {
+                ((last - base) / m.slot_seconds() + 1).min(n as i64) as u32
+            }
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Matches F0 entries against the index. `hits[i].case` is the entry's position in `entries`.
 pub fn match_f0(
     entries: &[F0Entry],
     index: &ObservationIndex,
     cfg: &MatchConfig,
 ) -> (Vec<Hit>, MatchStats) {
-    let Some((oldest, newest)) = index.time_range else {
-        return (
+    let nothing = || {
+        (
             Vec::new(),
             MatchStats {
                 keys_checked: entries.len() as u64,
                 ids_derived: 0,
             },
-        );
+        )
+    };
+    let Some((oldest, newest)) = index.time_range else {
+        return nothing();
     };
     if index.bluezone.distinct_ids() == 0 {
-        return (
-            Vec::new(),
-            MatchStats {
-                keys_checked: entries.len() as u64,
-                ids_derived: 0,
-            },
-        );
+        return nothing();
     }
+    let skew = cfg.skew_s;
     entries
         .par_chunks(ENTRIES_PER_TASK)
         .enumerate()
         .map(|(chunk, es)| {
-            let base = chunk * ENTRIES_PER_TASK;
+            let base_entry = chunk * ENTRIES_PER_TASK;
             let mut work = Vec::new();
             for (k, e) in es.iter().enumerate() {
+                let last = e.time_end.min(newest.saturating_add(skew));
                 let mut key = e.daily_key.clone();
-                for d in utc_day(e.time_start)..=utc_day(e.time_end) {
-                    let day_start = d * DAY_SECONDS;
-                    // Cheap rejection: a day wholly outside the log needs no sub-key chain.
-                    if day_start + DAY_SECONDS + cfg.skew_s > oldest
-                        && day_start - cfg.skew_s <= newest
-                    {
+                let mut base = e.time_start;
+                while base <= last {
+                    // A day's windows all end by `base + 86400 + skew`: a day wholly before the
+                    // log costs only its daily-key hash.
+                    if base.saturating_add(DAY_SECONDS + skew) >= oldest {
                         work.push(DayWork {
-                            entry: (base + k) as u32,
-                            day_start,
+                            entry: (base_entry + k) as u32,
+                            base,
+                            steps: steps_for(base, e.max, last),
                             key: *key.as_bytes(),
-                            max: e.max,
                         });
                     }
-                    key = key.next_day();
+                    base = base.saturating_add(DAY_SECONDS);
+                    if base <= last {
+                        key = key.next_day();
+                    }
                 }
             }
             let mut hits = Vec::new();
             let mut derived = 0u64;
+            let mut ids: [Vec<[u8; 12]>; LANES] = Default::default();
             for group in work.chunks(LANES) {
-                derived += derive_and_probe(group, entries, index, cfg, &mut hits);
+                derived += derive_and_probe(group, entries, index, skew, &mut ids, &mut hits);
             }
             (
                 hits,
@@ -139,53 +151,30 @@ fn derive_and_probe(
     group: &[DayWork],
     entries: &[F0Entry],
     index: &ObservationIndex,
-    cfg: &MatchConfig,
+    skew: i64,
+    ids: &mut [Vec<[u8; 12]>; LANES],
     hits: &mut Vec<Hit>,
 ) -> u64 {
-    let mut msgs = [[0u32; 16]; LANES];
-    for (m, w) in msgs.iter_mut().zip(group) {
+    let mut first = [[0u32; 16]; LANES];
+    for (m, w) in first.iter_mut().zip(group) {
         *m = subkey0_block(&w.key);
     }
-    let steps = group.iter().map(|w| w.max.get()).max().unwrap_or(0) as usize;
-    let mut ids: [Vec<[u8; 12]>; LANES] = Default::default();
-    for v in ids.iter_mut() {
-        v.reserve(steps);
-    }
-    let mut states = [IV; LANES];
-    compress_lanes(&mut states, &msgs);
-    for step in 0..steps {
-        for l in 0..group.len() {
-            if step < group[l].max.get() as usize {
-                ids[l].push(id_of(&states[l]));
-            }
-        }
-        if step + 1 < steps {
-            let mut next = [[0u32; 16]; LANES];
-            for (n, s) in next.iter_mut().zip(states.iter()) {
-                *n = pad32(s);
-            }
-            states = [IV; LANES];
-            compress_lanes(&mut states, &next);
-        }
-    }
+    let steps = group.iter().map(|w| w.steps).max().unwrap_or(0) as usize;
+    subkey_ids(&first[..group.len()], steps, ids);
     let mut derived = 0;
     for (l, w) in group.iter().enumerate() {
-        derived += ids[l].len() as u64;
+        let lane = &ids[l][..w.steps as usize];
+        derived += lane.len() as u64;
         let e = &entries[w.entry as usize];
-        let lo = e.time_start - cfg.skew_s;
-        let hi = e.time_end + cfg.skew_s;
-        index.bluezone.find_batch(&ids[l], |slot, g| {
-            let mut windows = vec![slot_window(w.day_start, w.max, slot as u32, cfg.skew_s)];
-            if let Some(f) = fallback(w.max) {
-                if (slot as u32) < f.get() {
-                    windows.push(slot_window(w.day_start, f, slot as u32, cfg.skew_s));
+        index.bluezone.find_batch(lane, |slot, g| {
+            let mut windows = [(0i64, -1i64); 2];
+            for (k, (m, n)) in layouts(e.max).enumerate() {
+                let start = w.base + slot as i64 * m.slot_seconds();
+                if (slot as u32) < n && start <= e.time_end {
+                    windows[k] = (start - skew, start + m.slot_seconds() + skew);
                 }
             }
             for (a, b) in merge(windows) {
-                let (a, b) = (a.max(lo), b.min(hi));
-                if a > b {
-                    continue;
-                }
                 let r = index.bluezone.seen_within(g, a, b);
                 if !r.is_empty() {
                     hits.push(Hit {
@@ -201,23 +190,17 @@ fn derive_and_probe(
     derived
 }
 
-/// Inclusive time window of slot `i`, widened by the skew.
-fn slot_window(day_start: UnixSeconds, max: SlotsPerDay, i: u32, skew: i64) -> (i64, i64) {
-    let len = max.slot_seconds();
-    let a = day_start + i as i64 * len;
-    (a - skew, a + len - 1 + skew)
-}
-
-fn merge(mut w: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+/// The non-empty windows among two, overlapping or touching ones merged (so one sighting is
+/// reported once).
+fn merge(mut w: [(i64, i64); 2]) -> impl Iterator<Item = (i64, i64)> {
     w.sort_unstable();
-    let mut out: Vec<(i64, i64)> = Vec::with_capacity(w.len());
-    for (a, b) in w {
-        match out.last_mut() {
-            Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
+    let [x, y] = w;
+    let merged = if x.0 <= x.1 && y.0 <= y.1 && y.0 <= x.1 + 1 {
+        [(x.0, x.1.max(y.1)), (0, -1)]
+    } else {
+        [x, y]
+    };
+    merged.into_iter().filter(|(a, b)| a <= b)
 }
 
 #[cfg(test)]
@@ -225,29 +208,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lane_ids_equal_the_reference_chain() {
-        let key = crate::DailyKey::from_bytes([3; 32]);
-        let work = [DayWork {
-            entry: 0,
-            day_start: 0,
-            key: *key.as_bytes(),
-            max: SlotsPerDay::DEFAULT,
-        }];
-        let mut msgs = [[0u32; 16]; 1];
-        msgs[0] = subkey0_block(&work[0].key);
-        let mut st = [IV; 1];
-        compress_lanes(&mut st, &msgs);
-        for (i, id) in key.ids().take(5).enumerate() {
-            assert_eq!(id_of(&st[0]), id.0, "slot {i}");
-            let n = [pad32(&st[0])];
-            st = [IV; 1];
-            compress_lanes(&mut st, &n);
-        }
+    fn windows_merge() {
+        let m = |w| merge(w).collect::<Vec<_>>();
+        assert_eq!(m([(5, 10), (0, 6)]), vec![(0, 10)]);
+        assert_eq!(m([(20, 30), (0, 6)]), vec![(0, 6), (20, 30)]);
+        assert_eq!(m([(20, 30), (0, -1)]), vec![(20, 30)]);
+        assert_eq!(m([(0, -1), (0, -1)]), vec![]);
     }
 
     #[test]
-    fn windows_merge() {
-        assert_eq!(merge(vec![(5, 10), (0, 6)]), vec![(0, 10)]);
-        assert_eq!(merge(vec![(20, 30), (0, 6)]), vec![(0, 6), (20, 30)]);
+    fn steps_stop_at_the_last_slot_that_can_count() {
+        let d = SlotsPerDay::DEFAULT;
+        assert_eq!(steps_for(1000, d, 999), 0);
+        assert_eq!(steps_for(1000, d, 1000), 1);
+        // Under 96 the fallback layout's (144) shorter slots start earlier and decide.
+        assert_eq!(steps_for(1000, d, 1000 + 599), 1);
+        assert_eq!(steps_for(1000, d, 1000 + 600), 2);
+        assert_eq!(steps_for(0, d, 1800), 4);
+        assert_eq!(steps_for(0, d, 10 * DAY_SECONDS), 96);
+        assert_eq!(steps_for(0, SlotsPerDay::LEGACY, 1800), 4);
+        assert_eq!(steps_for(0, SlotsPerDay::LEGACY, 10 * DAY_SECONDS), 144);
     }
 }

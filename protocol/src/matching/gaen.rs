@@ -19,7 +19,22 @@ use crate::gaen::{decrypt_metadata, Aemk, Enin, INTERVAL_SECONDS, RPI_VALIDITY_I
 use crate::ids::{Rpi, Tek};
 
 const LANES: usize = 4;
+/// Keys whose HKDF runs together on the AVX-512 path (one per 32-bit lane of a zmm).
+const WIDE: usize = 16;
 const KEYS_PER_TASK: usize = 2048;
+
+/// Whether the HKDF runs sixteen keys at a time in AVX-512 lanes (else four through
+/// [`compress_lanes`]: SHA-NI pairs or portable).
+fn wide_hkdf() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::cpu::avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// A published key as the matcher needs it.
 #[derive(Clone, Debug)]
@@ -136,6 +151,75 @@ fn rpiks(teks: &[&Tek]) -> [[u8; 16]; LANES] {
     out
 }
 
+/// [`rpiks`] for up to sixteen TEKs, the words lane-wise in AVX-512 registers: the same six
+/// compressions, sixteen keys each (≈ 20 ns a compression against ≈ 37 ns with SHA-NI).
+/// Only called when [`wide_hkdf`] holds.
+fn rpiks_wide(teks: &[&Tek]) -> [[u8; 16]; WIDE] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::sha256x16::{compress16, Words16};
+        debug_assert!(wide_hkdf());
+        let pads = zero_salt_pads();
+        let bcast = |v: &[u32; 8]| -> Words16<8> { std::array::from_fn(|w| [v[w]; WIDE]) };
+        let mut m: Words16<16> = [[0; WIDE]; 16];
+        for (l, t) in teks.iter().take(WIDE).enumerate() {
+            for (w, x) in be_words::<4>(t.as_bytes()).into_iter().enumerate() {
+                m[w][l] = x;
+            }
+        }
+        m[4] = [0x8000_0000; WIDE];
+        m[15] = [(64 + 16) * 8; WIDE];
+        let mut inner = bcast(&pads.ipad);
+        let mut prk = bcast(&pads.opad);
+        let mut ist = bcast(&IV);
+        let mut ost = bcast(&IV);
+        let mut om: Words16<16> = [[0; WIDE]; 16];
+        om[8] = [0x8000_0000; WIDE];
+        om[15] = [(64 + 32) * 8; WIDE];
+        let info = be_words::<2>(b"EN-RPIK\x01");
+        let mut im: Words16<16> = [[0; WIDE]; 16];
+        im[0] = [info[0]; WIDE];
+        im[1] = [info[1]; WIDE];
+        im[2] = [0x8000_0000; WIDE];
+        im[15] = [(64 + 8) * 8; WIDE];
+        // SAFETY (every `compress16` below): the CPU has AVX-512F (`wide_hkdf`). Each call is
+        // one AVX-512 function that LLVM ends with `vzeroupper`, so the SHA-NI/AES code around
+        // it never runs with dirty upper state.
+        unsafe {
+            // Extract: PRK = HMAC(0^32, TEK).
+            compress16(&mut inner, &m);
+            om[..8].copy_from_slice(&inner);
+            compress16(&mut prk, &om);
+            // Expand: T(1) = HMAC(PRK, "EN-RPIK" || 0x01).
+            let mut kpad: Words16<16> = [[0x3636_3636; WIDE]; 16];
+            let mut kopad: Words16<16> = [[0x5c5c_5c5c; WIDE]; 16];
+            for w in 0..8 {
+                for l in 0..WIDE {
+                    kpad[w][l] ^= prk[w][l];
+                    kopad[w][l] ^= prk[w][l];
+                }
+            }
+            compress16(&mut ist, &kpad);
+            compress16(&mut ost, &kopad);
+            compress16(&mut ist, &im);
+            om[..8].copy_from_slice(&ist);
+            compress16(&mut ost, &om);
+        }
+        let mut out = [[0u8; 16]; WIDE];
+        for (l, o) in out.iter_mut().enumerate() {
+            for w in 0..4 {
+                o[4 * w..4 * w + 4].copy_from_slice(&ost[w][l].to_be_bytes());
+            }
+        }
+        out
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = teks;
+        unreachable!("the wide HKDF is only chosen on x86-64")
+    }
+}
+
 /// Matches published keys against the index. `hits[i].case` is the key's position in `keys`.
 pub fn match_keys(
     keys: &[GaenKey],
@@ -170,46 +254,62 @@ pub fn match_keys(
                 })
                 .collect();
             let mut all_rpis = [[[0u8; 16]; MAX_RPIS]; LANES];
-            for group in live.chunks(LANES) {
-                // Fixed arrays, not Vecs: three allocations per four keys were measurable.
-                let mut teks: [&Tek; LANES] = [&ks[group[0] as usize].tek; LANES];
-                let mut starts = [Enin(0); LANES];
-                let mut periods = [0usize; LANES];
-                for (l, &i) in group.iter().enumerate() {
-                    let k = &ks[i as usize];
-                    teks[l] = &k.tek;
-                    starts[l] = k.rolling_start;
-                    periods[l] = k.rolling_period.min(crate::gaen::TEK_ROLLING_PERIOD) as usize;
+            let mut rpik_buf = [[0u8; 16]; WIDE];
+            let wide = wide_hkdf();
+            for wide_group in live.chunks(if wide { WIDE } else { LANES }) {
+                if wide {
+                    let mut teks: [&Tek; WIDE] = [&ks[wide_group[0] as usize].tek; WIDE];
+                    for (t, &i) in teks.iter_mut().zip(wide_group) {
+                        *t = &ks[i as usize].tek;
+                    }
+                    rpik_buf = rpiks_wide(&teks[..wide_group.len()]);
                 }
-                let keys16 = rpiks(&teks[..group.len()]);
-                let n = group.len();
-                rpi_blocks4(&keys16[..n], &starts[..n], &periods[..n], &mut all_rpis);
-                for (l, &i) in group.iter().enumerate() {
-                    let k = &ks[i as usize];
-                    let period = periods[l] as u32;
-                    let rpis = &all_rpis[l];
-                    derived += period as u64;
-                    let mut aemk: Option<Aemk> = None;
-                    index.gaen.find_batch(&rpis[..period as usize], |j, g| {
-                        let enin = k.rolling_start.0 as i64 + j as i64;
-                        let a = (enin - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
-                        let b = (enin + RPI_VALIDITY_INTERVALS + 1) * INTERVAL_SECONDS - 1;
-                        let r = index.gaen.seen_within(g, a, b);
-                        if !r.is_empty() {
-                            // Only a matched key's AEMK is derived: its metadata gives the
-                            // sender's calibrated tx power for attenuation.
-                            let tx_power = index.gaen.observations()[r.start].aem.map(|aem| {
-                                let aemk = aemk.get_or_insert_with(|| Aemk::derive(&k.tek));
-                                decrypt_metadata(aemk, &Rpi(rpis[j]), &aem).tx_power_dbm
-                            });
-                            hits.push(Hit {
-                                case: (base + i as usize) as u32,
-                                group: g,
-                                obs: r.start as u32..r.end as u32,
-                                tx_power,
-                            });
-                        }
-                    });
+                for (q, group) in wide_group.chunks(LANES).enumerate() {
+                    // Fixed arrays, not Vecs: three allocations per four keys were measurable.
+                    let mut teks: [&Tek; LANES] = [&ks[group[0] as usize].tek; LANES];
+                    let mut starts = [Enin(0); LANES];
+                    let mut periods = [0usize; LANES];
+                    for (l, &i) in group.iter().enumerate() {
+                        let k = &ks[i as usize];
+                        teks[l] = &k.tek;
+                        starts[l] = k.rolling_start;
+                        periods[l] = k.rolling_period.min(crate::gaen::TEK_ROLLING_PERIOD) as usize;
+                    }
+                    let n = group.len();
+                    let keys16 = if wide {
+                        &rpik_buf[q * LANES..q * LANES + n]
+                    } else {
+                        rpik_buf[..LANES].copy_from_slice(&rpiks(&teks[..n]));
+                        &rpik_buf[..n]
+                    };
+                    rpi_blocks4(keys16, &starts[..n], &periods[..n], &mut all_rpis);
+                    for (l, &i) in group.iter().enumerate() {
+                        let k = &ks[i as usize];
+                        let period = periods[l] as u32;
+                        let rpis = &all_rpis[l];
+                        derived += period as u64;
+                        let mut aemk: Option<Aemk> = None;
+                        index.gaen.find_batch(&rpis[..period as usize], |j, g| {
+                            let enin = k.rolling_start.0 as i64 + j as i64;
+                            let a = (enin - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
+                            let b = (enin + RPI_VALIDITY_INTERVALS + 1) * INTERVAL_SECONDS - 1;
+                            let r = index.gaen.seen_within(g, a, b);
+                            if !r.is_empty() {
+                                // Only a matched key's AEMK is derived: its metadata gives the
+                                // sender's calibrated tx power for attenuation.
+                                let tx_power = index.gaen.observations()[r.start].aem.map(|aem| {
+                                    let aemk = aemk.get_or_insert_with(|| Aemk::derive(&k.tek));
+                                    decrypt_metadata(aemk, &Rpi(rpis[j]), &aem).tx_power_dbm
+                                });
+                                hits.push(Hit {
+                                    case: (base + i as usize) as u32,
+                                    group: g,
+                                    obs: r.start as u32..r.end as u32,
+                                    tx_power,
+                                });
+                            }
+                        });
+                    }
                 }
             }
             (
@@ -235,6 +335,18 @@ mod tests {
         let out = rpiks(&refs);
         for (l, t) in teks.iter().enumerate() {
             assert_eq!(&out[l], Rpik::derive(t).as_bytes());
+        }
+        if wide_hkdf() {
+            for n in [1usize, 5, 16] {
+                let teks: Vec<Tek> = (0..n as u8)
+                    .map(|i| Tek::from_bytes([i.wrapping_mul(29) ^ 0x5a; 16]))
+                    .collect();
+                let refs: Vec<&Tek> = teks.iter().collect();
+                let out = rpiks_wide(&refs);
+                for (l, t) in teks.iter().enumerate() {
+                    assert_eq!(&out[l], Rpik::derive(t).as_bytes(), "n {n} lane {l}");
+                }
+            }
         }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! A `HashSet` with SipHash costs ≈ 12–22 ns a probe here; the matcher probes every derived ID
 //! (96 per Bluezone F0-day, 144 per GAEN key), and nearly all probes miss. So a miss must cost
-//! one cache line: see [`IdTable`]. The bucket comes from a multiply-shift hash under a per-build
-//! seed, so peers who choose the IDs we log cannot aim them at one bucket. Probes come in
-//! batches: all buckets are prefetched first, so the cache misses of one batch overlap.
+//! one cache line: see [`IdTable`]. Bucket and fingerprint come from a keyed hash of the *whole*
+//! identifier under a per-build seed, so peers who choose the IDs we log cannot aim them at one
+//! bucket (security review M3: hashing only the first 8 bytes let IDs that differ in the rest
+//! share one bucket and fingerprint whatever the seed). Probes come in batches, so the cache
+//! misses of one batch overlap.
 
 use crate::ids::{Aem, PeerId};
 use crate::sighting::Sighting;
@@ -30,11 +32,18 @@ struct Bucket([u16; BUCKET]);
 
 const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// Longest run of buckets an ID may be placed away from its home bucket. With the keyed hash
+/// and tables at most half full, a run of even two is rare; a longer one means the seed's
+/// hash is unlucky (or known to whoever chose the IDs), so the build starts over with a new key
+/// and twice the buckets rather than let probes walk a long chain.
+const MAX_RUN: usize = 4;
+const MAX_REBUILDS: u32 = 3;
+
 /// Identifiers of one length (`N` = 12 for Bluezone, 16 for GAEN) with their observations.
 ///
 /// Layout: buckets of 32 16-bit fingerprints (0 = empty), one cache line each, holding on
-/// average ≤ 16; an ID's bucket comes from a multiply-shift hash of its first 8 bytes under the
-/// seed, its fingerprint from bytes 6..8. A lookup reads one line and compares all 32
+/// average ≤ 16; an ID's bucket comes from the top bits of [`Key::hash`] of the whole ID, its
+/// fingerprint from 16 other bits of it. A lookup reads one line and compares all 32
 /// fingerprints at once (one AVX-512 compare, or four SSE2 ones); only an overflowed bucket
 /// sends it on to the next. `groups` runs parallel to the fingerprints and is read only on a fingerprint match,
 /// which is then confirmed against the full ID.
@@ -45,23 +54,60 @@ pub struct IdTable<const N: usize> {
     overflowed: Vec<u64>,
     groups: Vec<u32>,
     shift: u32,
-    seed: u64,
+    key: Key,
     ids: Vec<[u8; N]>,
     /// `obs[starts[g]..starts[g + 1]]` are group `g`'s observations, sorted by time.
     starts: Vec<u32>,
     obs: Vec<Observation>,
 }
 
+/// The per-build key of the table's hash.
+#[derive(Clone, Copy)]
+struct Key([u64; 3]);
+
+/// 64×64 → 128-bit multiply, halves folded: every output bit depends on every input bit.
 #[inline(always)]
-fn head<const N: usize>(id: &[u8; N]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&id[..8]);
-    u64::from_le_bytes(b)
+fn fold(a: u64, b: u64) -> u64 {
+    let p = a as u128 * b as u128;
+    p as u64 ^ (p >> 64) as u64
+}
+
+/// SplitMix64 step: the per-build key words from the seed.
+fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Key {
+    fn new(mut seed: u64) -> Key {
+        Key([
+            splitmix(&mut seed),
+            splitmix(&mut seed),
+            splitmix(&mut seed),
+        ])
+    }
+
+    /// Keyed hash of a whole 12- or 16-byte ID: its first and last 8 bytes (overlapping for
+    /// 12) go through two keyed folded multiplies (the wyhash/foldhash construction). Two
+    /// multiplies a probe, next to one cache miss, and no ID byte left out of the hash.
+    #[inline(always)]
+    fn hash<const N: usize>(&self, id: &[u8; N]) -> u64 {
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&id[..8]);
+        hi.copy_from_slice(&id[N - 8..]);
+        let (lo, hi) = (u64::from_le_bytes(lo), u64::from_le_bytes(hi));
+        fold(fold(lo ^ self.0[0], hi ^ self.0[1]) ^ self.0[2], MUL)
+    }
 }
 
 #[inline(always)]
-fn fingerprint(head: u64) -> u16 {
-    ((head >> 48) as u16) | 1
+fn fingerprint(hash: u64) -> u16 {
+    // Bits 16..32: disjoint from the bucket's top bits for any table under 2^32 buckets.
+    ((hash >> 16) as u16) | 1
 }
 
 impl<const N: usize> IdTable<N> {
@@ -78,39 +124,74 @@ impl<const N: usize> IdTable<N> {
             obs.push(o);
         }
         starts.push(obs.len() as u32);
-        let nb = (ids.len() / (BUCKET / 2)).next_power_of_two().max(2);
+        let mut nb = (ids.len() / (BUCKET / 2)).next_power_of_two().max(2);
+        let mut seed = seed;
         let mut t = IdTable {
-            buckets: vec![Bucket::default(); nb],
-            overflowed: vec![0; nb.div_ceil(64)],
-            groups: vec![0; nb * BUCKET],
-            shift: 64 - nb.trailing_zeros(),
-            seed,
+            buckets: Vec::new(),
+            overflowed: Vec::new(),
+            groups: Vec::new(),
+            shift: 0,
+            key: Key::new(seed),
             ids,
             starts,
             obs,
         };
-        for g in 0..t.ids.len() {
-            let h = head(&t.ids[g]);
-            let fp = fingerprint(h);
-            let mut b = t.bucket_of(h);
-            'place: loop {
-                for i in 0..BUCKET {
-                    if t.buckets[b].0[i] == 0 {
-                        t.buckets[b].0[i] = fp;
-                        t.groups[b * BUCKET + i] = g as u32;
-                        break 'place;
-                    }
-                }
-                t.overflowed[b / 64] |= 1 << (b % 64);
-                b = (b + 1) & (nb - 1);
+        for attempt in 0..=MAX_REBUILDS {
+            // The last attempt accepts any run length: correctness never depends on the cap.
+            let cap = if attempt == MAX_REBUILDS {
+                usize::MAX
+            } else {
+                MAX_RUN
+            };
+            if t.place_all(nb, Key::new(seed), cap) {
+                break;
             }
+            nb *= 2;
+            seed = splitmix(&mut seed);
         }
         t
     }
 
+    /// Lays the IDs out in `nb` buckets under `key`; false if some ID would land more than
+    /// `max_run` buckets past its home.
+    fn place_all(&mut self, nb: usize, key: Key, max_run: usize) -> bool {
+        self.buckets = vec![Bucket::default(); nb];
+        self.overflowed = vec![0; nb.div_ceil(64)];
+        self.groups = vec![0; nb * BUCKET];
+        self.shift = 64 - nb.trailing_zeros();
+        self.key = key;
+        for g in 0..self.ids.len() {
+            let h = self.key.hash(&self.ids[g]);
+            let fp = fingerprint(h);
+            let mut b = self.bucket_of(h);
+            let mut run = 0;
+            'place: loop {
+                for i in 0..BUCKET {
+                    if self.buckets[b].0[i] == 0 {
+                        self.buckets[b].0[i] = fp;
+                        self.groups[b * BUCKET + i] = g as u32;
+                        break 'place;
+                    }
+                }
+                run += 1;
+                if run > max_run {
+                    return false;
+                }
+                self.overflowed[b / 64] |= 1 << (b % 64);
+                b = (b + 1) & (nb - 1);
+            }
+        }
+        true
+    }
+
     #[inline(always)]
-    fn bucket_of(&self, head: u64) -> usize {
-        ((head ^ self.seed).wrapping_mul(MUL) >> self.shift) as usize
+    fn bucket_of(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// Buckets holding at least one ID (for tests of the spread).
+    pub fn occupied_buckets(&self) -> usize {
+        self.buckets.iter().filter(|b| b.0[0] != 0).count()
     }
 
     pub fn distinct_ids(&self) -> usize {
@@ -138,7 +219,7 @@ impl<const N: usize> IdTable<N> {
     /// The lookup, with the bucket compare passed in (SSE2 or AVX-512).
     #[inline(always)]
     fn find_with(&self, id: &[u8; N], compare: impl Fn(&Bucket, u16) -> u32) -> Option<u32> {
-        let h = head(id);
+        let h = self.key.hash(id);
         let fp = fingerprint(h);
         let mask = self.buckets.len() - 1;
         let mut b = self.bucket_of(h);
@@ -167,19 +248,23 @@ impl<const N: usize> IdTable<N> {
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if avx512::available() {
+        if super::cpu::avx512() {
             // Its first pass has no branches, so the out-of-order core overlaps the bucket
             // loads by itself; a prefetch pass only repeated the hashing (measured slower).
             // SAFETY: the CPU has AVX-512F (checked above).
             unsafe { self.probe_avx512(ids, &mut hit) };
             return;
         }
-        for id in ids {
-            prefetch(&self.buckets[self.bucket_of(head(id.id_bytes()))]);
-        }
-        for (i, id) in ids.iter().enumerate() {
-            if let Some(g) = self.find_with(id.id_bytes(), masks) {
-                hit(i, g);
+        // Portable: prefetch a chunk's buckets, then look them up, so the misses overlap.
+        const CHUNK: usize = 64;
+        for (c, chunk) in ids.chunks(CHUNK).enumerate() {
+            for id in chunk {
+                prefetch(&self.buckets[self.bucket_of(self.key.hash(id.id_bytes()))]);
+            }
+            for (i, id) in chunk.iter().enumerate() {
+                if let Some(g) = self.find_with(id.id_bytes(), masks) {
+                    hit(c * CHUNK + i, g);
+                }
             }
         }
     }
@@ -195,13 +280,13 @@ impl<const N: usize> IdTable<N> {
         const CHUNK: usize = 256;
         let buckets = self.buckets.as_ptr();
         let overflowed = self.overflowed.as_ptr();
-        let (seed, shift) = (self.seed, self.shift);
+        let (key, shift) = (self.key, self.shift);
         let mut cand = [0u16; CHUNK];
         for (c, chunk) in ids.chunks(CHUNK).enumerate() {
             let mut n = 0;
             for (i, id) in chunk.iter().enumerate() {
-                let h = head(id.id_bytes());
-                let b = ((h ^ seed).wrapping_mul(MUL) >> shift) as usize;
+                let h = key.hash(id.id_bytes());
+                let b = (h >> shift) as usize;
                 // SAFETY: `b` < buckets.len() (the shift keeps exactly log2(len) bits), and
                 // `Bucket` is 64 bytes and 64-byte aligned; `overflowed` has a bit per bucket.
                 let m = _mm512_cmpeq_epi16_mask(
@@ -263,22 +348,12 @@ fn masks(bucket: &Bucket, fp: u16) -> u32 {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        // Compared a slot at a time, the 32 compares vectorise (NEON on ARM gateways).
         let mut hits = 0u32;
         for (i, &x) in bucket.0.iter().enumerate() {
             hits |= ((x == fp) as u32) << i;
         }
         hits
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::sync::OnceLock;
-    pub fn available() -> bool {
-        static A: OnceLock<bool> = OnceLock::new();
-        *A.get_or_init(|| {
-            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
-        })
     }
 }
 
@@ -398,8 +473,7 @@ mod tests {
         // An ID whose first bytes are 0 is still found.
         let z = ObservationIndex::build(&[s(0, 1)], 7);
         assert!(z.bluezone.find(&[0; 12]).is_some());
-        // Forty IDs sharing their first 8 bytes share a bucket and a fingerprint: the bucket
-        // overflows into the next ones, and the full-ID check tells them apart.
+        // Forty IDs sharing their first 8 bytes are each found, and only themselves.
         let twins: Vec<Sighting> = (0..40u8)
             .map(|i| {
                 let mut id = [7u8; 12];
@@ -432,5 +506,49 @@ mod tests {
         assert_eq!(n, 0);
         let empty = ObservationIndex::build(&[], 1);
         assert_eq!(empty.bluezone.find(&[0; 12]), None);
+    }
+
+    /// Security review M3: IDs that differ only after their first 8 bytes (what a peer flooding
+    /// the log would broadcast) spread over the buckets like random ones, for either protocol.
+    #[test]
+    fn ids_sharing_a_prefix_spread_over_buckets() {
+        const K: u32 = 4096;
+        let crafted_bz: Vec<Sighting> = (0..K)
+            .map(|i| {
+                let mut id = [0xAB; 12];
+                id[8..].copy_from_slice(&i.to_le_bytes());
+                Sighting {
+                    peer: PeerId::Bluezone(RollingId(id)),
+                    ..s(0, 100)
+                }
+            })
+            .collect();
+        let crafted_ga: Vec<Sighting> = (0..K)
+            .map(|i| {
+                let mut id = [0xCD; 16];
+                id[12..].copy_from_slice(&i.to_le_bytes());
+                Sighting {
+                    peer: PeerId::Gaen(crate::ids::Rpi(id)),
+                    ..s(0, 100)
+                }
+            })
+            .collect();
+        for seed in [1u64, 0xDEAD_BEEF, u64::MAX] {
+            let bz = ObservationIndex::build(&crafted_bz, seed);
+            let ga = ObservationIndex::build(&crafted_ga, seed);
+            // 4096 IDs in 256 buckets: a random spread leaves almost none empty; one shared
+            // bucket (the old behaviour) would fill 4096 / 32 = 128 in one run.
+            for (name, t) in [
+                ("bluezone", bz.bluezone.occupied_buckets()),
+                ("gaen", ga.gaen.occupied_buckets()),
+            ] {
+                assert!(t >= 250, "{name} seed {seed}: {t} of 256 buckets used");
+            }
+            for i in (0..K).step_by(97) {
+                let mut id = [0xAB; 12];
+                id[8..].copy_from_slice(&i.to_le_bytes());
+                assert!(bz.bluezone.find(&id).is_some());
+            }
+        }
     }
 }

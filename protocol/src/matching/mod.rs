@@ -6,15 +6,22 @@
 //! - [`score`]: matched sightings → exposure windows, durations, attenuation, notification.
 //! - [`rpi_aes`]: a key's 144 RPIs at once (VAES/AVX-512 where present).
 //! - [`sha256x`]: multi-lane SHA-256 (SHA-NI) that both matchers' derivations run on.
+//! - `sha256x16`: SHA-256 sixteen lanes a zmm register (AVX-512), words kept lane-wise.
+//! - [`subkeys`]: Bluezone sub-key chains sixteen at a time (AVX-512 lanes where present).
+//! - [`cpu`]: the run-time choice of instruction-set paths, and the switch forcing the portable ones.
 //!
 //! Both matchers are pure functions of (keys, index, config) and parallel over cores with rayon.
 
 pub mod bluezone;
+pub mod cpu;
 pub mod gaen;
 pub mod index;
 pub mod rpi_aes;
 pub mod score;
 pub mod sha256x;
+#[cfg(target_arch = "x86_64")]
+pub mod sha256x16;
+pub mod subkeys;
 
 pub use index::{Observation, ObservationIndex};
 pub use score::{score, Exposure, ScoringConfig};

@@ -18,7 +18,7 @@ pub fn rpi_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16
     let count = count.min(MAX_RPIS);
     #[cfg(target_arch = "x86_64")]
     {
-        if vaes::available() {
+        if super::cpu::vaes512() {
             // SAFETY: the CPU has the features `vaes::encrypt` is compiled for (checked above).
             unsafe { vaes::encrypt(rpik, first.0, count, out) };
             return;
@@ -46,7 +46,7 @@ pub fn rpi_blocks4(
     let n = keys.len().min(4).min(first.len()).min(count.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if vaes::available() && std::is_x86_feature_detected!("avx512bw") {
+        if super::cpu::vaes512() {
             let mut k = [[0u8; 16]; 4];
             k[..n].copy_from_slice(&keys[..n]);
             let mut f = [0u32; 4];
@@ -68,18 +68,8 @@ pub fn rpi_blocks4(
 #[cfg(target_arch = "x86_64")]
 mod vaes {
     use core::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     use super::MAX_RPIS;
-
-    pub fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::is_x86_feature_detected!("vaes")
-                && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("aes")
-        })
-    }
 
     /// Four keys: the schedules are expanded side by side in the four 128-bit lanes of one
     /// register (`aesenclast` of the rotated last word broadcast in a lane is SubWord(RotWord)

@@ -8,11 +8,25 @@
 //!
 //! Everything works on message *words* (big-endian decoded), which is the form the chains need:
 //! the digest of one step, as words, is the first half of the next step's message.
-//! Without SHA-NI (or off x86-64) each lane falls back to `sha2::compress256`.
+//! Without SHA-NI (or off x86-64, or with `BLUEZONED_FORCE_PORTABLE=1`) the lanes run four at a
+//! time through portable code shaped for the compiler's SIMD (see `portable`): `sha2`'s own
+//! `compress256` would pick SHA-NI by itself, so it could not stand for the portable path.
 
 /// SHA-256 initial state.
 pub const IV: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// SHA-256 round constants.
+pub(crate) const K: [u32; 64] = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
 /// Compresses one 64-byte block (as 16 big-endian words) into each lane's state.
@@ -20,7 +34,7 @@ pub const IV: [u32; 8] = [
 pub fn compress_lanes<const N: usize>(states: &mut [[u32; 8]; N], msgs: &[[u32; 16]; N]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if ni::available() {
+        if super::cpu::sha_ni() {
             // SAFETY: the CPU supports the features `ni::compress` is compiled for (checked above).
             unsafe { ni::compress(states, msgs) };
             return;
@@ -29,14 +43,90 @@ pub fn compress_lanes<const N: usize>(states: &mut [[u32; 8]; N], msgs: &[[u32; 
     portable(states, msgs)
 }
 
+/// The portable path: lanes four at a time, each SHA-256 word a `[u32; 4]` of the four lanes'
+/// values, so that every operation of a round is the same on four independent lanes and the
+/// compiler can keep them in one SIMD register (SSE2 on any x86-64, NEON on ARM) instead of
+/// running four dependent scalar chains one after another.
 fn portable<const N: usize>(states: &mut [[u32; 8]; N], msgs: &[[u32; 16]; N]) {
-    for (state, msg) in states.iter_mut().zip(msgs.iter()) {
-        let mut block = [0u8; 64];
-        for (dst, w) in block.chunks_exact_mut(4).zip(msg.iter()) {
-            dst.copy_from_slice(&w.to_be_bytes());
+    let mut l = 0;
+    while l < N {
+        let n = (N - l).min(4);
+        let mut st = [[0u32; 4]; 8];
+        let mut w = [[0u32; 4]; 16];
+        for j in 0..n {
+            for i in 0..8 {
+                st[i][j] = states[l + j][i];
+            }
+            for i in 0..16 {
+                w[i][j] = msgs[l + j][i];
+            }
         }
-        #[allow(deprecated)] // sha2 0.10's public compress API takes generic-array blocks.
-        sha2::compress256(state, &[block.into()]);
+        compress4(&mut st, &w);
+        for j in 0..n {
+            for i in 0..8 {
+                states[l + j][i] = st[i][j];
+            }
+        }
+        l += 4;
+    }
+}
+
+type V4 = [u32; 4];
+
+#[inline(always)]
+fn map2(a: V4, b: V4, f: impl Fn(u32, u32) -> u32) -> V4 {
+    [f(a[0], b[0]), f(a[1], b[1]), f(a[2], b[2]), f(a[3], b[3])]
+}
+
+#[inline(always)]
+fn add(a: V4, b: V4) -> V4 {
+    map2(a, b, u32::wrapping_add)
+}
+
+#[inline(always)]
+fn big_sigma(x: V4, r: [u32; 3]) -> V4 {
+    x.map(|v| v.rotate_right(r[0]) ^ v.rotate_right(r[1]) ^ v.rotate_right(r[2]))
+}
+
+#[inline(always)]
+fn small_sigma(x: V4, r0: u32, r1: u32, s: u32) -> V4 {
+    x.map(|v| v.rotate_right(r0) ^ v.rotate_right(r1) ^ (v >> s))
+}
+
+/// One compression of four lanes; rounds unrolled by eight so the state never rotates through
+/// memory.
+#[inline]
+fn compress4(state: &mut [V4; 8], msg: &[V4; 16]) {
+    let mut w = *msg;
+    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
+    macro_rules! round {
+        ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $t:expr) => {{
+            let t = $t;
+            if t >= 16 {
+                let s0 = small_sigma(w[(t - 15) & 15], 7, 18, 3);
+                let s1 = small_sigma(w[(t - 2) & 15], 17, 19, 10);
+                w[t & 15] = add(add(w[t & 15], s0), add(s1, w[(t - 7) & 15]));
+            }
+            let ch = [0, 1, 2, 3].map(|i| ($e[i] & $f[i]) ^ (!$e[i] & $g[i]));
+            let kw = w[t & 15].map(|v| v.wrapping_add(K[t]));
+            let t1 = add(add($h, big_sigma($e, [6, 11, 25])), add(ch, kw));
+            let maj = [0, 1, 2, 3].map(|i| ($a[i] & $b[i]) ^ ($a[i] & $c[i]) ^ ($b[i] & $c[i]));
+            $d = add($d, t1);
+            $h = add(t1, add(big_sigma($a, [2, 13, 22]), maj));
+        }};
+    }
+    for base in (0..64).step_by(8) {
+        round!(a, b, c, d, e, f, g, h, base);
+        round!(h, a, b, c, d, e, f, g, base + 1);
+        round!(g, h, a, b, c, d, e, f, base + 2);
+        round!(f, g, h, a, b, c, d, e, base + 3);
+        round!(e, f, g, h, a, b, c, d, base + 4);
+        round!(d, e, f, g, h, a, b, c, base + 5);
+        round!(c, d, e, f, g, h, a, b, base + 6);
+        round!(b, c, d, e, f, g, h, a, base + 7);
+    }
+    for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+        *s = add(*s, v);
     }
 }
 
@@ -73,30 +163,8 @@ pub fn digest_bytes(state: &[u32; 8]) -> [u8; 32] {
 #[cfg(target_arch = "x86_64")]
 mod ni {
     use core::arch::x86_64::*;
-    use std::sync::OnceLock;
 
-    pub fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::is_x86_feature_detected!("sha")
-                && std::is_x86_feature_detected!("sse2")
-                && std::is_x86_feature_detected!("ssse3")
-                && std::is_x86_feature_detected!("sse4.1")
-        })
-    }
-
-    const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2,
-    ];
+    use super::K;
 
     /// Two lanes, fully unrolled: each lane keeps its state and five message registers in
     /// XMM registers (two lanes fit the 16 registers; four would spill, measured slower), and
