@@ -600,3 +600,37 @@ proptest! {
         prop_assert!(total(&more) >= total(&flat) - 1e-9);
     }
 }
+
+#[test]
+fn worked_example_of_docs_scoring_md() {
+    let ten = T0 + 10 * 3600;
+    let mut log = vec![
+        (0, 45, 1),
+        (8, 49, 1),
+        (60, 46, 1),
+        (120, 58, 1),
+        (600, 44, 2),
+    ];
+    log.extend((11..=34).map(|m| (m * 60, 47, 2)));
+    let obs: Vec<_> = log.iter().map(|&(t, a, _)| o(ten + t, a)).collect();
+    let hits: Vec<_> = log
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, _, id))| hit(0, id, i as u32..i as u32 + 1))
+        .collect();
+    let cfg = ScoringConfig::default();
+    let e = run(&obs, &hits, &[CaseInfo::bluezone(&cfg)], &cfg);
+    assert_eq!(e.len(), 1);
+    let e = &e[0];
+    let w = &e.window_details;
+    assert_eq!((w.len(), w[0].start, w[1].start), (2, ten, ten + 1800));
+    assert_eq!(w[0].seconds_by_bucket, [1620, 0, 60, 0]);
+    assert_eq!((w[0].score, w[1].score), (1620.0, 300.0));
+    assert_eq!(e.duration_s, 1980);
+    assert_eq!(e.seconds_by_bucket, [1920, 0, 60, 0]);
+    assert!(approx(e.weighted_minutes, 32.0));
+    assert_eq!((e.distinct_ids, e.min_attenuation_db), (2, 44));
+    assert_eq!((e.first_seen, e.last_seen), (ten, ten + 34 * 60));
+    assert_eq!(e.infectiousness, Infectiousness::Standard);
+    assert!(e.notify);
+}
