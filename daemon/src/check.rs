@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bluezone_protocol::bluezone::F0Entry;
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
+use bluezone_protocol::matching::score::{Infectiousness, ScoredReportType};
 use bluezone_protocol::matching::{
-    bluezone::match_f0, score, Exposure, MatchConfig, ObservationIndex, ScoringConfig,
+    bluezone::match_f0, score, CaseInfo, Exposure, ExposureWindow, MatchConfig, ObservationIndex,
+    ScoreContext, ScoringConfig,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -38,6 +40,13 @@ pub struct ExposureReport {
     pub notify: bool,
     /// The case list it came from.
     pub case_list: i64,
+    /// The report type and infectiousness that were weighed (`docs/scoring.md`).
+    pub report_type: ScoredReportType,
+    pub infectiousness: Infectiousness,
+    /// Seconds per attenuation bucket: immediate, near, medium, other.
+    pub seconds_by_bucket: [i64; 4],
+    /// The day's exposure windows.
+    pub windows: Vec<ExposureWindow>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -72,12 +81,17 @@ impl CheckReport {
 pub struct CheckConfig {
     pub matching: MatchConfig,
     pub scoring: ScoringConfig,
+    /// This adapter's receive correction, dB (attenuation = tx − (rssi + correction)).
+    pub rssi_correction_db: i32,
+    /// UTC day of the run, for `scoring.days_since_exposure_threshold` (`None`: not applied).
+    pub today: Option<i64>,
 }
 
 struct Cases {
     f0: Vec<F0Entry>,
     f0_list: Vec<i64>,
     gaen: Vec<GaenKey>,
+    gaen_info: Vec<CaseInfo>,
     gaen_list: Vec<i64>,
 }
 
@@ -88,6 +102,7 @@ fn load_cases(store: &Store) -> Result<Cases> {
         f0: Vec::new(),
         f0_list: Vec::new(),
         gaen: Vec::new(),
+        gaen_info: Vec::new(),
         gaen_list: Vec::new(),
     };
     let mut seen_f0: HashSet<([u8; 32], i64, i64)> = HashSet::new();
@@ -112,6 +127,10 @@ fn load_cases(store: &Store) -> Result<Cases> {
                 for k in &x.file.keys {
                     if seen_gaen.insert((*k.tek.as_bytes(), k.rolling_start)) {
                         cases.gaen.push(GaenKey::from(k));
+                        cases.gaen_info.push(CaseInfo {
+                            report_type: k.report_type,
+                            days_since_onset: k.days_since_onset,
+                        });
                         cases.gaen_list.push(info.id);
                     }
                 }
@@ -146,8 +165,25 @@ pub fn compute(input: &CheckInput, cfg: &CheckConfig) -> CheckReport {
     let index = ObservationIndex::build(&input.readout.sightings, rand::thread_rng().gen());
     let (bz_hits, bz_stats) = match_f0(&cases.f0, &index, &cfg.matching);
     let (ga_hits, ga_stats) = match_keys(&cases.gaen, &index, &cfg.matching);
-    let bz = score(&bz_hits, index.bluezone.observations(), &cfg.scoring);
-    let ga = score(&ga_hits, index.gaen.observations(), &cfg.scoring);
+    let ctx = ScoreContext {
+        rssi_correction_db: cfg.rssi_correction_db,
+        today: cfg.today,
+    };
+    let bz_info = vec![CaseInfo::bluezone(&cfg.scoring); cases.f0.len()];
+    let bz = score(
+        &bz_hits,
+        index.bluezone.observations(),
+        &bz_info,
+        &cfg.scoring,
+        &ctx,
+    );
+    let ga = score(
+        &ga_hits,
+        index.gaen.observations(),
+        &cases.gaen_info,
+        &cfg.scoring,
+        &ctx,
+    );
     let match_time = started.elapsed();
 
     let mut exposures: Vec<ExposureReport> = bz
@@ -222,6 +258,10 @@ fn report(protocol: &'static str, case_key: String, list: i64, e: &Exposure) -> 
         weighted_minutes: (e.weighted_minutes * 100.0).round() / 100.0,
         notify: e.notify,
         case_list: list,
+        report_type: e.report_type,
+        infectiousness: e.infectiousness,
+        seconds_by_bucket: e.seconds_by_bucket,
+        windows: e.window_details.clone(),
     }
 }
 

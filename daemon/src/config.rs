@@ -225,18 +225,7 @@ impl Config {
         if self.store.batch_max == 0 {
             bail!("store.batch_max: must be at least 1");
         }
-        let [a, b] = self.scoring.attenuation_thresholds_db;
-        if a > b {
-            bail!("scoring.attenuation_thresholds_db: must be ascending, got [{a}, {b}]");
-        }
-        if self
-            .scoring
-            .weights
-            .iter()
-            .any(|w| !(0.0..=10.0).contains(w))
-        {
-            bail!("scoring.weights: each weight must be between 0 and 10");
-        }
+        self.scoring.validate()?;
         if !(0..=3600).contains(&self.matching.skew_s) {
             bail!(
                 "matching.skew_s: must be between 0 and 3600 seconds, got {}",
@@ -256,6 +245,9 @@ impl Config {
         CheckConfig {
             matching: self.matching,
             scoring: self.scoring.clone(),
+            // `radio.rssi_correction_db` once the radio section has it.
+            rssi_correction_db: 0,
+            today: None,
         }
     }
 

@@ -35,7 +35,7 @@ const START: i64 = 1_795_420_800 + 8 * 3600;
 const DESK_SPACING_M: f64 = 3.0;
 const CONTACT_M: f64 = 2.0;
 const CONTACT_S: i64 = 15 * 60;
-const DEMO_WEIGHTS: [f64; 3] = [1.0, 0.0, 0.0];
+const DEMO_WEIGHTS: [f64; 4] = [1.0, 0.0, 0.0, 0.0];
 
 pub fn run(args: DemoArgs) -> Result<()> {
     if args.devices < 2 || args.devices > 200 {
@@ -141,7 +141,7 @@ impl Outcome {
     fn print_table(&self, args: &DemoArgs) {
         println!(
             "Simulated office: {} devices, {} h, seed {}. Person 1 tested positive.\n\
-             Notify: >= 15 weighted minutes in a day, weights immediate/near/far = {:?} (<= 50 / <= 70 dB).\n",
+             Notify: >= 15 weighted minutes in a day, weights immediate/near/medium/other = {:?} (<= 50 / <= 55 / <= 63 dB).\n",
             args.devices, args.hours, args.seed, DEMO_WEIGHTS
         );
         println!(
@@ -287,7 +287,7 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
     // so its devices are configured the way such an authority would: only immediate-bucket
     // minutes (≤ 50 dB, about 2.3 m) count. The daemon's default also gives near minutes half
     // weight, which would notify everyone who shared the open office all day.
-    config.scoring.weights = DEMO_WEIGHTS;
+    config.scoring.attenuation_bucket_weights = DEMO_WEIGHTS;
     let shutdown = CancellationToken::new();
     let mut devices = Vec::new();
     let mut tasks = Vec::new();

@@ -3,7 +3,8 @@
 //! - [`index`]: the observation index built from the store's read-out.
 //! - [`bluezone`]: F0 entries → daily keys → sub-key chains → probes.
 //! - [`gaen`]: TEKs → RPIKs → RPIs → probes.
-//! - [`score`]: matched sightings → exposure windows, durations, attenuation, notification.
+//! - [`score`]: matched sightings → GAEN v2 scan instances and exposure windows → daily
+//!   weighted minutes → notification.
 //! - [`rpi_aes`]: a key's 144 RPIs at once (VAES/AVX-512 where present).
 //! - [`sha256x`]: multi-lane SHA-256 (SHA-NI) that both matchers' derivations run on.
 //! - `sha256x16`: SHA-256 sixteen lanes a zmm register (AVX-512), words kept lane-wise.
@@ -24,7 +25,7 @@ pub mod sha256x16;
 pub mod subkeys;
 
 pub use index::{Observation, ObservationIndex};
-pub use score::{score, Exposure, ScoringConfig};
+pub use score::{score, CaseInfo, Exposure, ExposureWindow, ScoreContext, ScoringConfig};
 
 /// Matching knobs; also the `[matching]` section of the daemon's config file.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
