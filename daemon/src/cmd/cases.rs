@@ -58,7 +58,12 @@ fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {
     }
     let mut store = open_store(dir)?;
     let (id, inserted) = store
-        .insert_case_list(list.format().as_str(), list.entries() as u64, &bytes)
+        .insert_case_list(
+            bluezone_protocol::time::utc_day(crate::clock::Clock::now(&crate::clock::SystemClock)),
+            list.format(),
+            list.entries() as u64,
+            &bytes,
+        )
         .with_context(|| format!("storing {}", file.display()))?;
     let mut summary = list.summary();
     summary["id"] = json!(id);
@@ -97,7 +102,10 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
         for l in &lists {
             println!(
                 "{:>4}  {:<12}  {:>9}  {}",
-                l.id, l.format, l.entries, l.imported_day
+                l.id,
+                l.format.as_str(),
+                l.entries,
+                l.imported_day
             );
         }
     }

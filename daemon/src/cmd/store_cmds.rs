@@ -17,10 +17,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use bluezone_protocol::bluezone::SlotsPerDay;
 use bluezone_protocol::time::{utc_day, UnixSeconds};
 use bluezone_protocol::{HexError, PeerId, RollingId, Sighting};
-use rand::rngs::OsRng;
 
 use crate::cli::{LogCommand, LogFormat};
-use crate::store::{resolve_data_dir, today, Store, StoreStats};
+use crate::clock::{Clock, SystemClock};
+use crate::store::{resolve_data_dir, Store, StoreStats};
 
 /// Timestamps below this are seconds, others milliseconds (Bluezone iOS vs Android, spec §4).
 const MS_THRESHOLD: i64 = 100_000_000_000;
@@ -96,11 +96,11 @@ fn import(dir: &Path, format: LogFormat, file: &Path) -> Result<()> {
 }
 
 fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
-    let mut store = open_store(dir)?;
+    let store = open_store(dir)?;
     let first = match days {
         None => i64::MIN,
         Some(0) => bail!("--days: expected at least 1 (the last N UTC days, today included)"),
-        Some(n) => today() - (i64::from(n) - 1),
+        Some(n) => utc_day(SystemClock.now()) - (i64::from(n) - 1),
     };
     let read = store
         .sightings_in_days(first, i64::MAX)
@@ -117,7 +117,9 @@ fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
     let mut written = 0usize;
     match format {
         LogFormat::BluezoneTrace => {
-            // The device's own ID at each sighting: its own key of that day, slot by slot.
+            // The device's own ID at each sighting: its own key of that day, slot by slot. A
+            // day without own keys gets an empty own-ID column (as iOS writes it): a read
+            // command never creates keys.
             let mut own: HashMap<i64, Vec<RollingId>> = HashMap::new();
             let mut gaen = 0usize;
             for s in &sightings {
@@ -129,21 +131,25 @@ fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
                 let ids = match own.entry(day) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(v) => {
-                        let (daily, _tek) = store
-                            .own_keys_for_day(day, &mut OsRng)
+                        let own = store
+                            .own_keys(day)
                             .with_context(|| format!("own keys of UTC day {day}"))?;
                         let slots = SlotsPerDay::DEFAULT.get() as usize;
-                        v.insert(daily.ids().take(slots).collect())
+                        v.insert(
+                            own.map_or_else(Vec::new, |k| k.daily_key.ids().take(slots).collect()),
+                        )
                     }
                 };
                 let slot = SlotsPerDay::DEFAULT.slot(s.time) as usize;
-                let own_id = ids
-                    .get(slot)
-                    .ok_or_else(|| anyhow!("no own ID for slot {slot} of day {day}"))?;
+                let own_id = match ids.get(slot) {
+                    Some(id) => id.to_hex().to_uppercase(),
+                    None if ids.is_empty() => String::new(),
+                    None => return Err(anyhow!("no own ID for slot {slot} of day {day}")),
+                };
                 writeln!(
                     out,
                     "{}\t{}\t{}\t{}",
-                    own_id.to_hex().to_uppercase(),
+                    own_id,
                     peer.to_hex().to_uppercase(),
                     s.rssi,
                     s.time.saturating_mul(1000)
