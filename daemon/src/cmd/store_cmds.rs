@@ -80,7 +80,7 @@ pub(super) fn status(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
 }
 
 fn import(dir: &Path, format: LogFormat, file: &Path) -> Result<()> {
-    let mut store = open_store(dir)?;
+    let mut store = super::open_store_for_write(dir)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let sightings = parse_log(format, &bytes).with_context(|| format!("{}", file.display()))?;
     // One call, one transaction: the file is stored whole or not at all.
