@@ -574,7 +574,7 @@ fn stats_count_per_day() {
     );
     assert_eq!(st.oldest_day, Some(D0));
     assert!(st.store_bytes > 0);
-    assert_eq!(st.schema_version, 2);
+    assert_eq!(st.schema_version, 3);
 }
 
 fn mode(p: &Path) -> u32 {
@@ -656,4 +656,48 @@ fn reading_own_keys_never_creates_them() {
         (k.daily_key.as_bytes(), k.tek.as_bytes()),
         (d.as_bytes(), t.as_bytes())
     );
+}
+
+/// L20: the counts for status and metrics come from counters kept with every insert and purge,
+/// not from decrypting: they stay right when no sealed value can be opened at all.
+#[test]
+fn counts_need_no_decryption_and_follow_inserts_and_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = init(dir.path());
+    store
+        .insert_sightings(&[bz(1, D0, 1), bz(1, D0, 2), bz(2, D0, 3), gaen(3, D0 + 1, 4)])
+        .unwrap();
+    store.insert_sightings(&[bz(4, D0 + 1, 9)]).unwrap();
+    let c = store.counts().unwrap();
+    assert_eq!(c.days, vec![(D0, 3), (D0 + 1, 2)]);
+    assert_eq!(c.sightings, 5);
+    assert_eq!(c.oldest_day, Some(D0));
+    assert!(c.store_bytes > 0);
+    // Every day key destroyed: nothing can be decrypted, the counts are unchanged.
+    raw(dir.path())
+        .execute("UPDATE day_keys SET wrapped = x'00'", [])
+        .unwrap();
+    assert_eq!(store.stats().unwrap().sightings, 0, "stats decrypts");
+    let after = store.counts().unwrap();
+    assert_eq!((after.days, after.sightings), (c.days, c.sightings));
+    // Purge removes the counters with their rows.
+    store.purge_older_than(D0 + 1 + 21, 21).unwrap();
+    assert_eq!(store.counts().unwrap().days, vec![(D0 + 1, 2)]);
+}
+
+/// A store written before the counters (schema v2) gets them filled from its chunks on open.
+#[test]
+fn counts_are_filled_when_a_v2_store_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = init(dir.path());
+    store
+        .insert_sightings(&[bz(1, D0, 1), bz(2, D0, 2), gaen(3, D0 + 2, 4)])
+        .unwrap();
+    drop(store);
+    raw(dir.path())
+        .execute_batch("DROP TABLE day_counts; PRAGMA user_version = 2;")
+        .unwrap();
+    let store = reopen(dir.path());
+    assert_eq!(store.stats().unwrap().schema_version, 3);
+    assert_eq!(store.counts().unwrap().days, vec![(D0, 2), (D0 + 2, 1)]);
 }

@@ -7,6 +7,7 @@
 //! - [`logger`]: de-duplicates receptions into sightings and writes them in batches; a batch is
 //!   acknowledged (counted, reported) only after the store returned from a durable write.
 //! - [`maintenance`]: retention purge, and matching whenever case lists arrive.
+//! - [`notify`]: delivers due exposure notifications to the hook, one at a time, with retries.
 //!
 //! On shutdown every task finishes its current write, the logger flushes what it holds, and
 //! `run` returns.

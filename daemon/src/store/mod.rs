@@ -16,6 +16,7 @@
 //! | `own_keys(day, protocol, blob)` | own Bluezone daily key and GAEN TEK per day | day key |
 //! | `case_lists(id, content_hash, format, entries, imported_day, blob)` | imported lists | day key of import |
 //! | `exposures(id, day, key_hash, blob)` | typed match record + delivery state (JSON) | day key |
+//! | `day_counts(day, sightings)` | sightings per day, for counts without decryption | — (clear) |
 //!
 //! Files: [`open`](Store::open) (opening safely, migrations), `sightings`, `own_keys`,
 //! `case_lists`, `exposures` (with the notification state machine), `retention`, `stats`.
@@ -24,9 +25,11 @@
 //!
 //! # What the store file reveals without the key
 //!
-//! Audit of every column stored in clear (schema v2). Someone holding `store.sqlite3` (and its
+//! Audit of every column stored in clear (schema v3). Someone holding `store.sqlite3` (and its
 //! `-wal`) but not the master key learns exactly:
 //!
+//! - **Sightings per UTC day** (`day_counts`, schema v3): kept so that status and metrics
+//!   never decrypt; the chunks' sizes already gave this away to within a few percent.
 //! - **UTC day numbers** (`day_keys.day`, `sightings.day`, `own_keys.day`, `exposures.day`,
 //!   `case_lists.imported_day`): on which days the daemon logged, held keys, imported lists
 //!   and recorded exposures. Needed in clear so that retention can delete by day.
@@ -89,7 +92,7 @@ pub use open::{InitReport, Store, DB_FILE};
 pub use own_keys::OwnKeys;
 pub use retention::{PurgeReport, DEFAULT_KEEP_DAYS};
 pub use sightings::{ReadOut, MAX_CHUNK_SIGHTINGS};
-pub use stats::{DayStats, StoreStats};
+pub use stats::{DayStats, StoreCounts, StoreStats};
 
 /// Default data directory when neither `--data-dir` nor `$STATE_DIRECTORY` is given.
 pub const DEFAULT_DATA_DIR: &str = "./bluezoned-data";

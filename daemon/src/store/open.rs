@@ -394,6 +394,7 @@ fn migration_step(
 ) -> Result<(), StoreError> {
     match new_version {
         2 => super::exposures::migrate_v1_key_hashes(tx, db, keys),
+        3 => super::sightings::fill_day_counts(tx, db, keys),
         _ => Ok(()),
     }
 }

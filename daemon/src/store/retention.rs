@@ -39,6 +39,8 @@ impl Store {
                 tx.execute(table_sql, [cutoff])
                     .map_err(|e| StoreError::sql(path, "purging old rows", e))
             };
+            // Counters go with their rows (not reported: they are not data).
+            del("DELETE FROM day_counts WHERE day < ?1")?;
             Ok(PurgeReport {
                 cutoff_day: cutoff,
                 sightings_chunks: del("DELETE FROM sightings WHERE day < ?1")?,

@@ -54,6 +54,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // envelope with the delivery state: both done row by row in Rust in this same transaction
     // (see `exposures::migrate_v1_key_hashes`), since they need the key.
     "",
+    // 2 → 3. Sightings per UTC day, kept in the transaction of every insert and purge, so that
+    // `/v1/status` and `/metrics` count without decrypting anything (L20). In clear: it
+    // reveals no more than the chunks' sizes already do. Filled from the existing chunks by
+    // `sightings::fill_day_counts` in the same transaction.
+    r#"
+    CREATE TABLE day_counts (
+        day       INTEGER PRIMARY KEY,
+        sightings INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The version this build writes.

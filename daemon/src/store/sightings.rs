@@ -48,7 +48,13 @@ impl Store {
             let mut insert = tx
                 .prepare_cached("INSERT INTO sightings (id, day, blob) VALUES (?1, ?2, ?3)")
                 .map_err(sql("preparing sightings insert"))?;
+            let mut count = tx
+                .prepare_cached(ADD_DAY_COUNT)
+                .map_err(sql("preparing day count update"))?;
             for (day, list) in &by_day {
+                count
+                    .execute(params![day, list.len() as i64])
+                    .map_err(sql("updating day counts"))?;
                 let key = day_key_for_write(tx, path, keys, *day)?;
                 for chunk in list.chunks(MAX_CHUNK_SIGHTINGS) {
                     id = id.checked_add(1).ok_or(StoreError::InvalidInput {
@@ -142,4 +148,45 @@ impl Store {
             .map_err(&sql)?;
         Ok(days)
     }
+}
+
+const ADD_DAY_COUNT: &str = "INSERT INTO day_counts (day, sightings) VALUES (?1, ?2) \
+     ON CONFLICT (day) DO UPDATE SET sightings = sightings + excluded.sightings";
+
+/// Schema v3: counts the sightings of every chunk that opens (once, in the migration's
+/// transaction). A chunk that does not open counts zero, as `stats` would.
+pub(crate) fn fill_day_counts(
+    tx: &rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    keys: &super::keys::DerivedKeys,
+) -> Result<(), StoreError> {
+    let sql = |e| StoreError::sql(path, "filling day counts", e);
+    let day_keys = load_day_keys(tx, keys, i64::MIN, i64::MAX).map_err(sql)?;
+    let mut per_day: BTreeMap<i64, i64> = BTreeMap::new();
+    {
+        let mut stmt = tx
+            .prepare("SELECT id, day, blob FROM sightings")
+            .map_err(sql)?;
+        let mut rows = stmt.query([]).map_err(sql)?;
+        let mut plain = Zeroizing::new(Vec::new());
+        let mut scratch = Vec::new();
+        while let Some(row) = rows.next().map_err(sql)? {
+            let id: i64 = row.get(0).map_err(sql)?;
+            let day: i64 = row.get(1).map_err(sql)?;
+            let blob = row.get_ref(2).map_err(sql)?.as_blob().ok();
+            scratch.clear();
+            if let (Some(Some(key)), Some(blob)) = (day_keys.get(&day), blob) {
+                if key.open_into(&Ad::sightings(day, id), blob, &mut plain)
+                    && decode_chunk(day, &plain, &mut scratch).is_ok()
+                {
+                    *per_day.entry(day).or_default() += scratch.len() as i64;
+                }
+            }
+            plain.zeroize();
+        }
+    }
+    for (day, n) in per_day {
+        tx.execute(ADD_DAY_COUNT, params![day, n]).map_err(sql)?;
+    }
+    Ok(())
 }
