@@ -132,7 +132,7 @@ fn publish_and_check(positive: &Shared, other: &Shared, today: i64) -> CheckRepo
     for bytes in [&f0, &zip] {
         let list = caselist::parse(bytes, &[authority.trusted_key()], &Limits::default()).unwrap();
         store
-            .insert_case_list_on_day(today, list.format().as_str(), list.entries() as u64, bytes)
+            .insert_case_list(today, list.format(), list.entries() as u64, bytes)
             .unwrap();
     }
     run_check(&mut store, &config().check_config()).unwrap()

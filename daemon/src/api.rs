@@ -425,8 +425,9 @@ pub(crate) async fn store_case_list(
             return Err(IngestError::Store);
         }
     };
+    let day = bluezone_protocol::time::utc_day(shared.clock.now());
     let stored = shared
-        .with_store(move |s| s.insert_case_list(format.as_str(), entries as u64, &bytes))
+        .with_store(move |s| s.insert_case_list(day, format, entries as u64, &bytes))
         .await;
     match stored {
         Ok(Ok((id, new))) => {
@@ -551,13 +552,9 @@ fn over_limit(e: &axum::Error) -> bool {
 }
 
 async fn exposures(State(st): State<Arc<ApiState>>) -> Response {
-    match st.shared.with_store(|s| s.exposures()).await {
+    match st.shared.with_store(|s| s.exposures::<Value>()).await {
         Ok(Ok(x)) => {
-            let list: Vec<Value> = x
-                .exposures
-                .iter()
-                .filter_map(|e| serde_json::from_slice(&e.json).ok())
-                .collect();
+            let list: Vec<Value> = x.exposures.iter().map(|e| e.report_json()).collect();
             Json(json!({ "exposures": list })).into_response()
         }
         Ok(Err(e)) => {
@@ -615,14 +612,15 @@ impl ApiState {
             .with_store(|s| -> Result<StoreCounts, crate::store::StoreError> {
                 let st = s.stats()?;
                 let notifying = s
-                    .exposures()?
+                    .exposures::<serde::de::IgnoredAny>()?
                     .exposures
                     .iter()
                     .filter(|e| {
-                        serde_json::from_slice::<Value>(&e.json)
-                            .ok()
-                            .and_then(|v| v.get("notify").and_then(Value::as_bool))
-                            .unwrap_or(false)
+                        matches!(
+                            e.delivery.state,
+                            crate::store::DeliveryState::Pending
+                                | crate::store::DeliveryState::Delivered
+                        )
                     })
                     .count();
                 Ok(StoreCounts {

@@ -17,10 +17,9 @@ use bluezone_protocol::matching::{
 };
 use rand::Rng;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::caselist::{self, CaseList, Limits};
-use crate::store::{ReadOut, Store};
+use crate::store::{ExposureKey, ReadOut, Store};
 
 /// One exposure as reported by `check --json`, the API and the hook.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -60,7 +59,7 @@ pub struct CheckReport {
     pub corrupt_chunks: usize,
     #[serde(skip)]
     pub match_time: Duration,
-    /// Exposures (per case key and day) that were not stored before this run.
+    /// Exposures (per case key and day) whose notification became due in this run.
     #[serde(skip)]
     pub new_exposures: Vec<ExposureReport>,
 }
@@ -223,12 +222,27 @@ pub fn compute(input: &CheckInput, cfg: &CheckConfig) -> CheckReport {
     }
 }
 
-/// Stores the report's exposures; those not stored before become `new_exposures`.
+/// Stores the report's exposures (typed records; the store seals them with their notification
+/// state). Those whose notification became due now (first stored notifying, or crossing the
+/// threshold now) become `new_exposures`, each logged as a warning without key material; the
+/// daemon's notification task delivers them.
 pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
     report.new_exposures.clear();
     for e in &report.exposures {
-        let json = serde_json::to_vec(e)?;
-        if store.upsert_exposure(e.day, &exposure_key(e), &json)? {
+        let key = ExposureKey {
+            protocol: e.protocol.to_string(),
+            case_key: e.case_key.clone(),
+            day: e.day,
+        };
+        let outcome = store.upsert_exposure(&key, e.notify, e)?;
+        if outcome.became_pending {
+            tracing::warn!(
+                id = %outcome.id,
+                protocol = e.protocol,
+                day = e.day,
+                minutes = e.weighted_minutes,
+                "exposure notification"
+            );
             report.new_exposures.push(e.clone());
         }
     }
@@ -263,14 +277,4 @@ fn report(protocol: &'static str, case_key: String, list: i64, e: &Exposure) -> 
         seconds_by_bucket: e.seconds_by_bucket,
         windows: e.window_details.clone(),
     }
-}
-
-/// Identifies one exposure row: the same case key on the same day is the same exposure, updated
-/// as more sightings match.
-fn exposure_key(e: &ExposureReport) -> String {
-    let mut h = Sha256::new();
-    h.update(e.protocol.as_bytes());
-    h.update(e.case_key.as_bytes());
-    h.update(e.day.to_le_bytes());
-    hex::encode(h.finalize())
 }

@@ -134,11 +134,23 @@ impl Default for PollConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HookConfig {
-    /// Run once per new notifying exposure, with its JSON on stdin (`sh -c COMMAND`).
+    /// Run once per notification event (a new notifying exposure, or the withdrawal of a
+    /// delivered one), with its JSON on stdin (`sh -c COMMAND`); retried until it exits 0.
     pub command: Option<String>,
+    /// Seconds before a running hook is killed, with its whole process group.
+    pub timeout_s: u64,
+}
+
+impl Default for HookConfig {
+    fn default() -> Self {
+        HookConfig {
+            command: None,
+            timeout_s: 60,
+        }
+    }
 }
 
 impl Config {

@@ -14,7 +14,7 @@ use bluezoned::api::{self, Listen};
 use bluezoned::clock::SystemClock;
 use bluezoned::config::Config;
 use bluezoned::service::{maintenance, Shared};
-use bluezoned::store::{CaseListInfo, Store};
+use bluezoned::store::{Store, StoredCaseList};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -77,7 +77,7 @@ impl Daemon {
     }
 
     /// Case lists and counts: what a refused upload must not change.
-    fn snapshot(&self) -> (Vec<CaseListInfo>, usize, usize, usize) {
+    fn snapshot(&self) -> (Vec<StoredCaseList>, usize, usize, usize) {
         let s = self.shared.lock_store();
         let st = s.stats().unwrap();
         (
@@ -512,7 +512,9 @@ async fn fifty_concurrent_uploads_are_all_accounted_for() {
 async fn exposures_status_and_metrics_after_a_match() {
     let d = Daemon::start(|_| {}).await;
     // 40 minutes close to a phone whose daily key is then published, yesterday 10:00 UTC.
-    let day = bluezoned::store::today() - 1;
+    let day = bluezone_protocol::time::utc_day(bluezoned::clock::Clock::now(
+        &bluezoned::clock::SystemClock,
+    )) - 1;
     let key = [0x5a; 32];
     let daily = DailyKey::from_bytes(key);
     let t0 = day * 86_400 + 10 * 3600;

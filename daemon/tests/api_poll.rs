@@ -144,7 +144,7 @@ fn lists(shared: &Shared) -> Vec<(String, u64)> {
         .case_lists()
         .unwrap()
         .into_iter()
-        .map(|l| (l.format, l.entries))
+        .map(|l| (l.format.as_str().to_string(), l.entries))
         .collect()
 }
 
@@ -270,7 +270,8 @@ async fn poller_uses_last_modified_survives_errors_and_dedups_with_uploads() {
     // The 2-key file arrived earlier through the API.
     let (id_a, _) = store
         .insert_case_list(
-            "gaen-export",
+            bluezone_protocol::time::utc_day(bluezoned::clock::Clock::now(&SystemClock)),
+            bluezoned::caselist::Format::GaenExport,
             2,
             &std::fs::read(sample(ZIP2, "zip")).unwrap(),
         )

@@ -423,7 +423,9 @@ fn keys_export_needs_yes_writes_one_day_entries_and_rotates() {
     // Today's own keys exist once the daemon has broadcast; create them as it would.
     let today = {
         let mut store = bluezoned::store::Store::open(&d).unwrap();
-        let today = bluezoned::store::today();
+        let today = bluezone_protocol::time::utc_day(bluezoned::clock::Clock::now(
+            &bluezoned::clock::SystemClock,
+        ));
         store
             .own_keys_for_day(today, &mut rand::rngs::OsRng)
             .unwrap();

@@ -5,7 +5,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use bluezone_protocol::{Aem, PeerId, RollingId, Rpi, Sighting};
-use bluezoned::store::{KeyLocation, KeySource, Store, StoreError, DB_FILE, KEY_FILE};
+use bluezoned::caselist::Format;
+use bluezoned::store::{
+    DeliveryState, ExposureKey, KeyLocation, KeySource, Store, StoreError, DB_FILE, KEY_FILE,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rusqlite::Connection;
@@ -275,17 +278,23 @@ fn case_lists_are_idempotent_and_sealed() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = init(dir.path());
     let content = br#"{"data":[{"daily_key":"SECRETCASELISTCONTENT","time_start":1}]}"#;
-    let (id, inserted) = store.insert_case_list("bluezone-f0", 1, content).unwrap();
+    let (id, inserted) = store
+        .insert_case_list(D0 - 1, Format::BluezoneF0, 1, content)
+        .unwrap();
     assert!(inserted);
-    let (id2, inserted2) = store.insert_case_list("bluezone-f0", 1, content).unwrap();
+    let (id2, inserted2) = store
+        .insert_case_list(D0, Format::BluezoneF0, 1, content)
+        .unwrap();
     assert_eq!((id2, inserted2), (id, false));
     let (id3, inserted3) = store
-        .insert_case_list_on_day(D0, "gaen-export", 7, b"other list")
+        .insert_case_list(D0, Format::GaenExport, 7, b"other list")
         .unwrap();
     assert!(inserted3 && id3 != id);
     let lists = store.case_lists().unwrap();
     assert_eq!(lists.len(), 2);
-    assert_eq!(lists[0].format, "bluezone-f0");
+    assert_eq!(lists[0].format, Format::BluezoneF0);
+    assert_eq!(lists[0].imported_day, D0 - 1);
+    assert_eq!(lists[1].format, Format::GaenExport);
     assert_eq!(lists[0].entries, 1);
     assert_eq!(lists[0].content_hash.len(), 64);
     assert_eq!(lists[1].imported_day, D0);
@@ -317,32 +326,59 @@ fn case_lists_are_idempotent_and_sealed() {
     );
 }
 
+fn xkey(case_key: &str, day: i64) -> ExposureKey {
+    ExposureKey {
+        protocol: "gaen".into(),
+        case_key: case_key.into(),
+        day,
+    }
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Minutes {
+    minutes: u32,
+}
+
 #[test]
 fn exposures_upsert() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = init(dir.path());
-    assert!(store
-        .upsert_exposure(D0, "aa11", br#"{"minutes":5}"#)
-        .unwrap());
-    assert!(store.upsert_exposure(D0 + 1, "bb22", b"{}").unwrap());
-    assert!(!store
-        .upsert_exposure(D0, "aa11", br#"{"minutes":9}"#)
-        .unwrap());
-    let ex = store.exposures().unwrap();
+    let a = store
+        .upsert_exposure(&xkey("aa11", D0), false, &Minutes { minutes: 5 })
+        .unwrap();
+    assert!(a.inserted && !a.became_pending);
+    assert_eq!(a.state, DeliveryState::NotNotifying);
+    let b = store
+        .upsert_exposure(&xkey("bb22", D0 + 1), true, &Minutes { minutes: 30 })
+        .unwrap();
+    assert!(b.inserted && b.became_pending);
+    let a2 = store
+        .upsert_exposure(&xkey("aa11", D0), false, &Minutes { minutes: 9 })
+        .unwrap();
+    assert!(!a2.inserted);
+    assert_eq!(a2.id, a.id);
+    // The id is a keyed hash: not computable from the (public) case key alone.
+    assert_eq!(a.id.as_str().len(), 64);
+    assert_ne!(a.id, b.id);
+    let ex = store.exposures::<Minutes>().unwrap();
     assert_eq!(ex.corrupt, 0);
     assert_eq!(ex.exposures.len(), 2);
-    assert_eq!(ex.exposures[0].key_hash, "aa11");
-    assert_eq!(ex.exposures[0].json, br#"{"minutes":9}"#);
-    assert_eq!(ex.exposures[1].day, D0 + 1);
+    assert_eq!(ex.exposures[0].id, a.id);
+    assert_eq!(ex.exposures[0].record, Minutes { minutes: 9 });
+    assert_eq!(ex.exposures[0].key, xkey("aa11", D0));
+    assert_eq!(ex.exposures[1].key.day, D0 + 1);
+    assert_eq!(ex.exposures[1].delivery.state, DeliveryState::Pending);
+    // A record of another type is counted as unreadable, not a crash.
+    assert_eq!(store.exposures::<Vec<u8>>().unwrap().corrupt, 2);
     // Moving a sealed exposure to another row fails to open; it is counted, not fatal.
     raw(dir.path())
         .execute(
-            "UPDATE exposures SET blob = (SELECT blob FROM exposures WHERE key_hash = 'aa11') \
-             WHERE key_hash = 'bb22'",
-            [],
+            "UPDATE exposures SET blob = (SELECT blob FROM exposures WHERE key_hash = ?1) \
+             WHERE key_hash = ?2",
+            [a.id.as_str(), b.id.as_str()],
         )
         .unwrap();
-    let ex = store.exposures().unwrap();
+    let ex = store.exposures::<Minutes>().unwrap();
     assert_eq!((ex.exposures.len(), ex.corrupt), (1, 1));
 }
 
@@ -538,5 +574,130 @@ fn stats_count_per_day() {
     );
     assert_eq!(st.oldest_day, Some(D0));
     assert!(st.store_bytes > 0);
-    assert_eq!(st.schema_version, 1);
+    assert_eq!(st.schema_version, 3);
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// M5: a data directory that already exists with 0755 (e.g. `mkdir` under umask 022, or
+/// `StateDirectoryMode=` left at its default) is fixed to 0700, and the store, WAL and SHM files
+/// are 0600 whatever the process umask; files left 0644 by an older version are fixed on open.
+#[test]
+fn data_dir_and_store_files_are_private_whatever_their_prior_modes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut store = init(&dir);
+    store.insert_sightings(&[bz(1, D0, 10)]).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    let db = dir.join(DB_FILE);
+    for suffix in ["", "-wal", "-shm"] {
+        let p = Path::new(&format!("{}{suffix}", db.display())).to_path_buf();
+        assert!(p.exists(), "{} exists while the store is open", p.display());
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    drop(store);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    let store = reopen(&dir);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(store.sightings_in_days(D0, D0).unwrap().sightings.len(), 1);
+}
+
+/// H3: systemd hands a `LoadCredential=` key to the service user through an ACL, so it shows
+/// 0440: accepted there. The 0600 rule still holds for a key file in the data directory.
+#[test]
+fn a_0440_key_in_the_credentials_directory_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let creds = tmp.path().join("creds");
+    fs::create_dir(&creds).unwrap();
+    let key = creds.join(KEY_FILE);
+    fs::write(&key, [0x17u8; 32]).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o440)).unwrap();
+    let cred = KeyLocation::resolve(&data, Some(&creds));
+    assert_eq!(cred.source, KeySource::Credential);
+    let (mut store, report) = Store::init_at(&data, cred.clone()).unwrap();
+    assert!(report.created_store && !report.created_key);
+    store.insert_sightings(&[bz(2, D0, 20)]).unwrap();
+    drop(store);
+    let store = Store::open_at(&data, cred).unwrap();
+    assert_eq!(store.sightings_in_days(D0, D0).unwrap().sightings.len(), 1);
+
+    // The same mode in the data directory is refused.
+    let other = tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join(KEY_FILE), [0x17u8; 32]).unwrap();
+    fs::set_permissions(other.join(KEY_FILE), fs::Permissions::from_mode(0o440)).unwrap();
+    let e = Store::init_at(&other, loc(&other)).unwrap_err();
+    assert!(
+        matches!(e, StoreError::KeyPermissions { mode: 0o440, .. }),
+        "{e}"
+    );
+}
+
+/// L4: reading the own keys of a day that has none creates nothing.
+#[test]
+fn reading_own_keys_never_creates_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = init(tmp.path());
+    assert!(store.own_keys(D0).unwrap().is_none());
+    assert!(store.own_keys(D0).unwrap().is_none());
+    assert!(store.own_keys_in_days(D0..=D0).unwrap().is_empty());
+    let (d, t) = store
+        .own_keys_for_day(D0, &mut StdRng::seed_from_u64(1))
+        .unwrap();
+    let k = store.own_keys(D0).unwrap().expect("stored now");
+    assert_eq!(
+        (k.daily_key.as_bytes(), k.tek.as_bytes()),
+        (d.as_bytes(), t.as_bytes())
+    );
+}
+
+/// L20: the counts for status and metrics come from counters kept with every insert and purge,
+/// not from decrypting: they stay right when no sealed value can be opened at all.
+#[test]
+fn counts_need_no_decryption_and_follow_inserts_and_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = init(dir.path());
+    store
+        .insert_sightings(&[bz(1, D0, 1), bz(1, D0, 2), bz(2, D0, 3), gaen(3, D0 + 1, 4)])
+        .unwrap();
+    store.insert_sightings(&[bz(4, D0 + 1, 9)]).unwrap();
+    let c = store.counts().unwrap();
+    assert_eq!(c.days, vec![(D0, 3), (D0 + 1, 2)]);
+    assert_eq!(c.sightings, 5);
+    assert_eq!(c.oldest_day, Some(D0));
+    assert!(c.store_bytes > 0);
+    // Every day key destroyed: nothing can be decrypted, the counts are unchanged.
+    raw(dir.path())
+        .execute("UPDATE day_keys SET wrapped = x'00'", [])
+        .unwrap();
+    assert_eq!(store.stats().unwrap().sightings, 0, "stats decrypts");
+    let after = store.counts().unwrap();
+    assert_eq!((after.days, after.sightings), (c.days, c.sightings));
+    // Purge removes the counters with their rows.
+    store.purge_older_than(D0 + 1 + 21, 21).unwrap();
+    assert_eq!(store.counts().unwrap().days, vec![(D0 + 1, 2)]);
+}
+
+/// A store written before the counters (schema v2) gets them filled from its chunks on open.
+#[test]
+fn counts_are_filled_when_a_v2_store_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = init(dir.path());
+    store
+        .insert_sightings(&[bz(1, D0, 1), bz(2, D0, 2), gaen(3, D0 + 2, 4)])
+        .unwrap();
+    drop(store);
+    raw(dir.path())
+        .execute_batch("DROP TABLE day_counts; PRAGMA user_version = 2;")
+        .unwrap();
+    let store = reopen(dir.path());
+    assert_eq!(store.stats().unwrap().schema_version, 3);
+    assert_eq!(store.counts().unwrap().days, vec![(D0, 2), (D0 + 2, 1)]);
 }

@@ -169,12 +169,28 @@ fn bluezone_trace_import_export_round_trip() {
             ("A1A2A3A4A5A6A7A8A9AAABAC", "-61", ts2.as_str()),
         ]
     );
-    // Column 1: the device's own Bluezone ID at that moment, from its own key of that day.
+    // L4: a read command creates nothing: with no own keys for those days the own-ID column
+    // is empty (as iOS writes it), and the store still has no own keys.
+    let days = utc_day(t)..=utc_day(t + 900);
+    let mut store = Store::open_at(&data, KeyLocation::resolve(&data, None)).unwrap();
+    assert!(lines.iter().all(|c| c[0].is_empty()), "{text}");
+    assert!(
+        store.own_keys_in_days(days.clone()).unwrap().is_empty(),
+        "export created own keys"
+    );
+    // Column 1: the device's own Bluezone ID at that moment, from its own key of that day
+    // (created here as the daemon's advertiser does).
+    for day in days.clone() {
+        store.own_keys_for_day(day, &mut rand::rngs::OsRng).unwrap();
+    }
+    drop(store);
+    let text = ok(&bluezoned(
+        &data,
+        &["log", "export", "--format", "bluezone-trace"],
+    ));
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     let store = Store::open_at(&data, KeyLocation::resolve(&data, None)).unwrap();
-    let own = store
-        .own_keys_in_days(utc_day(t)..=utc_day(t + 900))
-        .unwrap();
-    assert!(!own.is_empty(), "export created and stored the own keys");
+    let own = store.own_keys_in_days(days).unwrap();
     for (cols, time) in lines.iter().zip([t, t + 60, t + 900]) {
         let day_keys = own.iter().find(|k| k.day == utc_day(time)).unwrap();
         let expect = day_keys
@@ -352,13 +368,11 @@ fn credentials_directory_key_and_bad_key_files() {
         err.contains(KEY_FILE) && err.contains("run `bluezoned init` first"),
         "{err}"
     );
-    // A credential readable by others, or of the wrong size: refused, naming the file.
-    fs::set_permissions(&cred, fs::Permissions::from_mode(0o644)).unwrap();
-    let err = fails(&bluezoned_env(&data, &["status"], &env));
-    assert!(
-        err.contains(&cred.display().to_string()) && err.contains("group or others"),
-        "{err}"
-    );
+    // H3: a credential's mode bits are systemd's business (it grants the file by ACL, so it
+    // shows 0440): accepted whatever they are.
+    fs::set_permissions(&cred, fs::Permissions::from_mode(0o444)).unwrap();
+    ok(&bluezoned_env(&data, &["status"], &env));
+    // A credential of the wrong size: refused, naming the file.
     fs::set_permissions(&cred, fs::Permissions::from_mode(0o600)).unwrap();
     fs::write(&cred, [9u8; 16]).unwrap();
     let err = fails(&bluezoned_env(&data, &["status"], &env));
@@ -368,4 +382,49 @@ fn credentials_directory_key_and_bad_key_files() {
     fs::write(&cred, [8u8; 32]).unwrap();
     let err = fails(&bluezoned_env(&data, &["status"], &env));
     assert!(err.contains("does not match this store"), "{err}");
+}
+
+/// L8: a writing command applies retention when it opens the store, so data past
+/// `store.keep_days` does not outlive it just because the daemon is not running.
+#[test]
+fn a_writing_command_purges_data_past_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    ok(&bluezoned(&data, &["init"]));
+    let old_day = utc_day(now()) - 30;
+    {
+        let mut store = Store::open_at(&data, KeyLocation::resolve(&data, None)).unwrap();
+        store
+            .own_keys_for_day(old_day, &mut rand::rngs::OsRng)
+            .unwrap();
+    }
+    let file = tmp.path().join("old.tsv");
+    fs::write(
+        &file,
+        format!("0102030405060708090a0b0c -60 {}\n", old_day * 86_400 + 60),
+    )
+    .unwrap();
+    ok(&bluezoned(
+        &data,
+        &["log", "import", "--format", "tsv", file.to_str().unwrap()],
+    ));
+    // A read command leaves it.
+    assert_eq!(status_json(&data)["sightings"], 1);
+    let fresh = tmp.path().join("new.tsv");
+    fs::write(
+        &fresh,
+        format!("0102030405060708090a0b0d -60 {}\n", now() - 60),
+    )
+    .unwrap();
+    ok(&bluezoned(
+        &data,
+        &["log", "import", "--format", "tsv", fresh.to_str().unwrap()],
+    ));
+    let st = status_json(&data);
+    assert_eq!(st["sightings"], 1, "{st}");
+    let store = Store::open_at(&data, KeyLocation::resolve(&data, None)).unwrap();
+    assert!(store
+        .own_keys_in_days(old_day..=old_day)
+        .unwrap()
+        .is_empty());
 }

@@ -6,7 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bluezone_protocol::{PeerId, RollingId, Rpi, Sighting};
-use bluezoned::store::{KeyLocation, Store, DB_FILE};
+use bluezoned::caselist::Format;
+use bluezoned::store::{ExposureKey, KeyLocation, Store, DB_FILE};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use rusqlite::Connection;
@@ -100,13 +101,19 @@ fn purge_erases_old_rows_and_day_keys_from_every_file() {
         store.own_keys_for_day(day, &mut rng).unwrap();
     }
     store
-        .insert_case_list_on_day(TODAY - 25, "bluezone-f0", 1, b"old case list")
+        .insert_case_list(TODAY - 25, Format::BluezoneF0, 1, b"old case list")
         .unwrap();
     store
-        .insert_case_list_on_day(TODAY, "bluezone-f0", 1, b"new case list")
+        .insert_case_list(TODAY, Format::BluezoneF0, 1, b"new case list")
         .unwrap();
-    store.upsert_exposure(TODAY - 24, "old", b"{}").unwrap();
-    store.upsert_exposure(TODAY - 1, "new", b"{}").unwrap();
+    for (case_key, day) in [("old", TODAY - 24), ("new", TODAY - 1)] {
+        let key = ExposureKey {
+            protocol: "gaen".into(),
+            case_key: case_key.into(),
+            day,
+        };
+        store.upsert_exposure(&key, true, &case_key).unwrap();
+    }
 
     let keep: u32 = 21;
     let cutoff = TODAY - i64::from(keep);
@@ -151,7 +158,7 @@ fn purge_erases_old_rows_and_day_keys_from_every_file() {
             assert_eq!(r.sightings.iter().map(|s| s.time / DAY).min(), Some(cutoff));
             assert_eq!(store.own_keys_in_days(0..=TODAY).unwrap().len(), 22);
             assert_eq!(store.case_lists().unwrap().len(), 1);
-            assert_eq!(store.exposures().unwrap().exposures.len(), 1);
+            assert_eq!(store.exposures::<String>().unwrap().exposures.len(), 1);
             assert_eq!(store.stats().unwrap().oldest_day, Some(cutoff));
             drop(std::mem::replace(
                 &mut store,

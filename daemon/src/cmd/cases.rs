@@ -77,9 +77,14 @@ fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {
     let list = caselist::parse_trusted(&bytes, &trusted, &limits)
         .with_context(|| format!("{}", file.display()))?;
     report_skipped(file, &list);
-    let mut store = open_store(dir)?;
+    let mut store = super::open_store_for_write(dir)?;
     let (id, inserted) = store
-        .insert_case_list(list.format().as_str(), list.entries() as u64, &bytes)
+        .insert_case_list(
+            bluezone_protocol::time::utc_day(crate::clock::Clock::now(&crate::clock::SystemClock)),
+            list.format(),
+            list.entries() as u64,
+            &bytes,
+        )
         .with_context(|| format!("storing {}", file.display()))?;
     let mut summary = list.summary();
     summary["id"] = json!(id);
@@ -118,7 +123,10 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
         for l in &lists {
             println!(
                 "{:>4}  {:<12}  {:>9}  {}",
-                l.id, l.format, l.entries, l.imported_day
+                l.id,
+                l.format.as_str(),
+                l.entries,
+                l.imported_day
             );
         }
     }
@@ -128,7 +136,7 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
 /// `bluezoned check`: match every imported list against the log.
 pub fn check(data_dir: Option<PathBuf>, as_json: bool) -> Result<()> {
     let dir = resolve_data_dir(data_dir);
-    let mut store = open_store(&dir)?;
+    let mut store = super::open_store_for_write(&dir)?;
     let report = run_check(&mut store, &CheckConfig::default())?;
     if as_json {
         println!("{}", serde_json::to_string(&report)?);

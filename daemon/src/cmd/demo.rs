@@ -365,12 +365,7 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
         let mut store = shared.lock_store();
         for bytes in [&f0, &zip] {
             let list = caselist::parse(bytes, &trusted, &Limits::default())?;
-            store.insert_case_list_on_day(
-                today,
-                list.format().as_str(),
-                list.entries() as u64,
-                bytes,
-            )?;
+            store.insert_case_list(today, list.format(), list.entries() as u64, bytes)?;
         }
         let report = run_check(&mut store, &config.check_config())?;
         let best = |proto: &str| {

@@ -30,6 +30,21 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Opens the store for a command that writes (`cases import`, `log import`, `check`) and
+/// applies retention first, with the configured `store.keep_days`: data past retention must
+/// not outlive it just because the daemon is not running (L8). Read commands do not purge:
+/// they write nothing.
+pub(crate) fn open_store_for_write(dir: &Path) -> Result<crate::store::Store> {
+    use crate::clock::{Clock, SystemClock};
+    let keep_days = crate::config::Config::load(None, dir)?.store.keep_days;
+    let mut store = open_store(dir)?;
+    let today = bluezone_protocol::time::utc_day(SystemClock.now());
+    store
+        .purge_older_than(today, keep_days)
+        .with_context(|| format!("applying retention to the store in {}", dir.display()))?;
+    Ok(store)
+}
+
 /// Opens an existing store; the error names the directory (and the store's own error says to
 /// run `init` when there is none).
 pub(crate) fn open_store(dir: &Path) -> Result<crate::store::Store> {

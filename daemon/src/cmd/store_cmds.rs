@@ -18,11 +18,11 @@ use bluezone_protocol::bluezone::trace::{self, TraceRow};
 use bluezone_protocol::bluezone::SlotsPerDay;
 use bluezone_protocol::time::utc_day;
 use bluezone_protocol::{PeerId, RollingId};
-use rand::rngs::OsRng;
 
 use crate::cli::{LogCommand, LogFormat};
+use crate::clock::{Clock, SystemClock};
 use crate::logfile;
-use crate::store::{resolve_data_dir, today, Store, StoreStats};
+use crate::store::{resolve_data_dir, Store, StoreStats};
 
 pub(super) fn init(data_dir: Option<PathBuf>) -> Result<()> {
     let dir = resolve_data_dir(data_dir);
@@ -79,7 +79,7 @@ pub(super) fn status(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
 }
 
 fn import(dir: &Path, format: LogFormat, file: &Path) -> Result<()> {
-    let mut store = open_store(dir)?;
+    let mut store = super::open_store_for_write(dir)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let sightings =
         logfile::parse_log(format, &bytes).with_context(|| format!("{}", file.display()))?;
@@ -96,11 +96,11 @@ fn import(dir: &Path, format: LogFormat, file: &Path) -> Result<()> {
 }
 
 fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
-    let mut store = open_store(dir)?;
+    let store = open_store(dir)?;
     let first = match days {
         None => i64::MIN,
         Some(0) => bail!("--days: expected at least 1 (the last N UTC days, today included)"),
-        Some(n) => today() - (i64::from(n) - 1),
+        Some(n) => utc_day(SystemClock.now()) - (i64::from(n) - 1),
     };
     let read = store
         .sightings_in_days(first, i64::MAX)
@@ -118,7 +118,9 @@ fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
     let mut line = String::new();
     match format {
         LogFormat::BluezoneTrace => {
-            // The device's own ID at each sighting: its own key of that day, slot by slot.
+            // The device's own ID at each sighting: its own key of that day, slot by slot. A
+            // day without own keys gets an empty own-ID column (as iOS writes it): a read
+            // command never creates keys.
             let mut own: HashMap<i64, Vec<RollingId>> = HashMap::new();
             let mut gaen = 0usize;
             for s in &sightings {
@@ -130,20 +132,26 @@ fn export(dir: &Path, format: LogFormat, days: Option<u32>) -> Result<()> {
                 let ids = match own.entry(day) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(v) => {
-                        let (daily, _tek) = store
-                            .own_keys_for_day(day, &mut OsRng)
+                        let own = store
+                            .own_keys(day)
                             .with_context(|| format!("own keys of UTC day {day}"))?;
                         let slots = SlotsPerDay::DEFAULT.get() as usize;
-                        v.insert(daily.ids().take(slots).collect())
+                        v.insert(
+                            own.map_or_else(Vec::new, |k| k.daily_key.ids().take(slots).collect()),
+                        )
                     }
                 };
                 let slot = SlotsPerDay::DEFAULT.slot(s.time) as usize;
-                let own_id = ids
-                    .get(slot)
-                    .ok_or_else(|| anyhow!("no own ID for slot {slot} of day {day}"))?;
+                let own = match ids.get(slot) {
+                    Some(id) => Some(*id),
+                    // A day without own keys: an empty own-ID column (as iOS writes it); a read
+                    // command never creates keys.
+                    None if ids.is_empty() => None,
+                    None => return Err(anyhow!("no own ID for slot {slot} of day {day}")),
+                };
                 line.clear();
                 let row = TraceRow {
-                    own: Some(*own_id),
+                    own,
                     contact: PeerId::Bluezone(peer),
                     rssi: s.rssi,
                     time: s.time,

@@ -1,4 +1,5 @@
-//! Housekeeping: retention, and matching when case lists arrive.
+//! Housekeeping: retention, and matching when case lists arrive (notifications are delivered
+//! by [`super::notify`], off this path).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use bluezone_protocol::time::utc_day;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::check::{self, ExposureReport};
+use crate::check;
 
 /// How often retention runs (it is cheap when there is nothing to purge).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -53,7 +54,7 @@ async fn purge(shared: &Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-/// Matches all stored case lists; new notifying exposures run the hook.
+/// Matches all stored case lists; exposures that became notifying wake the notification task.
 pub async fn match_once(shared: &Arc<Shared>) -> Result<()> {
     let cfg = shared.config.check_config();
     // The store is held only to read and to write back: matching millions of keys must not
@@ -90,51 +91,9 @@ pub async fn match_once(shared: &Arc<Shared>) -> Result<()> {
         ms = report.match_time.as_millis() as u64,
         "matching done"
     );
-    for e in report.new_exposures.iter().filter(|e| e.notify) {
-        tracing::warn!(
-            protocol = e.protocol,
-            day = e.day,
-            minutes = e.weighted_minutes,
-            "exposure notification"
-        );
-        if let Some(cmd) = &shared.config.hook.command {
-            run_hook(cmd, e).await;
-        }
+    if !report.new_exposures.is_empty() {
+        shared.notify_now.notify_one();
     }
     *shared.exposures.lock().unwrap_or_else(|p| p.into_inner()) = report.exposures;
     Ok(())
-}
-
-/// Runs the hook with the exposure's JSON on stdin. A failing hook is logged, never fatal.
-async fn run_hook(cmd: &str, e: &ExposureReport) {
-    use tokio::io::AsyncWriteExt;
-    let json = match serde_json::to_vec(e) {
-        Ok(j) => j,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot encode exposure for the hook");
-            return;
-        }
-    };
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the exposure hook");
-            return;
-        }
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&json).await;
-    }
-    match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
-        Ok(Ok(s)) if s.success() => {}
-        Ok(Ok(s)) => tracing::error!(status = %s, "exposure hook failed"),
-        Ok(Err(err)) => tracing::error!(error = %err, "exposure hook failed"),
-        Err(_) => tracing::error!("exposure hook did not finish within 60 s"),
-    }
 }

@@ -7,6 +7,7 @@
 //! - [`logger`]: de-duplicates receptions into sightings and writes them in batches; a batch is
 //!   acknowledged (counted, reported) only after the store returned from a durable write.
 //! - [`maintenance`]: retention purge, and matching whenever case lists arrive.
+//! - [`notify`]: delivers due exposure notifications to the hook, one at a time, with retries.
 //!
 //! On shutdown every task finishes its current write, the logger flushes what it holds, and
 //! `run` returns.
@@ -14,6 +15,7 @@
 pub mod advertiser;
 pub mod logger;
 pub mod maintenance;
+pub mod notify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +60,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Wakes the matching task (a case list arrived).
     pub match_now: Notify,
+    /// Wakes the notification task (an exposure became due).
+    pub notify_now: Notify,
     /// Exposures of the latest match.
     pub exposures: Mutex<Vec<ExposureReport>>,
 }
@@ -70,6 +74,7 @@ impl Shared {
             clock,
             metrics: Metrics::default(),
             match_now: Notify::new(),
+            notify_now: Notify::new(),
             exposures: Mutex::new(Vec::new()),
         })
     }
@@ -118,16 +123,18 @@ pub async fn run(
     let adv = tokio::spawn(advertiser::run(shared.clone(), btx, shutdown.clone()));
     let log = tokio::spawn(logger::run(shared.clone(), hrx, shutdown.clone()));
     let maint = tokio::spawn(maintenance::run(shared.clone(), shutdown.clone()));
+    let notifier = tokio::spawn(notify::run(shared.clone(), shutdown.clone()));
     tracing::info!(radio = radio_name, "service started");
 
     // The radio ends on shutdown, or early on an error it could not recover from; either way
     // the rest of the service stops with it.
     let radio_result = radio_task.await;
     shutdown.cancel();
-    let (a, l, m) = tokio::join!(adv, log, maint);
+    let (a, l, m, n) = tokio::join!(adv, log, maint, notifier);
     a.context("advertiser panicked")??;
     l.context("logger panicked")??;
     m.context("maintenance panicked")??;
+    n.context("notification task panicked")??;
     match radio_result {
         Ok(Ok(())) => {
             tracing::info!("service stopped");

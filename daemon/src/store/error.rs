@@ -19,6 +19,19 @@ pub enum StoreError {
          0600 or stricter (fix with `chmod 600 {path}`)"
     )]
     KeyPermissions { path: PathBuf, mode: u32 },
+    /// The data directory grants access to group or others and belongs to another user, so it
+    /// cannot be fixed to 0700.
+    #[error(
+        "data directory {path} is accessible by group or others (mode {mode:04o}) and is owned by \
+         uid {owner}, not by this process (uid {uid}); expected mode 0700 (fix with \
+         `chmod 700 {path}` as its owner)"
+    )]
+    DataDirPermissions {
+        path: PathBuf,
+        mode: u32,
+        owner: u32,
+        uid: u32,
+    },
     /// The master key file does not hold exactly 32 bytes.
     #[error("master key file {path}: expected exactly 32 bytes, found {found} bytes")]
     KeySize { path: PathBuf, found: u64 },

@@ -4,7 +4,8 @@
 //! master key (32 bytes; $CREDENTIALS_DIRECTORY/bluezoned.key or <data dir>/bluezoned.key)
 //!  ├─ HMAC-SHA256(master, "bluezoned/v1/key-check")      stored in meta: wrong key → clear error
 //!  ├─ HMAC-SHA256(master, "bluezoned/v1/wrap-day-keys")  AES-256-GCM key wrapping day keys
-//!  └─ HMAC-SHA256(master, "bluezoned/v1/case-list-hash") HMAC key for case-list content hashes
+//!  ├─ HMAC-SHA256(master, "bluezoned/v1/case-list-hash") HMAC key for case-list content hashes
+//!  └─ HMAC-SHA256(master, "bluezoned/v1/exposure-key-hash") HMAC key for exposure row ids
 //! day key(d) (32 random bytes per UTC day, stored wrapped in day_keys) seals every row of day d
 //! ```
 //!
@@ -24,6 +25,7 @@
 //! value per UTC day (each day key once). A day key lives only while its day is retained: purge
 //! deletes it, and a later write to that day draws a new one.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};
@@ -35,6 +37,7 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -73,9 +76,20 @@ impl MasterKey {
         k
     }
 
+    /// Reads the key at `key`. A key in `$CREDENTIALS_DIRECTORY` is accepted whatever its mode
+    /// bits: systemd grants it to the service user by an ACL (so `stat` shows 0440) and owns the
+    /// protection of that directory. A key file in the data directory must be 0600 or stricter.
+    pub fn read_location(key: &KeyLocation) -> Result<Self, StoreError> {
+        Self::read(&key.path, key.source == KeySource::File)
+    }
+
     /// Reads a key file: refuses it if group or others have any access to it, or if it does not
     /// hold exactly 32 bytes. Errors name the file, never the contents.
     pub fn read_file(path: &Path) -> Result<Self, StoreError> {
+        Self::read(path, true)
+    }
+
+    fn read(path: &Path, check_mode: bool) -> Result<Self, StoreError> {
         let io = |source| StoreError::KeyIo {
             path: path.to_path_buf(),
             source,
@@ -89,7 +103,7 @@ impl MasterKey {
             )));
         }
         let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        if check_mode && mode & 0o077 != 0 {
             return Err(StoreError::KeyPermissions {
                 path: path.to_path_buf(),
                 mode,
@@ -246,6 +260,8 @@ pub(crate) struct DerivedKeys {
     wrap: Aes256Gcm,
     /// HMAC key for case-list content hashes.
     case_hash: Zeroizing<[u8; 32]>,
+    /// HMAC key for exposure row hashes (their stable ids).
+    exposure_hash: Zeroizing<[u8; 32]>,
     /// Stored in `meta` to recognise the right master key.
     pub(crate) check: [u8; 32],
 }
@@ -256,6 +272,7 @@ impl DerivedKeys {
         DerivedKeys {
             wrap: Aes256Gcm::new(wrap.as_ref().into()),
             case_hash: master.derive("case-list-hash"),
+            exposure_hash: master.derive("exposure-key-hash"),
             check: *master.derive("key-check"),
         }
     }
@@ -270,6 +287,19 @@ impl DerivedKeys {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(self.case_hash.as_ref())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         mac.update(bytes);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The keyed hash identifying an exposure row (schema v2; v1 used plain SHA-256, which
+    /// anyone could compute from published keys). Fields are length-prefixed.
+    pub(crate) fn exposure_hash(&self, key: &super::ExposureKey) -> String {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.exposure_hash.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        for field in [key.protocol.as_bytes(), key.case_key.as_bytes()] {
+            mac.update(&(field.len() as u32).to_be_bytes());
+            mac.update(field);
+        }
+        mac.update(&key.day.to_be_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 
@@ -418,6 +448,85 @@ fn open_into(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8], buf: &mut Vec<u8>) -> b
         buf.zeroize();
     }
     ok
+}
+
+/// The day key of `day` for writing, created (and stored, in the caller's transaction) if absent.
+pub(crate) fn day_key_for_write(
+    tx: &Transaction<'_>,
+    path: &Path,
+    keys: &DerivedKeys,
+    day: i64,
+) -> Result<DayKey, StoreError> {
+    let sql = |context| move |e| StoreError::sql(path, context, e);
+    let wrapped: Option<Vec<u8>> = tx
+        .query_row("SELECT wrapped FROM day_keys WHERE day = ?1", [day], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql("reading day key"))?;
+    match wrapped {
+        Some(w) => keys.unwrap_day_key(day, &w).ok_or(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            table: "day_keys",
+            day,
+            row: "wrapped day key".into(),
+        }),
+        None => {
+            let (key, wrapped) = keys.new_day_key(day);
+            tx.execute(
+                "INSERT INTO day_keys (day, wrapped) VALUES (?1, ?2)",
+                params![day, wrapped],
+            )
+            .map_err(sql("writing day key"))?;
+            Ok(key)
+        }
+    }
+}
+
+/// The day key of `day`, if stored; `Ok(None)` if missing or failing to open (logged).
+pub(crate) fn day_key_for_read(
+    conn: &Connection,
+    keys: &DerivedKeys,
+    day: i64,
+) -> rusqlite::Result<Option<DayKey>> {
+    let wrapped: Option<Vec<u8>> = conn
+        .query_row("SELECT wrapped FROM day_keys WHERE day = ?1", [day], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(wrapped.and_then(|w| {
+        let k = keys.unwrap_day_key(day, &w);
+        if k.is_none() {
+            tracing::warn!(table = "day_keys", day, "wrapped day key failed to open");
+        }
+        k
+    }))
+}
+
+/// The day keys of a range: `None` for one that fails to open (logged).
+pub(crate) fn load_day_keys(
+    conn: &Connection,
+    keys: &DerivedKeys,
+    first: i64,
+    last: i64,
+) -> rusqlite::Result<HashMap<i64, Option<DayKey>>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT day, wrapped FROM day_keys WHERE day BETWEEN ?1 AND ?2")?;
+    let mut rows = stmt.query([first, last])?;
+    let mut out = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let day: i64 = r.get(0)?;
+        let k = r
+            .get_ref(1)?
+            .as_blob()
+            .ok()
+            .and_then(|w| keys.unwrap_day_key(day, w));
+        if k.is_none() {
+            tracing::warn!(table = "day_keys", day, "wrapped day key failed to open");
+        }
+        out.insert(day, k);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -50,6 +50,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         blob     BLOB NOT NULL
     );
     "#,
+    // 1 → 2. `exposures.key_hash` becomes an HMAC under a master-derived key and every blob an
+    // envelope with the delivery state: both done row by row in Rust in this same transaction
+    // (see `exposures::migrate_v1_key_hashes`), since they need the key.
+    "",
+    // 2 → 3. Sightings per UTC day, kept in the transaction of every insert and purge, so that
+    // `/v1/status` and `/metrics` count without decrypting anything (L20). In clear: it
+    // reveals no more than the chunks' sizes already do. Filled from the existing chunks by
+    // `sightings::fill_day_counts` in the same transaction.
+    r#"
+    CREATE TABLE day_counts (
+        day       INTEGER PRIMARY KEY,
+        sightings INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The version this build writes.
@@ -63,26 +77,36 @@ pub(crate) fn application_id(conn: &Connection) -> rusqlite::Result<i32> {
     conn.pragma_query_value(None, "application_id", |r| r.get(0))
 }
 
-/// Extra statements run inside a migration's transaction.
-pub(crate) type TxHook<'a> = &'a dyn Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+/// Extra work run inside a migration's transaction, after its SQL: `(new_version, tx)`.
+pub(crate) type TxStep<'a> =
+    &'a dyn Fn(i64, &rusqlite::Transaction<'_>) -> Result<(), crate::store::StoreError>;
 
-/// Applies the migrations after `from`, each in one transaction with its version bump.
-/// `first_txn_extra` runs inside the first migration's transaction (used by `init` to store the
-/// key check value atomically with the schema).
+/// Applies the migrations after `from`, each in one transaction with its version bump and
+/// `step`. `first_txn_extra` runs inside the first migration's transaction (used by `init` to
+/// store the key check value atomically with the schema).
 pub(crate) fn migrate(
     conn: &mut Connection,
+    path: &std::path::Path,
     from: i64,
-    mut first_txn_extra: Option<TxHook<'_>>,
-) -> rusqlite::Result<()> {
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
+    mut first_txn_extra: Option<TxStep<'_>>,
+    step: TxStep<'_>,
+) -> Result<(), crate::store::StoreError> {
+    let sql = |e| crate::store::StoreError::sql(path, "migrating the schema", e);
+    for (i, text) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
+        let version = i as i64 + 1;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        tx.execute_batch(text).map_err(sql)?;
         if let Some(f) = first_txn_extra.take() {
-            f(&tx)?;
+            f(version, &tx)?;
         }
-        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
+        step(version, &tx)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(sql)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
     }
     Ok(())
 }

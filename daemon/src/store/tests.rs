@@ -77,3 +77,136 @@ fn disk_full_via_max_page_count() {
     got.sort_by_key(|s| (s.peer, s.time));
     assert_eq!(got, expected);
 }
+
+/// H2: a store written by schema v1 (exposures keyed by plain SHA-256 of public values) opens
+/// with this build: every row is still there, readable, keyed by the HMAC, and no plain hash is
+/// left anywhere in the table.
+#[test]
+fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
+    use super::keys::{Ad, DerivedKeys, MasterKey};
+    use sha2::{Digest, Sha256};
+
+    let dir = tempfile::tempdir().unwrap();
+    let loc = KeyLocation::resolve(dir.path(), None);
+    let master = MasterKey::create_file(&loc.path).unwrap();
+    let keys = DerivedKeys::new(&master);
+    let db = dir.path().join(DB_FILE);
+    let rows: Vec<(String, String, i64, bool)> = (0..5)
+        .map(|i| {
+            (
+                if i % 2 == 0 { "gaen" } else { "bluezone" }.to_string(),
+                format!("{:032x}", 0xabc0 + i),
+                19_000 + i as i64 % 2,
+                i % 3 == 0,
+            )
+        })
+        .collect();
+    let mut plain_hashes = Vec::new();
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(super::schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
+            [&keys.check[..]],
+        )
+        .unwrap();
+        let mut day_keys = std::collections::HashMap::new();
+        for (protocol, case_key, day, notify) in &rows {
+            let dk = day_keys.entry(*day).or_insert_with(|| {
+                let (k, wrapped) = keys.new_day_key(*day);
+                conn.execute(
+                    "INSERT INTO day_keys (day, wrapped) VALUES (?1, ?2)",
+                    rusqlite::params![day, wrapped],
+                )
+                .unwrap();
+                k
+            });
+            // The v1 row key, as `check.rs` computed it.
+            let mut h = Sha256::new();
+            h.update(protocol.as_bytes());
+            h.update(case_key.as_bytes());
+            h.update(day.to_le_bytes());
+            let hash = hex::encode(h.finalize());
+            let json = serde_json::json!({
+                "protocol": protocol, "case_key": case_key, "day": day,
+                "weighted_minutes": 20.0, "notify": notify,
+            });
+            let blob = dk.seal(
+                &Ad::exposure(*day, &hash),
+                &serde_json::to_vec(&json).unwrap(),
+            );
+            conn.execute(
+                "INSERT INTO exposures (day, key_hash, blob) VALUES (?1, ?2, ?3)",
+                rusqlite::params![day, hash, blob],
+            )
+            .unwrap();
+            plain_hashes.push(hash);
+        }
+        // One row that never opened (sealed under another day's AD): kept, still unreadable.
+        conn.execute(
+            "INSERT INTO exposures (day, key_hash, blob) VALUES (19000, ?1, x'00112233')",
+            [&"f".repeat(64)],
+        )
+        .unwrap();
+        plain_hashes.push("f".repeat(64));
+    }
+
+    let mut store = Store::open_at(dir.path(), loc.clone()).unwrap();
+    assert_eq!(store.stats().unwrap().schema_version, 3);
+    let x = store.exposures::<serde_json::Value>().unwrap();
+    assert_eq!(x.exposures.len(), rows.len());
+    assert_eq!(x.corrupt, 1);
+    let total: i64 = store
+        .conn_for_tests()
+        .query_row("SELECT COUNT(*) FROM exposures", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total as usize, rows.len() + 1, "no row lost");
+    let stored_hashes: Vec<String> = {
+        let mut st = store
+            .conn_for_tests()
+            .prepare("SELECT key_hash FROM exposures")
+            .unwrap();
+        let v = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        v
+    };
+    for h in &plain_hashes {
+        assert!(!stored_hashes.contains(h), "plain SHA-256 {h} left");
+    }
+    for (protocol, case_key, day, notify) in &rows {
+        let e = x
+            .exposures
+            .iter()
+            .find(|e| &e.key.case_key == case_key)
+            .expect("row kept");
+        assert_eq!((&e.key.protocol, e.key.day), (protocol, *day));
+        assert_eq!(e.record["notify"], *notify);
+        let expected = if *notify {
+            DeliveryState::Pending
+        } else {
+            DeliveryState::NotNotifying
+        };
+        assert_eq!(e.delivery.state, expected);
+        // The migrated id is the one the new code computes: later matches update this row.
+        let again = store.upsert_exposure(&e.key, *notify, &e.record).unwrap();
+        assert_eq!(again.id, e.id);
+        assert!(!again.inserted);
+    }
+    drop(store);
+    // Opening again changes nothing (the migration ran once).
+    let store = Store::open_at(dir.path(), loc).unwrap();
+    assert_eq!(
+        store
+            .exposures::<serde_json::Value>()
+            .unwrap()
+            .exposures
+            .len(),
+        rows.len()
+    );
+}
