@@ -66,7 +66,7 @@ impl BroadcastKeys {
                 let rpi = gaen::rpi(&k.rpik, Enin::from_unix(t));
                 GaenOnAir {
                     rpi,
-                    aem: gaen::encrypt_metadata(&k.aemk, &rpi, k.metadata.clone()),
+                    aem: gaen::encrypt_metadata(&k.aemk, &rpi, k.metadata),
                 }
             }),
         }
