@@ -76,7 +76,15 @@ pub struct RadioConfig {
     pub dedup_s: u64,
     /// Restart discovery when no advert arrived for this long (BlueZ stall bug).
     pub stall_timeout_s: u64,
+    /// This adapter's receive correction, dB, added to a received RSSI before attenuation is
+    /// computed (GAEN's per-device RSSI correction). The store keeps the raw RSSI; scoring
+    /// applies this, so a corrected value takes effect on stored sightings too.
+    pub rssi_correction_db: i8,
 }
+
+/// The largest receive correction accepted, dB: calibration tables stay well within it, and a
+/// larger value is a typo that would move every sighting across attenuation buckets.
+pub const MAX_RSSI_CORRECTION_DB: i8 = 40;
 
 impl Default for RadioConfig {
     fn default() -> Self {
@@ -89,6 +97,7 @@ impl Default for RadioConfig {
             scan_window_ms: 2_000,
             dedup_s: 30,
             stall_timeout_s: 120,
+            rssi_correction_db: 0,
         }
     }
 }
@@ -231,6 +240,13 @@ impl Config {
                 r.scan_window_ms
             );
         }
+        if r.rssi_correction_db.unsigned_abs() > MAX_RSSI_CORRECTION_DB.unsigned_abs() {
+            bail!(
+                "radio.rssi_correction_db: must be between -{MAX_RSSI_CORRECTION_DB} and \
+                 {MAX_RSSI_CORRECTION_DB} dB, got {}",
+                r.rssi_correction_db
+            );
+        }
         if self.store.keep_days == 0 {
             bail!("store.keep_days: must be at least 1");
         }
@@ -309,5 +325,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("BLUEZONED_KEEP_DAYS"), "{e}");
+    }
+
+    #[test]
+    fn rssi_correction_defaults_to_zero_and_is_bounded() {
+        assert_eq!(Config::default().radio.rssi_correction_db, 0);
+        let c = Config::parse("[radio]\nrssi_correction_db = -7").unwrap();
+        assert_eq!(c.radio.rssi_correction_db, -7);
+        let e = Config::parse("[radio]\nrssi_correction_db = 41")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("radio.rssi_correction_db") && e.contains("41"),
+            "{e}"
+        );
+        let e = Config::parse("[radio]\nrssi_correction_db = 300")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rssi_correction_db"), "{e}");
     }
 }

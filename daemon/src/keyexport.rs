@@ -10,7 +10,7 @@ use bluezone_protocol::bluezone::{F0Entry, F0List, SlotsPerDay};
 use bluezone_protocol::gaen::export::{
     write_export, ExportError, ExportFile, ExportKey, ExportSigner, ReportType,
 };
-use bluezone_protocol::gaen::TEK_ROLLING_PERIOD;
+use bluezone_protocol::gaen::{Enin, TEK_ROLLING_PERIOD};
 use bluezone_protocol::time::DAY_SECONDS;
 
 use crate::store::OwnKeys;
@@ -30,6 +30,12 @@ pub fn f0_list(own: &[OwnKeys]) -> F0List {
     }
 }
 
+/// The ENIN at which `day`'s TEK starts (its 00:00 UTC); the TEK then rolls for
+/// `TEK_ROLLING_PERIOD` intervals, exactly the day.
+fn rolling_start(day: i64) -> u32 {
+    Enin::from_unix(day * DAY_SECONDS).rolling_start().0
+}
+
 /// A signed GAEN export of the days' TEKs (report type: confirmed test).
 pub fn gaen_zip(
     own: &[OwnKeys],
@@ -40,7 +46,7 @@ pub fn gaen_zip(
         .iter()
         .map(|k| ExportKey {
             report_type: ReportType::ConfirmedTest,
-            ..ExportKey::new(k.tek.clone(), (k.day * 144) as u32)
+            ..ExportKey::new(k.tek.clone(), rolling_start(k.day))
         })
         .collect();
     let start = own.iter().map(|k| k.day).min().unwrap_or(0) * DAY_SECONDS;
@@ -60,4 +66,21 @@ pub fn gaen_zip(
         .iter()
         .all(|k| k.rolling_period == TEK_ROLLING_PERIOD));
     write_export(&file, signer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_tek_starts_at_its_midnight_and_covers_the_day() {
+        // 2020-04-02 00:00 UTC is ENIN 2642976 (EN v1.2 vectors).
+        let day = 1_585_785_600 / DAY_SECONDS;
+        assert_eq!(rolling_start(day), 2_642_976);
+        assert_eq!(
+            rolling_start(day + 1),
+            2_642_976 + TEK_ROLLING_PERIOD,
+            "the next day's TEK starts where this one ends"
+        );
+    }
 }

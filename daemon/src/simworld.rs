@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use bluezone_protocol::bluezone::SlotsPerDay;
-use bluezone_protocol::gaen::{self, Aemk, Enin, Metadata, Rpik};
+use bluezone_protocol::broadcast::{BroadcastKeys, GaenBroadcastKeys};
+use bluezone_protocol::gaen::{Enin, Metadata};
 use bluezone_protocol::time::{utc_day, UnixSeconds};
 use bluezone_protocol::{DailyKey, Tek};
 use sha2::{Digest, Sha256};
@@ -55,22 +56,12 @@ pub fn phone_schedule(model: &DeviceModel, seed: u64, tx_power: i8) -> Broadcast
                 return b;
             }
         }
-        let b = if bluezone {
-            Broadcast {
-                bluezone: Some(phone_daily_key(seed, day).id(slot as u32)),
-                gaen: None,
-                epoch: slot as u64,
-            }
-        } else {
-            let tek = phone_tek(seed, day);
-            let rpi = gaen::rpi(&Rpik::derive(&tek), Enin(slot as u32));
-            let aem = gaen::encrypt_metadata(&Aemk::derive(&tek), &rpi, Metadata::v1_0(tx_power));
-            Broadcast {
-                bluezone: None,
-                gaen: Some((rpi, aem)),
-                epoch: slot as u64,
-            }
+        let keys = BroadcastKeys {
+            bluezone: bluezone.then(|| phone_daily_key(seed, day)),
+            gaen: (!bluezone)
+                .then(|| GaenBroadcastKeys::new(&phone_tek(seed, day), Metadata::v1_0(tx_power))),
         };
+        let b = Broadcast::new(keys.on_air(t), slot as u64);
         *c = Some((day, slot, b));
         b
     })

@@ -6,585 +6,29 @@
 //! btleplug reach "the system bus" through libdbus, which reads `DBUS_SYSTEM_BUS_ADDRESS` once per
 //! process: so this binary points that variable at one socket path before anything connects, and
 //! runs its tests one after another, each with a fresh bus at that same path. The test side talks
-//! to the mock through its own connection opened on the explicit address.
+//! to the mock through its own connection opened on the explicit address (the fixture is
+//! `tests/bluez/harness.rs`).
 //!
-//! The tests skip (printing why) only when `dbus-daemon` or python3-dbusmock is missing.
-//! `BLUEZ_TEST_LOG=1` echoes the backend's logs to stderr and keeps the mock's log
-//! (`$TMPDIR/bluezoned-bluez-test-<pid>/mock.log`).
+//! When `dbus-daemon` or python3-dbusmock is missing the tests skip, printing why, except under
+//! `CI=true` or `BLUEZONED_REQUIRE_DBUS_TESTS=1`, where they fail. No test times how long the
+//! mock takes to answer: waits are for positive markers (the mock's call counts, a reception),
+//! with limits far above any normal answer. `BLUEZ_TEST_LOG=1` echoes the backend's logs to
+//! stderr and keeps the mock's log (`$TMPDIR/bluezoned-bluez-test-<pid>/mock.log`).
+
+#[macro_use]
+#[path = "bluez/harness.rs"]
+mod harness;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bluezone_protocol::{Aem, PeerId, RollingId, Rpi};
-use bluezoned::clock::Clock;
-use bluezoned::radio::bluez::{BluezConfig, BluezRadio};
-use bluezoned::radio::{Broadcast, Radio, RadioError, RadioIo, Reception};
-use dbus::arg::{prop_cast, AppendAll, PropMap, ReadAll, RefArg, Variant};
-use dbus::blocking::stdintf::org_freedesktop_dbus::Properties;
-use dbus::blocking::Connection;
-use dbus::channel::Channel;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-
-const PYTHON: &str = "/usr/bin/python3";
-const MOCK_IFACE: &str = "org.freedesktop.DBus.Mock";
-const BLUEZ_MOCK_IFACE: &str = "org.bluez.Mock";
-const ADAPTER_IFACE: &str = "org.bluez.Adapter1";
-const DEVICE_IFACE: &str = "org.bluez.Device1";
-const UUID_BLUEZONE: &str = "00004e56-0000-1000-8000-00805f9b34fb";
-const UUID_GAEN: &str = "0000fd6f-0000-1000-8000-00805f9b34fb";
-const UUID_IOS_SERVICE: &str = "00004e56-73f5-4bc4-a12f-17d1ad07a667";
-const UUID_IOS_CHAR: &str = "00004e56-73f5-4bc4-a12f-17d1ad07a689";
-
-/// The daemon's clock in these tests: receptions must carry exactly this time.
-const NOW_S: i64 = 1_600_000_000;
-
-struct FixedClock;
-impl Clock for FixedClock {
-    fn now_ms(&self) -> i64 {
-        NOW_S * 1000 + 250
-    }
-}
-
-fn id(b: u8) -> RollingId {
-    RollingId(std::array::from_fn(|i| b ^ (i as u8).wrapping_mul(17)))
-}
-fn rpi(b: u8) -> Rpi {
-    Rpi(std::array::from_fn(|i| {
-        b.wrapping_mul(7).wrapping_add(i as u8)
-    }))
-}
-fn aem(b: u8) -> Aem {
-    Aem([0x40, b, 0, 0])
-}
-
-// ---------------------------------------------------------------------------------------------
-// Prerequisites, the process-wide bus address, logs.
-
-fn missing_tools() -> Option<String> {
-    let daemon = Command::new("dbus-daemon")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(daemon, Ok(s) if s.success()) {
-        return Some("dbus-daemon is not installed (apt-get install dbus)".into());
-    }
-    let mock = Command::new(PYTHON)
-        .args(["-c", "import dbusmock"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(mock, Ok(s) if s.success()) {
-        return Some(format!(
-            "{PYTHON} cannot import dbusmock (apt-get install python3-dbusmock)"
-        ));
-    }
-    None
-}
-
-/// Skips the test (with a message) when the tools are missing; otherwise serialises the tests.
-macro_rules! setup {
-    () => {{
-        if let Some(why) = missing_tools() {
-            println!("SKIPPED {}: {why}", module_path!());
-            eprintln!("SKIPPED {}: {why}", module_path!());
-            return;
-        }
-        serial()
-    }};
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    init_process();
-    guard
-}
-
-/// The directory holding the bus socket; its path is fixed for the whole process.
-fn socket_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        std::env::temp_dir().join(format!("bluezoned-bluez-test-{}", std::process::id()))
-    })
-}
-
-fn bus_address() -> String {
-    format!("unix:path={}", socket_dir().join("bus").display())
-}
-
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        if std::env::var_os("BLUEZ_TEST_LOG").is_some() {
-            let _ = std::io::stderr().write_all(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-}
-
-fn init_process() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        // Before any libdbus connection exists (libdbus caches the address), with the other
-        // tests of this binary waiting on the serial lock.
-        std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", bus_address());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("bluezoned=debug"))
-            .with_ansi(false)
-            .with_writer(|| LogWriter)
-            .try_init();
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
-// The private bus, the mock, and the test's own client connection.
-
-struct Bus {
-    daemon: Option<Child>,
-    mock: Option<Child>,
-    client: Option<Connection>,
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-impl Bus {
-    /// A bus with no bluetoothd on it.
-    fn start() -> Bus {
-        let dir = socket_dir();
-        std::fs::create_dir_all(dir).expect("creating the socket directory");
-        let socket = dir.join("bus");
-        let _ = std::fs::remove_file(&socket);
-        let conf = dir.join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-                socket.display()
-            ),
-        )
-        .expect("writing the bus config");
-        let daemon = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--nopidfile"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting dbus-daemon");
-        let client = wait_for("the private bus", Duration::from_secs(10), || {
-            let mut ch = Channel::open_private(&bus_address()).ok()?;
-            ch.register().ok()?;
-            Some(Connection::from(ch))
-        });
-        Bus {
-            daemon: Some(daemon),
-            mock: None,
-            client: Some(client),
-        }
-    }
-
-    fn client(&self) -> &Connection {
-        self.client.as_ref().expect("bus is running")
-    }
-
-    /// Starts bluetoothd's stand-in and waits until it owns org.bluez.
-    fn start_mock(&mut self) {
-        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bluez/bluez_le.py");
-        let log = std::fs::File::create(socket_dir().join("mock.log")).expect("mock log");
-        let mock = Command::new(PYTHON)
-            .args(["-m", "dbusmock", "--system", "--template"])
-            .arg(&template)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", bus_address())
-            .stdout(log.try_clone().expect("mock log"))
-            .stderr(log)
-            .spawn()
-            .expect("starting python3 -m dbusmock");
-        self.mock = Some(mock);
-        wait_for("the mock to own org.bluez", Duration::from_secs(15), || {
-            let (has,): (bool,) = self
-                .client()
-                .with_proxy(
-                    "org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                    Duration::from_secs(2),
-                )
-                .method_call("org.freedesktop.DBus", "NameHasOwner", ("org.bluez",))
-                .ok()?;
-            has.then_some(())
-        });
-    }
-
-    fn kill_mock(&mut self) {
-        if let Some(mut m) = self.mock.take() {
-            let _ = m.kill();
-            let _ = m.wait();
-        }
-    }
-
-    /// Kills the bus itself, then the mock.
-    fn kill_all(&mut self) {
-        self.client = None;
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-        self.kill_mock();
-        let _ = std::fs::remove_file(socket_dir().join("bus"));
-    }
-
-    fn call<A: AppendAll, R: ReadAll>(
-        &self,
-        dest: &str,
-        path: &str,
-        iface: &str,
-        method: &str,
-        args: A,
-    ) -> R {
-        self.try_call(dest, path, iface, method, args)
-            .unwrap_or_else(|e| panic!("{iface}.{method} on {path}: {e}"))
-    }
-
-    fn try_call<A: AppendAll, R: ReadAll>(
-        &self,
-        dest: &str,
-        path: &str,
-        iface: &str,
-        method: &str,
-        args: A,
-    ) -> Result<R, dbus::Error> {
-        self.client()
-            .with_proxy(dest, path, Duration::from_secs(5))
-            .method_call(iface, method, args)
-    }
-
-    fn add_adapter(&self, name: &str, max_adverts: u8, reported: u8) -> String {
-        let (path,): (String,) = self.call(
-            "org.bluez",
-            "/",
-            BLUEZ_MOCK_IFACE,
-            "AddLEAdapter",
-            (name, "bluezoned-test", max_adverts, reported),
-        );
-        path
-    }
-
-    fn add_device(&self, adapter: &str, address: &str) -> String {
-        let (path,): (String,) = self.call(
-            "org.bluez",
-            "/",
-            BLUEZ_MOCK_IFACE,
-            "AddDevice",
-            (adapter, address, "phone"),
-        );
-        path
-    }
-
-    fn set<T: dbus::arg::Arg + dbus::arg::Append>(
-        &self,
-        path: &str,
-        iface: &str,
-        name: &str,
-        value: T,
-    ) {
-        self.client()
-            .with_proxy("org.bluez", path, Duration::from_secs(5))
-            .set(iface, name, value)
-            .unwrap_or_else(|e| panic!("setting {iface}.{name} on {path}: {e}"));
-    }
-
-    fn set_rssi(&self, dev: &str, rssi: i16) {
-        self.set(dev, DEVICE_IFACE, "RSSI", rssi);
-    }
-
-    fn set_manufacturer_data(&self, dev: &str, company: u16, data: &[u8]) {
-        let map: HashMap<u16, Variant<Vec<u8>>> =
-            HashMap::from([(company, Variant(data.to_vec()))]);
-        self.set(dev, DEVICE_IFACE, "ManufacturerData", map);
-    }
-
-    fn set_service_data(&self, dev: &str, uuid: &str, data: &[u8]) {
-        let map: HashMap<String, Variant<Vec<u8>>> =
-            HashMap::from([(uuid.to_string(), Variant(data.to_vec()))]);
-        self.set(dev, DEVICE_IFACE, "ServiceData", map);
-    }
-
-    /// How often `method` was called on the mock object at `path`.
-    fn calls(&self, path: &str, method: &str) -> usize {
-        type Calls = Vec<(u64, Vec<Variant<Box<dyn RefArg>>>)>;
-        let (calls,): (Calls,) =
-            self.call("org.bluez", path, MOCK_IFACE, "GetMethodCalls", (method,));
-        calls.len()
-    }
-
-    fn advertisements(&self, adapter: &str) -> Vec<Adv> {
-        type Row = (
-            String,
-            dbus::Path<'static>,
-            String,
-            Vec<String>,
-            HashMap<u16, Vec<u8>>,
-            HashMap<String, Vec<u8>>,
-            String,
-            Vec<String>,
-        );
-        let (rows,): (Vec<Row>,) = self.call(
-            "org.bluez",
-            "/",
-            BLUEZ_MOCK_IFACE,
-            "GetAdvertisements",
-            (adapter,),
-        );
-        rows.into_iter()
-            .map(
-                |(owner, path, kind, uuids, manufacturer, service_data, name, includes)| Adv {
-                    owner,
-                    path: path.to_string(),
-                    kind,
-                    uuids,
-                    manufacturer,
-                    service_data,
-                    name,
-                    includes,
-                },
-            )
-            .collect()
-    }
-
-    fn registrations(&self, adapter: &str) -> u32 {
-        let (n,): (u32,) = self.call(
-            "org.bluez",
-            "/",
-            BLUEZ_MOCK_IFACE,
-            "GetAdvertisementRegistrations",
-            (adapter,),
-        );
-        n
-    }
-
-    /// (owner, app path, characteristic path, UUID, flags) of registered GATT characteristics.
-    fn characteristics(&self, adapter: &str) -> Vec<(String, String, String, String, Vec<String>)> {
-        type Row = (
-            String,
-            dbus::Path<'static>,
-            dbus::Path<'static>,
-            String,
-            Vec<String>,
-        );
-        let (rows,): (Vec<Row>,) = self.call(
-            "org.bluez",
-            "/",
-            BLUEZ_MOCK_IFACE,
-            "GetGattCharacteristics",
-            (adapter,),
-        );
-        rows.into_iter()
-            .map(|(o, a, c, u, f)| (o, a.to_string(), c.to_string(), u, f))
-            .collect()
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        self.kill_all();
-        // The bus config and the mock's log; BLUEZ_TEST_LOG keeps them for a look.
-        if std::env::var_os("BLUEZ_TEST_LOG").is_none() {
-            let _ = std::fs::remove_dir_all(socket_dir());
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct Adv {
-    owner: String,
-    path: String,
-    kind: String,
-    uuids: Vec<String>,
-    manufacturer: HashMap<u16, Vec<u8>>,
-    service_data: HashMap<String, Vec<u8>>,
-    name: String,
-    includes: Vec<String>,
-}
-
-impl Adv {
-    fn is_bluezone(&self, id: &RollingId) -> bool {
-        self.kind == "peripheral"
-            && self.uuids == [UUID_BLUEZONE]
-            && self.manufacturer == HashMap::from([(0x22B5, id.0.to_vec())])
-            && self.service_data.is_empty()
-            && self.name.is_empty()
-            && self.includes.is_empty()
-    }
-    fn is_gaen(&self, rpi: &Rpi, aem: &Aem) -> bool {
-        let mut data = rpi.0.to_vec();
-        data.extend_from_slice(&aem.0);
-        self.kind == "broadcast"
-            && self.uuids == [UUID_GAEN]
-            && self.service_data == HashMap::from([(UUID_GAEN.to_string(), data)])
-            && self.manufacturer.is_empty()
-            && self.name.is_empty()
-            && self.includes.is_empty()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The radio under test.
-
-fn test_config() -> BluezConfig {
-    BluezConfig {
-        adapter: Some("hci0".into()),
-        discovery_stall_timeout: Duration::from_secs(60),
-        alternate_period: Duration::from_millis(300),
-        ios_read_interval: Duration::ZERO,
-        ios_read_timeout: Duration::from_secs(5),
-        retry_initial: Duration::from_millis(100),
-        retry_max: Duration::from_millis(400),
-        connect_timeout: Duration::from_secs(5),
-        ..BluezConfig::default()
-    }
-}
-
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    broadcast: watch::Sender<Broadcast>,
-    heard: mpsc::Receiver<Reception>,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Result<(), RadioError>>>,
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-impl Harness {
-    fn start(cfg: BluezConfig, initial: Broadcast) -> Harness {
-        let rt = runtime();
-        let radio = rt
-            .block_on(BluezRadio::connect(cfg, std::sync::Arc::new(FixedClock)))
-            .expect("BluezRadio::connect against the mock");
-        assert_eq!(radio.adapter(), "hci0");
-        let (broadcast, broadcast_rx) = watch::channel(initial);
-        let (heard_tx, heard) = mpsc::channel(4096);
-        let shutdown = CancellationToken::new();
-        let io = RadioIo {
-            broadcast: broadcast_rx,
-            heard: heard_tx,
-            shutdown: shutdown.clone(),
-        };
-        let task = rt.spawn(Box::new(radio).run(io));
-        Harness {
-            rt,
-            broadcast,
-            heard,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    fn recv(&mut self, limit: Duration) -> Option<Reception> {
-        let heard = &mut self.heard;
-        self.rt.block_on(async {
-            tokio::time::timeout(limit, heard.recv())
-                .await
-                .ok()
-                .flatten()
-        })
-    }
-
-    /// The next reception whose peer is `peer` (others in between are returned too).
-    fn recv_peer(&mut self, peer: PeerId, limit: Duration) -> (Reception, Vec<Reception>) {
-        let start = Instant::now();
-        let mut others = Vec::new();
-        while let Some(left) = limit.checked_sub(start.elapsed()) {
-            match self.recv(left) {
-                Some(r) if r.peer == peer => return (r, others),
-                Some(r) => others.push(r),
-                None => break,
-            }
-        }
-        panic!(
-            "no reception of {peer:?} within {limit:?} (got {others:?})\nlogs:\n{}",
-            logs()
-        );
-    }
-
-    fn drain(&mut self) -> Vec<Reception> {
-        let mut out = Vec::new();
-        while let Ok(r) = self.heard.try_recv() {
-            out.push(r);
-        }
-        out
-    }
-
-    fn running(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
-    fn stop(mut self) {
-        self.shutdown.cancel();
-        let task = self.task.take().expect("running");
-        let result = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await })
-            .expect("the radio stops within 5 s of shutdown")
-            .expect("the radio task did not panic");
-        assert!(result.is_ok(), "radio ended with {result:?}");
-    }
-}
-
-fn reception(peer: PeerId, aem: Option<Aem>, rssi: i8, tx_power: Option<i8>) -> Reception {
-    Reception {
-        peer,
-        aem,
-        rssi,
-        tx_power,
-        time: NOW_S,
-    }
-}
+use bluezone_protocol::{PeerId, RollingId};
+use bluezoned::radio::bluez::privacy::PrivacySetting;
+use bluezoned::radio::bluez::{BluezConfig, BluezError, BluezRadio, CONNECT_LIMIT};
+use bluezoned::radio::{Broadcast, RadioError};
+use dbus::arg::{prop_cast, PropMap, Variant};
+use harness::*;
 
 // ---------------------------------------------------------------------------------------------
 // (a) advertisements
@@ -642,20 +86,14 @@ fn advertisements_carry_the_exact_fields_and_follow_the_broadcast() {
         gaen: Some((rpi(2), aem(2))),
         epoch: 2,
     };
-    let t = Instant::now();
     h.broadcast.send_replace(b2);
-    wait_for("the new adverts", Duration::from_secs(5), || {
+    wait_for("the new adverts", Duration::from_secs(10), || {
         let ads = bus.advertisements("hci0");
         (ads.len() == 2
             && ads.iter().any(|a| a.is_bluezone(&id(2)))
             && ads.iter().any(|a| a.is_gaen(&rpi(2), &aem(2))))
         .then_some(())
     });
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "switch took {:?}",
-        t.elapsed()
-    );
     assert_eq!(bus.registrations("hci0"), 4);
 
     // Only Bluezone now: the GAEN advert goes.
@@ -669,9 +107,24 @@ fn advertisements_carry_the_exact_fields_and_follow_the_broadcast() {
         (ads.len() == 1 && ads[0].is_bluezone(&id(3))).then_some(())
     });
 
-    // The broadcast did not change: nothing is re-registered.
-    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(bus.registrations("hci0"), 5);
+
+    // Nothing is re-registered while the broadcast stays: the next change (a positive marker
+    // that the advertiser has run since) costs exactly one more registration.
+    h.broadcast.send_replace(Broadcast {
+        bluezone: Some(id(4)),
+        gaen: None,
+        epoch: 4,
+    });
+    wait_for(
+        "the next Bluezone-only advert",
+        Duration::from_secs(10),
+        || {
+            let ads = bus.advertisements("hci0");
+            (ads.len() == 1 && ads[0].is_bluezone(&id(4))).then_some(())
+        },
+    );
+    assert_eq!(bus.registrations("hci0"), 6);
 
     // Shutdown unregisters.
     h.stop();
@@ -841,17 +294,21 @@ fn mock_devices_become_receptions() {
     wait_for("StartDiscovery", Duration::from_secs(10), || {
         (bus.calls(&adapter, "StartDiscovery") >= 1).then_some(())
     });
-    // Duplicate reports were asked for, so RSSI updates keep coming.
-    let filter: PropMap = bus
-        .client()
-        .with_proxy("org.bluez", &adapter, Duration::from_secs(5))
-        .get(ADAPTER_IFACE, "DiscoveryFilter")
-        .expect("the discovery filter");
-    assert_eq!(
-        prop_cast::<bool>(&filter, "DuplicateData"),
-        Some(&true),
-        "{filter:?}"
+    // Every filter we set asks for LE only (no classic inquiry interleaved with the LE scan)
+    // and duplicate reports (so RSSI updates keep coming); nobody else (btleplug) set one.
+    let filters = bus.discovery_filters(&adapter);
+    assert!(
+        !filters.is_empty(),
+        "SetDiscoveryFilter before StartDiscovery"
     );
+    for f in &filters {
+        assert_eq!(f.get("Transport").map(String::as_str), Some("le"), "{f:?}");
+        assert_eq!(
+            f.get("DuplicateData").map(String::as_str),
+            Some("1"),
+            "{f:?}"
+        );
+    }
 
     // Bluezone Android: manufacturer data 0x22B5 → the ID; RSSI and TX power carried along.
     let d1 = bus.add_device("hci0", "AA:00:00:00:00:01");
@@ -861,7 +318,7 @@ fn mock_devices_become_receptions() {
     let r = h
         .recv(Duration::from_secs(5))
         .expect("a reception for the Bluezone device");
-    assert_eq!(r, reception(PeerId::Bluezone(id(1)), None, -60, Some(-7)));
+    assert_eq!(r, sighting(PeerId::Bluezone(id(1)), None, -60, Some(-7)));
 
     // Not Bluezone or GAEN, or malformed: nothing. (The GAEN device below comes next.)
     let d2 = bus.add_device("hci0", "AA:00:00:00:00:02");
@@ -882,7 +339,7 @@ fn mock_devices_become_receptions() {
         .expect("a reception for the GAEN device");
     assert_eq!(
         r,
-        reception(PeerId::Gaen(rpi(5)), Some(aem(5)), -70, Some(0))
+        sighting(PeerId::Gaen(rpi(5)), Some(aem(5)), -70, Some(0))
     );
 
     // Each new report (here an RSSI change) is another reception.
@@ -890,17 +347,21 @@ fn mock_devices_become_receptions() {
     let r = h
         .recv(Duration::from_secs(5))
         .expect("a reception for the RSSI update");
-    assert_eq!(r, reception(PeerId::Bluezone(id(1)), None, -55, Some(-7)));
+    assert_eq!(r, sighting(PeerId::Bluezone(id(1)), None, -55, Some(-7)));
     bus.set_rssi(&d5, -71);
     let r = h
         .recv(Duration::from_secs(5))
         .expect("a reception for the RSSI update");
     assert_eq!(
         r,
-        reception(PeerId::Gaen(rpi(5)), Some(aem(5)), -71, Some(0))
+        sighting(PeerId::Gaen(rpi(5)), Some(aem(5)), -71, Some(0))
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(h.drain(), [], "one reception per report");
+    // One reception per report: a marker device reported next arrives with nothing before it.
+    let d6 = bus.add_device("hci0", "AA:00:00:00:00:06");
+    bus.set_rssi(&d6, -80);
+    bus.set_manufacturer_data(&d6, 0x22B5, &id(6).0);
+    let (_, before) = h.recv_peer(PeerId::Bluezone(id(6)), Duration::from_secs(10));
+    assert_eq!(before, [], "one reception per report");
     h.stop();
 }
 
@@ -916,7 +377,7 @@ fn bluetoothd_restart_bus_loss_power_off_and_adapter_removal_are_survived() {
     let mut h = Harness::start(test_config(), Broadcast::default());
     let limit = Duration::from_secs(10);
 
-    // Receptions resume once a device on a (re)started stack is heard. Discovery may not have
+    // Sightings resume once a device on a (re)started stack is heard. Discovery may not have
     // started yet when the device appears, so its data is refreshed until one gets through.
     let hear = |bus: &Bus, h: &mut Harness, address: &str, n: u8| {
         let dev = bus.add_device("hci0", address);
@@ -941,7 +402,6 @@ fn bluetoothd_restart_bus_loss_power_off_and_adapter_removal_are_survived() {
 
     // bluetoothd restarts (the bus stays).
     bus.kill_mock();
-    std::thread::sleep(Duration::from_millis(300));
     bus.start_mock();
     bus.add_adapter("hci0", 2, 2);
     hear(&bus, &mut h, "AA:00:00:00:01:02", 2);
@@ -958,13 +418,7 @@ fn bluetoothd_restart_bus_loss_power_off_and_adapter_removal_are_survived() {
     let mut bus = Bus::start();
     bus.start_mock();
     let adapter = bus.add_adapter("hci0", 2, 2);
-    let t = Instant::now();
     let d3 = hear(&bus, &mut h, "AA:00:00:00:01:03", 3);
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "recovery took {:?}",
-        t.elapsed()
-    );
     assert!(
         logs().contains("lost the connection to the D-Bus system bus"),
         "{}",
@@ -979,7 +433,6 @@ fn bluetoothd_restart_bus_loss_power_off_and_adapter_removal_are_survived() {
             .contains("Bluetooth adapter hci0 is powered off")
             .then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         bus.calls(&adapter, "StartDiscovery"),
         starts,
@@ -1007,7 +460,6 @@ fn bluetoothd_restart_bus_loss_power_off_and_adapter_removal_are_survived() {
             .contains("Bluetooth adapter hci0 was removed")
             .then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
     bus.add_adapter("hci0", 2, 2);
     hear(&bus, &mut h, "AA:00:00:00:01:04", 4);
 
@@ -1025,7 +477,7 @@ fn a_discovery_stall_restarts_discovery() {
     bus.start_mock();
     let adapter = bus.add_adapter("hci0", 2, 2);
     let cfg = BluezConfig {
-        discovery_stall_timeout: Duration::from_secs(1),
+        discovery_stall_timeout: Duration::from_secs(3),
         ..test_config()
     };
     let mut h = Harness::start(cfg, Broadcast::default());
@@ -1035,10 +487,10 @@ fn a_discovery_stall_restarts_discovery() {
     let dev = bus.add_device("hci0", "AA:00:00:00:02:01");
     bus.set_manufacturer_data(&dev, 0x22B5, &id(9).0);
 
-    // Adverts keep arriving (every 250 ms for 2.5 s, stall timeout 1 s): no restart.
+    // Adverts keep arriving (every 250 ms for 4 s, stall timeout 3 s): no restart.
     let start = Instant::now();
     let mut rssi = -40;
-    while start.elapsed() < Duration::from_millis(2500) {
+    while start.elapsed() < Duration::from_millis(4000) {
         rssi = if rssi == -40 { -41 } else { -40 };
         bus.set_rssi(&dev, rssi);
         std::thread::sleep(Duration::from_millis(250));
@@ -1052,11 +504,11 @@ fn a_discovery_stall_restarts_discovery() {
 
     // Silence: discovery is stopped and started again.
     let silent = Instant::now();
-    wait_for("a second StartDiscovery", Duration::from_secs(5), || {
+    wait_for("a second StartDiscovery", Duration::from_secs(15), || {
         (bus.calls(&adapter, "StartDiscovery") >= 2).then_some(())
     });
     assert!(
-        silent.elapsed() >= Duration::from_millis(700),
+        silent.elapsed() >= Duration::from_millis(2500),
         "not before the timeout"
     );
     assert!(bus.calls(&adapter, "StopDiscovery") >= 1);
@@ -1072,53 +524,120 @@ fn a_discovery_stall_restarts_discovery() {
 // ---------------------------------------------------------------------------------------------
 // (f) nothing to talk to
 
+/// The typed cause of an `Unavailable` connect.
+fn unavailable(r: Result<BluezRadio, RadioError>) -> BluezError {
+    match r {
+        Err(RadioError::Unavailable(cause)) => match cause.downcast::<BluezError>() {
+            Ok(e) => *e,
+            Err(other) => panic!("Unavailable with a foreign cause: {other}"),
+        },
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
 #[test]
-fn no_bus_or_bluetoothd_or_adapter_is_unavailable_within_10_s() {
+fn no_bus_or_bluetoothd_or_adapter_is_unavailable() {
     let _serial = setup!();
     let rt = runtime();
-    let connect = |cfg: BluezConfig| {
-        let t = Instant::now();
-        let r = rt.block_on(BluezRadio::connect(cfg, std::sync::Arc::new(FixedClock)));
-        let elapsed = t.elapsed();
-        assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
-        match r {
-            Err(RadioError::Unavailable(msg)) => msg,
-            other => panic!("expected Unavailable, got {other:?}"),
-        }
-    };
+    let connect =
+        |cfg: BluezConfig| rt.block_on(BluezRadio::connect(cfg, std::sync::Arc::new(FixedClock)));
 
-    // No bus at all.
+    // No bus at all: the promise of an answer within CONNECT_LIMIT is for a missing service,
+    // so only this case is timed; nothing here is slow, just absent.
     let _ = std::fs::remove_file(socket_dir().join("bus"));
-    let msg = connect(test_config());
-    assert!(msg.contains("D-Bus system bus"), "{msg}");
-    assert!(msg.contains(&bus_address()), "names the address: {msg}");
+    let t = Instant::now();
+    let e = unavailable(connect(test_config()));
+    let elapsed = t.elapsed();
+    assert!(elapsed < CONNECT_LIMIT, "took {elapsed:?}");
+    match &e {
+        BluezError::BusUnavailable { address, .. } => assert_eq!(address, &bus_address()),
+        other => panic!("expected BusUnavailable, got {other:?}"),
+    }
+    assert!(
+        e.to_string().contains(&bus_address()),
+        "names the address: {e}"
+    );
 
+    // From here on the services exist and may merely be slow on a loaded machine: the outcome is
+    // checked, not the time (the connect budget is the full CONNECT_LIMIT).
     // A bus, but no bluetoothd on it.
     let mut bus = Bus::start();
-    let msg = connect(test_config());
-    assert!(msg.contains("bluetoothd is not running"), "{msg}");
+    let e = unavailable(connect(test_config()));
+    assert!(matches!(e, BluezError::NoBluetoothd { .. }), "{e:?}");
 
     // bluetoothd, but no adapter; then not the configured one.
     bus.start_mock();
-    let msg = connect(test_config());
-    assert!(msg.contains("no Bluetooth adapter hci0"), "{msg}");
+    match unavailable(connect(test_config())) {
+        BluezError::NoAdapter { wanted, found } => {
+            assert_eq!((wanted.as_str(), found.as_str()), ("hci0", "none"))
+        }
+        other => panic!("expected NoAdapter, got {other:?}"),
+    }
     bus.add_adapter("hci1", 2, 2);
-    let msg = connect(test_config());
+    let e = unavailable(connect(test_config()));
+    match &e {
+        BluezError::NoAdapter { wanted, found } => {
+            assert_eq!((wanted.as_str(), found.as_str()), ("hci0", "hci1"))
+        }
+        other => panic!("expected NoAdapter, got {other:?}"),
+    }
     assert!(
-        msg.contains("no Bluetooth adapter hci0 (bluetoothd reports: hci1)"),
-        "{msg}"
+        e.to_string()
+            .contains("no Bluetooth adapter hci0 (bluetoothd reports: hci1)"),
+        "{e}"
     );
-    let ok = rt.block_on(BluezRadio::connect(
-        BluezConfig {
-            adapter: None,
-            ..test_config()
-        },
-        std::sync::Arc::new(FixedClock),
-    ));
-    assert_eq!(
-        ok.expect("the only adapter is the default").adapter(),
-        "hci1"
-    );
+    let ok = connect(BluezConfig {
+        adapter: None,
+        ..test_config()
+    });
+    let radio = ok.expect("the only adapter is the default");
+    assert_eq!(radio.adapter(), "hci1");
+    // The mock's adapter has a public address, and there is no main.conf with privacy on.
+    let privacy = radio.privacy();
+    assert_eq!(privacy.address_type, "public");
+    assert!(privacy.linkable, "{privacy:?}");
+}
+
+#[test]
+fn privacy_on_in_main_conf_is_reported() {
+    let _serial = setup!();
+    let mut bus = Bus::start();
+    bus.start_mock();
+    bus.add_adapter("hci0", 2, 2);
+    let conf = socket_dir().join("main.conf");
+    std::fs::write(&conf, "[General]\nPrivacy = device\n").expect("writing main.conf");
+    let rt = runtime();
+    let radio = rt
+        .block_on(BluezRadio::connect(
+            BluezConfig {
+                main_conf: conf,
+                ..test_config()
+            },
+            std::sync::Arc::new(FixedClock),
+        ))
+        .expect("connect");
+    assert_eq!(radio.privacy().privacy, PrivacySetting::On("device".into()));
+    assert!(!radio.privacy().linkable);
+}
+
+#[test]
+fn the_dbus_policy_scopes_every_rule_to_bluez() {
+    // Not a bus test: the shipped policy file itself (security review M10).
+    let conf = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/bluezoned-dbus.conf"),
+    )
+    .expect("reading dist/bluezoned-dbus.conf");
+    let rules: Vec<&str> = conf
+        .split('<')
+        .filter(|t| t.starts_with("allow "))
+        .collect();
+    assert!(!rules.is_empty());
+    for rule in rules {
+        assert!(
+            rule.contains(r#"send_destination="org.bluez""#),
+            "unscoped rule: <{rule}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1201,7 +720,7 @@ fn ios_peers_are_read_over_gatt_and_cached() {
         vec![UUID_IOS_SERVICE.to_string()],
     );
     let (r, _) = h.recv_peer(PeerId::Bluezone(id(31)), Duration::from_secs(10));
-    assert_eq!(r, reception(PeerId::Bluezone(id(31)), None, -65, Some(0)));
+    assert_eq!(r, sighting(PeerId::Bluezone(id(31)), None, -65, Some(0)));
     assert_eq!(bus.calls(&d1, "Connect"), 1);
     assert_eq!(
         bus.calls(&format!("{d1}/service0010/char0011"), "ReadValue"),
@@ -1222,6 +741,6 @@ fn ios_peers_are_read_over_gatt_and_cached() {
     overflow.extend_from_slice(&[0; 15]);
     bus.set_manufacturer_data(&d2, 0x004C, &overflow);
     let (r, _) = h.recv_peer(PeerId::Bluezone(id(32)), Duration::from_secs(10));
-    assert_eq!(r, reception(PeerId::Bluezone(id(32)), None, -75, Some(0)));
+    assert_eq!(r, sighting(PeerId::Bluezone(id(32)), None, -75, Some(0)));
     h.stop();
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bluezone_protocol::adv;
-use bluezone_protocol::{Aem, PeerId, RollingId, Rpi};
+use bluezone_protocol::{Aem, PeerId, RollingId, Rpi, Sighting};
 use bluezoned::clock::{SharedClock, VirtualClock};
 use bluezoned::radio::sim::{
     DeviceHandle, DeviceModel, DeviceSpec, Medium, MediumConfig, Mobility, ScanConfig, SimError,
 };
-use bluezoned::radio::{Broadcast, Radio, RadioError, RadioIo, Reception};
+use bluezoned::radio::{Broadcast, Radio, RadioError, RadioIo};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,7 @@ fn phone(medium: &Medium, name: &str, model: DeviceModel, mobility: Mobility) ->
 struct Node {
     broadcast: watch::Sender<Broadcast>,
     radio: JoinHandle<Result<(), RadioError>>,
-    heard: JoinHandle<Vec<Reception>>,
+    heard: JoinHandle<Vec<Sighting>>,
 }
 
 fn start(
@@ -96,7 +96,7 @@ fn start(
     }
 }
 
-async fn stop(node: Node) -> Vec<Reception> {
+async fn stop(node: Node) -> Vec<Sighting> {
     let result = node.radio.await.expect("radio task");
     assert!(result.is_ok(), "{result:?}");
     drop(node.broadcast);
@@ -300,7 +300,7 @@ async fn thirty_metres_through_a_wall_is_rarely_heard_and_weak() {
     shutdown.cancel();
     let heard = stop(node).await;
 
-    let far_heard: Vec<&Reception> = heard
+    let far_heard: Vec<&Sighting> = heard
         .iter()
         .filter(|r| r.peer == PeerId::Bluezone(bz(7)))
         .collect();
@@ -454,7 +454,7 @@ async fn broadcast_change_is_heard_from_the_next_scan() {
     let heard = stop(nb).await;
     let _ = stop(na).await;
 
-    let generation = |r: &Reception| match r.peer {
+    let generation = |r: &Sighting| match r.peer {
         PeerId::Bluezone(id) => {
             assert_eq!(r.aem, None);
             id.0[0]
@@ -573,7 +573,7 @@ async fn api_misuse_is_a_typed_error() {
 
 #[tokio::test(start_paused = true)]
 async fn same_seed_same_receptions() {
-    async fn once(seed: u64) -> Vec<Reception> {
+    async fn once(seed: u64) -> Vec<Sighting> {
         let (medium, clock) = world(seed);
         let rx = bluezoned(&medium, "rx", fixed(0.0, 0.0, 0), true);
         let p = phone(&medium, "g", DeviceModel::Gaen, fixed(3.0, 4.0, 0));

@@ -9,11 +9,15 @@
 //! - [`bluezone`]: Bluezone v3 rolling IDs and the F0 case-list JSON (`docs/bluezone.md`).
 //! - [`gaen`]: Exposure Notification v1.2 crypto and signed export files (`docs/gaen.md`).
 //! - [`adv`]: BLE advertisement codecs for both protocols.
+//! - [`broadcast`]: what a device puts on air at time t, and when that changes.
+//! - [`dedup`]: receptions to sightings, one per peer per window, RSSI averaged.
 //! - [`sighting`]: one reception of an identifier, the unit the store and matcher share.
 //! - [`time`]: UTC day and slot arithmetic shared by both.
 
 pub mod adv;
 pub mod bluezone;
+pub mod broadcast;
+pub mod dedup;
 pub mod gaen;
 pub mod ids;
 pub mod matching;

@@ -128,6 +128,8 @@ async fn bluez_radio(config: &Config, clock: SharedClock) -> Result<Box<dyn Radi
         advertise_gaen: r.protocols.contains(&Protocol::Gaen),
         gatt: r.protocols.contains(&Protocol::Bluezone),
         read_ios_peers: r.protocols.contains(&Protocol::Bluezone),
+        // What the GAEN metadata announces is what the adapter is asked for.
+        tx_power: Some(i16::from(r.tx_power_dbm)),
         ..BluezConfig::default()
     };
     // `connect` fails within 10 s, naming D-Bus, bluetoothd or the adapter, when one is missing.

@@ -3,7 +3,7 @@
 //! A backend runs as one task. It advertises whatever the latest [`Broadcast`] says (switching
 //! the moment it changes, together with the random address), answers GATT reads of the Bluezone
 //! iOS characteristic with the current ID, and sends every identifier it hears as a
-//! [`Reception`]. It never stores or de-duplicates: that is the service loop's job.
+//! [`Sighting`]. It never stores or de-duplicates: that is the service loop's job.
 //!
 //! - [`sim`]: an in-process medium of many simulated devices on virtual time.
 //! - [`bluez`]: BlueZ over D-Bus (bluer advertises and serves GATT, btleplug scans).
@@ -14,8 +14,8 @@ pub mod sim;
 use std::future::Future;
 use std::pin::Pin;
 
-use bluezone_protocol::time::UnixSeconds;
-use bluezone_protocol::{Aem, PeerId, RollingId, Rpi};
+use bluezone_protocol::broadcast::OnAir;
+use bluezone_protocol::{Aem, RollingId, Rpi, Sighting};
 use tokio::sync::{mpsc, watch};
 
 /// What this device should be broadcasting now.
@@ -29,30 +29,37 @@ pub struct Broadcast {
     pub epoch: u64,
 }
 
-/// One identifier heard on air, stamped by the backend with the daemon's clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reception {
-    pub peer: PeerId,
-    pub aem: Option<Aem>,
-    pub rssi: i8,
-    pub tx_power: Option<i8>,
-    pub time: UnixSeconds,
+impl Broadcast {
+    /// What the protocol puts on air, as the radio takes it; a new `epoch` rotates the address.
+    pub fn new(on_air: OnAir, epoch: u64) -> Broadcast {
+        Broadcast {
+            bluezone: on_air.bluezone,
+            gaen: on_air.gaen.map(|g| (g.rpi, g.aem)),
+            epoch,
+        }
+    }
 }
 
 /// Channels between the service loop and a backend.
 pub struct RadioIo {
     pub broadcast: watch::Receiver<Broadcast>,
-    pub heard: mpsc::Sender<Reception>,
+    /// Every identifier heard, stamped with the daemon's clock (not yet de-duplicated).
+    pub heard: mpsc::Sender<Sighting>,
     /// Resolves when the daemon shuts down; the backend then stops advertising and returns.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
+/// The cause of a [`RadioError`]: the backend's own typed error, kept for the chain.
+pub type RadioCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a radio could not start or stopped. The cause stays a typed source (`error_chain` prints
+/// it), so callers can tell a missing service from a failure without parsing text.
 #[derive(Debug, thiserror::Error)]
 pub enum RadioError {
-    #[error("Bluetooth stack unavailable: {0}")]
-    Unavailable(String),
-    #[error("radio failed: {0}")]
-    Failed(String),
+    #[error("Bluetooth stack unavailable")]
+    Unavailable(#[source] RadioCause),
+    #[error("radio failed")]
+    Failed(#[source] RadioCause),
 }
 
 pub type RadioFuture = Pin<Box<dyn Future<Output = Result<(), RadioError>> + Send>>;

@@ -29,12 +29,12 @@ use std::time::Duration;
 
 use bluezone_protocol::adv::{self, Advert};
 use bluezone_protocol::time::UnixSeconds;
-use bluezone_protocol::{PeerId, RollingId};
+use bluezone_protocol::{PeerId, RollingId, Sighting};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
-use super::{Broadcast, Radio, RadioError, RadioFuture, RadioIo, Reception};
+use super::{Broadcast, Radio, RadioError, RadioFuture, RadioIo};
 use crate::clock::{self, SharedClock};
 
 /// Length of the slot during which a GATT-read Bluezone-iOS ID stays cached (bluezone.md §1).
@@ -867,7 +867,7 @@ impl SimRadio {
     }
 
     /// Hears everything audible at this instant (one wake-up of a scan window).
-    fn scan_point(&mut self, window_start_ms: i64) -> Vec<Reception> {
+    fn scan_point(&mut self, window_start_ms: i64) -> Vec<Sighting> {
         let mut out = Vec::new();
         let mut inner = self.medium.lock();
         let inner = &mut *inner;
@@ -968,7 +968,7 @@ impl SimRadio {
                         continue;
                     }
                 };
-                out.push(Reception {
+                out.push(Sighting {
                     peer,
                     aem,
                     rssi,
@@ -1021,7 +1021,7 @@ impl SimRadio {
                 for reception in receptions {
                     heard.send(reception).await?;
                 }
-                Ok::<_, mpsc::error::SendError<Reception>>(())
+                Ok::<_, mpsc::error::SendError<Sighting>>(())
             };
             tokio::select! {
                 biased;
@@ -1065,7 +1065,7 @@ impl OnAirGuard {
         let mut inner = medium.lock();
         let dev = inner
             .device_mut(device)
-            .map_err(|e| RadioError::Failed(e.to_string()))?;
+            .map_err(|e| RadioError::Failed(e.into()))?;
         dev.source = Source::Watch(broadcast);
         dev.source_gen += 1;
         Ok(OnAirGuard {

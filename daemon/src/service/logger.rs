@@ -1,134 +1,92 @@
 //! Receptions in, durable sightings out.
 //!
-//! A peer is advertised ~10 times a second and every scan window hears it several times; one
-//! sighting per peer per `radio.dedup_s` is what matching and scoring need (the scoring credits
-//! the gaps between sightings). Sightings wait in memory at most `store.flush_interval_ms` (or
-//! until `store.batch_max`), then one transaction writes the batch with `synchronous=FULL`: only
+//! De-duplication (one sighting per peer per `radio.dedup_s`, RSSI averaged, protocols not
+//! logged dropped) is the protocol's [`Dedup`] state machine; this task feeds it and writes
+//! what it yields. Sightings wait in memory at most `store.flush_interval_ms` (or until
+//! `store.batch_max`), then one transaction writes the batch with `synchronous=FULL`: only
 //! after it returns is the batch counted as stored ("acknowledged"). A failed write (disk full)
-//! keeps the batch for the next attempt, up to a cap, and is never reported as stored.
+//! keeps the batch for the next attempt, up to [`MAX_PENDING`], and is never reported as stored.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Result;
-use bluezone_protocol::{PeerId, Sighting};
+use bluezone_protocol::dedup::{Dedup, ProtocolFilter};
+use bluezone_protocol::Sighting;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::config::Protocol;
-use crate::radio::Reception;
 
 /// Sightings held while the store refuses writes, before the oldest are dropped.
-const MAX_PENDING: usize = 100_000;
+pub const MAX_PENDING: usize = 100_000;
 
 pub async fn run(
     shared: Arc<Shared>,
-    mut heard: mpsc::Receiver<Reception>,
+    heard: mpsc::Receiver<Sighting>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    run_capped(shared, heard, shutdown, MAX_PENDING).await
+}
+
+/// [`run`] with the cap on unstored sightings as a parameter (tests use a small one).
+pub async fn run_capped(
+    shared: Arc<Shared>,
+    mut heard: mpsc::Receiver<Sighting>,
+    shutdown: CancellationToken,
+    max_pending: usize,
+) -> Result<()> {
     let cfg = &shared.config;
-    let bz = cfg.radio.protocols.contains(&Protocol::Bluezone);
-    let ga = cfg.radio.protocols.contains(&Protocol::Gaen);
-    let dedup_s = cfg.radio.dedup_s as i64;
-    let mut dedup = Dedup::default();
-    let mut pending: Vec<Sighting> = Vec::new();
+    let filter = ProtocolFilter {
+        bluezone: cfg.radio.protocols.contains(&Protocol::Bluezone),
+        gaen: cfg.radio.protocols.contains(&Protocol::Gaen),
+    };
+    let dedup_s = i64::try_from(cfg.radio.dedup_s).unwrap_or(i64::MAX);
+    let mut dedup = Dedup::new(dedup_s, filter);
     let mut tick = tokio::time::interval(shared.config.flush_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            // Shutdown first: what is still queued then goes through the drain below.
+            biased;
+            _ = shutdown.cancelled() => break,
             r = heard.recv() => {
                 let Some(r) = r else { break };
                 shared.metrics.receptions.fetch_add(1, Ordering::Relaxed);
-                let wanted = match r.peer {
-                    PeerId::Bluezone(_) => bz,
-                    PeerId::Gaen(_) => ga,
-                };
-                if wanted {
-                    dedup.offer(r, dedup_s, &mut pending);
-                }
-                if pending.len() >= cfg.store.batch_max {
-                    flush(&shared, &mut pending, &mut dedup).await?;
+                dedup.offer(r);
+                if dedup.pending().len() >= cfg.store.batch_max {
+                    flush(&shared, &mut dedup, max_pending).await?;
                 }
             }
             _ = tick.tick() => {
-                flush(&shared, &mut pending, &mut dedup).await?;
-                dedup.forget_older_than(shared.clock.now() - dedup_s.max(1) * 2);
-                shared.metrics.dedup_entries.store(dedup.len() as u64, Ordering::Relaxed);
+                flush(&shared, &mut dedup, max_pending).await?;
+                dedup.forget_older_than(shared.clock.now() - dedup_s.clamp(1, i64::MAX / 2) * 2);
+                shared.metrics.dedup_entries.store(dedup.peers() as u64, Ordering::Relaxed);
             }
-            _ = shutdown.cancelled() => break,
         }
     }
-    // Drain what the radio already handed over, then write it.
+    // Drain what the radio already handed over (through the same filter and windows), then
+    // write it.
     while let Ok(r) = heard.try_recv() {
-        dedup.offer(r, dedup_s, &mut pending);
+        shared.metrics.receptions.fetch_add(1, Ordering::Relaxed);
+        dedup.offer(r);
     }
-    flush(&shared, &mut pending, &mut dedup).await?;
-    if !pending.is_empty() {
+    flush(&shared, &mut dedup, max_pending).await?;
+    if !dedup.pending().is_empty() {
         tracing::error!(
-            lost = pending.len(),
+            lost = dedup.pending().len(),
             "store refused the last sightings at shutdown"
         );
     }
     Ok(())
 }
 
-/// One sighting per peer per `dedup_s`. While a sighting is still waiting to be written, later
-/// receptions of the same peer refine its RSSI (their mean): single packets carry several dB of
-/// noise, and attenuation buckets are only as good as the RSSI behind them.
-#[derive(Default)]
-struct Dedup {
-    /// Peer → (time of its logged sighting, index in `pending` while unwritten, RSSI sum, count).
-    peers: HashMap<PeerId, (i64, Option<usize>, i32, i32)>,
-}
-
-impl Dedup {
-    fn offer(&mut self, r: Reception, dedup_s: i64, pending: &mut Vec<Sighting>) {
-        if let Some(e) = self.peers.get_mut(&r.peer) {
-            if (r.time - e.0).abs() < dedup_s {
-                if let Some(s) = e.1.and_then(|i| pending.get_mut(i)) {
-                    e.2 += r.rssi as i32;
-                    e.3 += 1;
-                    s.rssi = (e.2 as f64 / e.3 as f64).round() as i8;
-                }
-                return;
-            }
-        }
-        self.peers
-            .insert(r.peer, (r.time, Some(pending.len()), r.rssi as i32, 1));
-        pending.push(Sighting {
-            peer: r.peer,
-            time: r.time,
-            rssi: r.rssi,
-            tx_power: r.tx_power,
-            aem: r.aem,
-        });
-    }
-
-    /// The pending batch was handed to the store: its sightings can no longer change.
-    fn written(&mut self) {
-        for e in self.peers.values_mut() {
-            e.1 = None;
-        }
-    }
-
-    /// IDs rotate every 10–15 minutes, so without this the map would hold every ID ever heard.
-    fn forget_older_than(&mut self, t: i64) {
-        self.peers.retain(|_, e| e.0 >= t);
-    }
-
-    fn len(&self) -> usize {
-        self.peers.len()
-    }
-}
-
-async fn flush(shared: &Arc<Shared>, pending: &mut Vec<Sighting>, dedup: &mut Dedup) -> Result<()> {
-    if pending.is_empty() {
+async fn flush(shared: &Arc<Shared>, dedup: &mut Dedup, max_pending: usize) -> Result<()> {
+    if dedup.pending().is_empty() {
         return Ok(());
     }
-    dedup.written();
-    let batch = std::mem::take(pending);
+    let batch = dedup.take_pending();
     let n = batch.len();
     let (batch, result) = shared
         .with_store(move |s| {
@@ -148,16 +106,189 @@ async fn flush(shared: &Arc<Shared>, pending: &mut Vec<Sighting>, dedup: &mut De
         Err(e) => {
             shared.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, held = n, "storing sightings failed; will retry");
-            *pending = batch;
-            if pending.len() > MAX_PENDING {
-                let drop = pending.len() - MAX_PENDING;
-                pending.drain(..drop);
+            let dropped = dedup.restore(batch, max_pending);
+            if dropped > 0 {
                 tracing::error!(
-                    dropped = drop,
+                    dropped,
                     "dropped unstored sightings: the store keeps failing"
                 );
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The logger on tokio's paused clock with a real store in a temporary directory.
+
+    use std::time::Duration;
+
+    use bluezone_protocol::{PeerId, RollingId, Rpi};
+
+    use super::*;
+    use crate::clock::VirtualClock;
+    use crate::config::Config;
+    use crate::service::Metrics;
+    use crate::store::{KeyLocation, Store};
+
+    const T0: i64 = 1_600_000_000;
+
+    fn bz(i: u32) -> PeerId {
+        let mut id = [0u8; 12];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        PeerId::Bluezone(RollingId(id))
+    }
+
+    fn seen(peer: PeerId, dt: i64, rssi: i8) -> Sighting {
+        Sighting {
+            peer,
+            time: T0 + dt,
+            rssi,
+            tx_power: None,
+            aem: None,
+        }
+    }
+
+    fn shared(dir: &std::path::Path, protocols: Vec<Protocol>) -> Arc<Shared> {
+        let (store, _) = Store::init_at(dir, KeyLocation::resolve(dir, None)).expect("store");
+        let mut config = Config::default();
+        config.radio.protocols = protocols;
+        config.radio.dedup_s = 30;
+        Shared::new(store, config, Arc::new(VirtualClock::new(T0)))
+    }
+
+    fn stored(shared: &Shared) -> Vec<Sighting> {
+        let out = shared
+            .lock_store()
+            .sightings_in_days(i64::MIN, i64::MAX)
+            .expect("reading sightings");
+        assert_eq!(out.corrupt, 0);
+        out.sightings
+    }
+
+    /// Waits (on the paused clock) until `f` holds.
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} never happened");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_sighting_per_peer_per_window_with_mean_rssi() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path(), vec![Protocol::Bluezone, Protocol::Gaen]);
+        let (tx, rx) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(shared.clone(), rx, stop.clone()));
+        for (dt, rssi) in [(0, -60), (5, -70), (29, -71)] {
+            tx.send(seen(bz(1), dt, rssi)).await.unwrap();
+        }
+        tx.send(seen(bz(2), 1, -50)).await.unwrap();
+        until("the first batch is stored", || {
+            Metrics::get(&shared.metrics.sightings_stored) == 2
+        })
+        .await;
+        // Within the window of a written sighting: not logged again.
+        tx.send(seen(bz(1), 20, -40)).await.unwrap();
+        // A new window.
+        tx.send(seen(bz(1), 30, -45)).await.unwrap();
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        let got: Vec<_> = stored(&shared)
+            .iter()
+            .map(|s| (s.peer, s.time - T0, s.rssi))
+            .collect();
+        assert_eq!(got, [(bz(1), 0, -67), (bz(2), 1, -50), (bz(1), 30, -45)]);
+        assert_eq!(Metrics::get(&shared.metrics.receptions), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdown_drain_is_deduplicated_and_filtered() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path(), vec![Protocol::Bluezone]);
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(seen(bz(1), 0, -60)).await.unwrap();
+        tx.send(seen(bz(1), 1, -62)).await.unwrap();
+        tx.send(seen(PeerId::Gaen(Rpi([7; 16])), 1, -62))
+            .await
+            .unwrap();
+        // Shutdown before the logger ever runs: everything goes through the final drain.
+        let stop = CancellationToken::new();
+        stop.cancel();
+        run(shared.clone(), rx, stop).await.unwrap();
+        let got: Vec<_> = stored(&shared).iter().map(|s| (s.peer, s.rssi)).collect();
+        assert_eq!(
+            got,
+            [(bz(1), -61)],
+            "GAEN is not logged; one sighting for bz(1)"
+        );
+    }
+
+    /// Makes every write that grows the database fail, as a full disk does.
+    fn fill_disk(shared: &Shared, full: bool) {
+        let pages = if full { 1 } else { 1 << 30 };
+        shared.lock_store().set_max_page_count(pages).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_write_is_retried_and_counted_only_once_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path(), vec![Protocol::Bluezone]);
+        fill_disk(&shared, true);
+        let (tx, rx) = mpsc::channel(1024);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(shared.clone(), rx, stop.clone()));
+        for i in 0..300 {
+            tx.send(seen(bz(i), 0, -60)).await.unwrap();
+        }
+        until("a failed write", || {
+            Metrics::get(&shared.metrics.store_errors) >= 1
+        })
+        .await;
+        assert_eq!(Metrics::get(&shared.metrics.sightings_stored), 0);
+        assert!(stored(&shared).is_empty(), "nothing half-written");
+        fill_disk(&shared, false);
+        until("the retry", || {
+            Metrics::get(&shared.metrics.sightings_stored) == 300
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        let got = stored(&shared);
+        assert_eq!(got.len(), 300);
+        assert_eq!(Metrics::get(&shared.metrics.sightings_stored), 300);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unstored_sightings_are_capped_dropping_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path(), vec![Protocol::Bluezone]);
+        fill_disk(&shared, true);
+        let (tx, rx) = mpsc::channel(1024);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_capped(shared.clone(), rx, stop.clone(), 50));
+        for i in 0..300 {
+            tx.send(seen(bz(i), 0, -60)).await.unwrap();
+        }
+        until("a failed write", || {
+            Metrics::get(&shared.metrics.store_errors) >= 1
+        })
+        .await;
+        fill_disk(&shared, false);
+        until("the retry", || {
+            Metrics::get(&shared.metrics.sightings_stored) > 0
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        let mut got: Vec<_> = stored(&shared).iter().map(|s| s.peer).collect();
+        got.sort_by_key(|p| p.to_hex());
+        let want: Vec<_> = (250..300).map(bz).collect();
+        assert_eq!(got, want, "the 50 newest are kept");
+    }
 }

@@ -3,7 +3,7 @@
 //! Tasks, joined by channels and stopped by one cancellation token:
 //! - [`advertiser`]: puts the current Bluezone ID and GAEN RPI on air, switching exactly at slot
 //!   and interval boundaries.
-//! - the radio backend (a [`Radio`]): advertises the [`Broadcast`], reports [`Reception`]s.
+//! - the radio backend (a [`Radio`]): advertises the [`Broadcast`], reports what it hears (sightings).
 //! - [`logger`]: de-duplicates receptions into sightings and writes them in batches; a batch is
 //!   acknowledged (counted, reported) only after the store returned from a durable write.
 //! - [`maintenance`]: retention purge, and matching whenever case lists arrive.

@@ -169,6 +169,38 @@ async fn alternate(
     changed(rx).await
 }
 
+/// Whether the adapter can put out the tx power we ask for. The GAEN metadata announces the
+/// requested value and receivers compute attenuation from it, so an adapter that ignores it
+/// makes every receiver misjudge distance by the difference: worth a warning.
+async fn check_tx_power(adapter: &bluer::Adapter, wanted: Option<i16>) {
+    use bluer::adv::PlatformFeature;
+    let Some(wanted) = wanted else { return };
+    let name = adapter.name();
+    let can_set = matches!(
+        adapter.supported_advertising_features().await,
+        Ok(Some(f)) if f.contains(&PlatformFeature::CanSetTxPower)
+    );
+    if !can_set {
+        warn!(
+            adapter = %name,
+            "BlueZ: the adapter cannot set the advertising tx power (no CanSetTxPower; needs \
+             BlueZ >= 5.56 and controller support); our GAEN metadata says {wanted} dBm, which \
+             may not be what goes on air"
+        );
+        return;
+    }
+    match adapter.supported_advertising_capabilities().await {
+        Ok(Some(c)) if wanted < c.min_tx_power || wanted > c.max_tx_power => warn!(
+            adapter = %name,
+            "BlueZ: requested tx power {wanted} dBm is outside the adapter's range {}..={} dBm; \
+             our GAEN metadata may not match what goes on air",
+            c.min_tx_power,
+            c.max_tx_power
+        ),
+        _ => info!(adapter = %name, "BlueZ: advertising at {wanted} dBm"),
+    }
+}
+
 /// Keeps the adapter advertising what the broadcast says. Never returns while the broadcast
 /// channel is open; trouble is logged and retried with backoff.
 pub(super) async fn run(
@@ -188,6 +220,7 @@ pub(super) async fn run(
             return std::future::pending().await;
         }
     };
+    check_tx_power(&adapter, cfg.tx_power).await;
     let mut told = false;
     let mut delay = cfg.retry_initial;
     loop {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use super::privacy::PeerTag;
 use super::BluezConfig;
 use crate::radio::Broadcast;
 
@@ -34,7 +35,7 @@ fn application(rx: watch::Receiver<Broadcast>) -> Application {
         read: true,
         fun: Box::new(move |req| {
             let id = rx.borrow().bluezone;
-            debug!(device = %req.device_address, offset = req.offset, "GATT read of our ID");
+            debug!(peer = %PeerTag::of(req.device_address.0), offset = req.offset, "GATT read of our ID");
             async move { characteristic_value(id, req.offset) }.boxed()
         }),
         ..Default::default()

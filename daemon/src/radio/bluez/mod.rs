@@ -6,10 +6,13 @@
 //!   the adapter cannot hold both at once they alternate (and the log says so);
 //! - GATT server ([`gatt`], bluer): the Bluezone iOS service and its readable characteristic,
 //!   whose value is read from the broadcast channel at read time;
-//! - scanning ([`scan`], btleplug, BlueZ `DuplicateData` on): manufacturer data, service data,
-//!   RSSI and TX power become [`Reception`]s; iOS-style Bluezone peers are connected and their
-//!   characteristic read (rate-limited, address → ID cached for the 15-minute slot); a watchdog
-//!   restarts discovery when no advert arrived for [`BluezConfig::discovery_stall_timeout`];
+//! - scanning ([`scan`]: discovery through bluer with `Transport=le` and `DuplicateData`,
+//!   adverts through btleplug): manufacturer data, service data, RSSI and TX power become
+//!   [`Sighting`]s; iOS-style Bluezone peers are connected and their characteristic read
+//!   (rate-limited, address → ID cached for the Bluezone slot); a watchdog restarts discovery
+//!   when no advert arrived for [`BluezConfig::discovery_stall_timeout`];
+//! - privacy ([`privacy`]): peers' addresses never reach the logs; whether our own adverts are
+//!   linkable (BlueZ privacy off) is read at start, logged, and kept for status;
 //! - resilience ([`bus`] and the supervisor here): a lost bus, a restarted `bluetoothd`, an
 //!   adapter powered off or removed end the current session, which is rebuilt with exponential
 //!   backoff; none of it is fatal once running.
@@ -20,8 +23,10 @@
 mod adv;
 mod bus;
 mod gatt;
+pub mod privacy;
 mod scan;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +34,12 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 #[cfg(doc)]
-use super::{Broadcast, Reception};
+use super::Broadcast;
 use super::{Radio, RadioError, RadioFuture, RadioIo};
 use crate::clock::SharedClock;
+#[cfg(doc)]
+use bluezone_protocol::Sighting;
+use privacy::{privacy_setting, AdapterPrivacy};
 
 /// Settings of the BlueZ backend. `Default` is what the daemon uses.
 #[derive(Clone, Debug)]
@@ -56,7 +64,9 @@ pub struct BluezConfig {
     pub bluezone_interval: Option<(Duration, Duration)>,
     /// Requested advertising interval (min, max) of the GAEN layout (spec: 200–270 ms).
     pub gaen_interval: Option<(Duration, Duration)>,
-    /// Requested advertising TX power in dBm (used only where the adapter can set it).
+    /// Requested advertising TX power in dBm (BlueZ ≥ 5.56 `TxPower`, honoured only where the
+    /// adapter reports `CanSetTxPower`; a warning says when it cannot). The GAEN metadata
+    /// carries this same value, so the daemon passes `radio.tx_power_dbm` here.
     pub tx_power: Option<i16>,
     /// Minimum time between two GATT connections to iOS peers.
     pub ios_read_interval: Duration,
@@ -69,6 +79,8 @@ pub struct BluezConfig {
     pub retry_max: Duration,
     /// How long [`BluezRadio::connect`] waits for the bus and `bluetoothd` (capped at 10 s).
     pub connect_timeout: Duration,
+    /// bluetoothd's configuration, read for its `Privacy=` setting.
+    pub main_conf: PathBuf,
 }
 
 impl Default for BluezConfig {
@@ -90,6 +102,7 @@ impl Default for BluezConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(8),
+            main_conf: PathBuf::from("/etc/bluetooth/main.conf"),
         }
     }
 }
@@ -122,6 +135,10 @@ pub enum BluezError {
     BusLost,
     #[error("timed out after {0:?} {1}")]
     Timeout(Duration, &'static str),
+    #[error(
+        "no answer from the D-Bus system bus at {address} or from bluetoothd within {limit:?}"
+    )]
+    NoAnswer { address: String, limit: Duration },
     #[error("{context}: {source}")]
     Bluer {
         context: &'static str,
@@ -142,6 +159,8 @@ pub enum BluezError {
     },
     #[error("the discovery event stream ended")]
     ScanStreamEnded,
+    #[error("the adapter stopped discovering")]
+    DiscoveryStopped,
 }
 
 impl From<BluezError> for RadioError {
@@ -152,8 +171,9 @@ impl From<BluezError> for RadioError {
             | BluezError::NoAdapter { .. }
             | BluezError::BusLost
             | BluezError::BluetoothdGone
-            | BluezError::Timeout(..) => RadioError::Unavailable(e.to_string()),
-            _ => RadioError::Failed(e.to_string()),
+            | BluezError::Timeout(..)
+            | BluezError::NoAnswer { .. } => RadioError::Unavailable(Box::new(e)),
+            _ => RadioError::Failed(Box::new(e)),
         }
     }
 }
@@ -181,12 +201,14 @@ pub struct BluezRadio {
     config: Arc<BluezConfig>,
     clock: SharedClock,
     adapter: String,
+    privacy: AdapterPrivacy,
 }
 
 impl std::fmt::Debug for BluezRadio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BluezRadio")
             .field("adapter", &self.adapter)
+            .field("privacy", &self.privacy)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -211,18 +233,30 @@ impl BluezRadio {
                 .is_powered()
                 .await
                 .map_err(bluer_ctx("reading the adapter's Powered property"))?;
-            Ok::<_, BluezError>((adapter.name().to_string(), powered))
+            // Only for the status; bluetoothd versions before 5.47 lack it.
+            let address_type = match adapter.address_type().await {
+                Ok(t) => t.to_string(),
+                Err(_) => "unknown".to_string(),
+            };
+            Ok::<_, BluezError>((adapter.name().to_string(), powered, address_type))
         };
-        let (adapter, powered) = match tokio::time::timeout(limit, probe).await {
+        let (adapter, powered, address_type) = match tokio::time::timeout(limit, probe).await {
             Ok(Ok(found)) => found,
-            Ok(Err(e)) => return Err(RadioError::Unavailable(e.to_string())),
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
-                return Err(RadioError::Unavailable(format!(
-                    "no answer from the D-Bus system bus at {} or from bluetoothd within {limit:?}",
-                    system_bus_address()
-                )))
+                return Err(BluezError::NoAnswer {
+                    address: system_bus_address(),
+                    limit,
+                }
+                .into())
             }
         };
+        let privacy = AdapterPrivacy::new(
+            adapter.clone(),
+            address_type,
+            privacy_setting(&config.main_conf),
+        );
+        privacy.log();
         if powered {
             info!(%adapter, "BlueZ: found adapter");
         } else {
@@ -232,7 +266,13 @@ impl BluezRadio {
             config: Arc::new(config),
             clock,
             adapter,
+            privacy,
         })
+    }
+
+    /// Whether our adverts are linkable, as read at [`BluezRadio::connect`]; for status.
+    pub fn privacy(&self) -> &AdapterPrivacy {
+        &self.privacy
     }
 
     /// The adapter found by [`BluezRadio::connect`].
@@ -377,6 +417,7 @@ async fn run_session(
         let advertiser = adv::run(adapter.clone(), cfg.clone(), io.broadcast.clone());
         let gatt_server = gatt::run(adapter.clone(), cfg.clone(), io.broadcast.clone());
         let scanning = scan::run(
+            adapter.clone(),
             central.clone(),
             cfg.clone(),
             clock.clone(),
@@ -397,12 +438,9 @@ async fn run_session(
         }
     };
 
-    // Stop discovery for this client (bluetoothd also does when a client leaves). bluer
-    // unregisters the dropped advertisements and application from spawned tasks: give them a
-    // moment to reach bluetoothd before the runtime may go away.
-    if result.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), scan::stop(&central)).await;
-    }
+    // bluer stops the dropped discovery and unregisters the dropped advertisements and
+    // application from spawned tasks: give them a moment to reach bluetoothd before the runtime
+    // may go away.
     tokio::time::sleep(Duration::from_millis(150)).await;
     drop(session);
     result

@@ -1,17 +1,27 @@
-//! Scanning with btleplug: BlueZ discovery with `DuplicateData` on (btleplug always asks for
-//! it), every advert-bearing event turned into a [`Reception`], iOS-style Bluezone peers read
-//! over GATT, and a watchdog that restarts discovery when adverts stop.
+//! Scanning: discovery started through bluer with an explicit filter (`Transport=le`,
+//! `DuplicateData=true`), adverts read through btleplug's events, every advert-bearing event
+//! turned into a [`Sighting`], iOS-style Bluezone peers read over GATT (once per slot:
+//! [`IosReadCache`]), and a watchdog that restarts discovery when adverts stop.
+//!
+//! Why not btleplug's `start_scan`: it sets `DuplicateData` but leaves `Transport=auto`, so a
+//! dual-mode adapter interleaves classic inquiry and loses up to half its LE scan time, while
+//! real Bluezone phones advertise only 15 s of every 30 s. BlueZ merges the filters of all
+//! clients that scan, so btleplug must not start discovery at all: bluer starts it, and
+//! btleplug only listens to the device objects bluetoothd updates for everybody.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bluer::{DiscoveryFilter, DiscoveryTransport};
 use bluezone_protocol::adv::{
     decode_structured, Advert, StructuredAdvert, BLUEZONE_IOS_CHARACTERISTIC, BLUEZONE_IOS_SERVICE,
 };
-use bluezone_protocol::{Aem, PeerId, RollingId};
-use btleplug::api::{BDAddr, Central, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
+use bluezone_protocol::bluezone::{IosReadCache, ReadDecision};
+use bluezone_protocol::{Aem, PeerId, RollingId, Sighting};
+use btleplug::api::{BDAddr, Central, CentralEvent, Manager as _, Peripheral as _};
 use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -20,12 +30,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 use uuid::Uuid;
 
-use super::{btleplug_ctx, BluezConfig, BluezError};
+use super::privacy::{redact, PeerTag};
+use super::{bluer_ctx, btleplug_ctx, BluezConfig, BluezError};
 use crate::clock::SharedClock;
-use crate::radio::Reception;
-
-/// Bluezone's ID slot: IDs change every 15 minutes, aligned to UTC midnight.
-const SLOT_SECONDS: i64 = 900;
 
 /// Events for one advert arrive in bursts (one per changed property); within this window an
 /// identical reception of the same device is the same advert.
@@ -111,20 +118,46 @@ pub(super) async fn find_adapter(manager: &Manager, name: &str) -> Result<Adapte
     })
 }
 
-async fn start(central: &Adapter) -> Result<(), BluezError> {
-    // btleplug sets DuplicateData = true (and Transport = auto) before StartDiscovery, so BlueZ
-    // keeps reporting a device's adverts (RSSI) instead of only the first.
-    central
-        .start_scan(ScanFilter::default())
-        .await
-        .map_err(btleplug_ctx("starting discovery"))
+/// The filter every discovery of ours runs with (asserted by the contract tests).
+pub(crate) fn discovery_filter() -> DiscoveryFilter {
+    DiscoveryFilter {
+        transport: DiscoveryTransport::Le,
+        // BlueZ then keeps reporting a device's adverts (RSSI) instead of only the first.
+        duplicate_data: true,
+        ..DiscoveryFilter::default()
+    }
 }
 
-/// Stops discovery (best effort).
-pub(super) async fn stop(central: &Adapter) {
-    if let Err(e) = central.stop_scan().await {
-        debug!("BlueZ: stopping discovery: {e}");
+/// A running discovery: bluer stops it (`StopDiscovery`) when this is dropped.
+pub(super) type Discovery = Pin<Box<dyn futures::Stream<Item = bluer::AdapterEvent> + Send>>;
+
+/// Sets the filter (once per bluer session: bluer keeps it) and starts discovery.
+pub(super) async fn start(adapter: &bluer::Adapter) -> Result<Discovery, BluezError> {
+    if adapter.discovery_filter().await != discovery_filter() {
+        adapter
+            .set_discovery_filter(discovery_filter())
+            .await
+            .map_err(bluer_ctx("setting the discovery filter"))?;
     }
+    let events = adapter
+        .discover_devices()
+        .await
+        .map_err(bluer_ctx("starting discovery"))?;
+    Ok(Box::pin(events))
+}
+
+/// Stops `old` and starts discovery again. bluer sends `StopDiscovery` from a spawned task when
+/// the stream is dropped: waiting for `Discovering` to go false keeps that stop from landing
+/// after the new start (another client's discovery keeps it true: then the wait just ends).
+async fn restart(adapter: &bluer::Adapter, old: Discovery) -> Result<Discovery, BluezError> {
+    drop(old);
+    let stopped = async {
+        while adapter.is_discovering().await.unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
+    start(adapter).await
 }
 
 /// The device an event reports a fresh advert of. Devices bluetoothd already knew when we
@@ -158,7 +191,7 @@ struct Signal {
     tx_power: Option<i8>,
 }
 
-/// The last reception of an address.
+/// The last sighting of an address.
 struct Last {
     at: Instant,
     peer: PeerId,
@@ -169,26 +202,26 @@ struct Last {
 struct Scanner {
     cfg: Arc<BluezConfig>,
     clock: SharedClock,
-    heard: mpsc::Sender<Reception>,
+    heard: mpsc::Sender<Sighting>,
     stale: HashSet<PeripheralId>,
-    /// Last reception per address, to fold the several events of one advert into one.
+    /// Last sighting per address, to fold the several events of one advert into one.
     last: HashMap<BDAddr, Last>,
-    /// iOS peers: address → (slot, ID) read this slot.
-    ios_ids: HashMap<BDAddr, (i64, RollingId)>,
-    ios_slot: i64,
-    /// Addresses whose read is in flight, with the signal of the sighting that started it.
-    ios_reading: HashMap<BDAddr, Signal>,
-    ios_failed: HashMap<BDAddr, Instant>,
+    /// iOS peers: the IDs read this slot, and the failed reads.
+    ios: IosReadCache<BDAddr>,
+    /// Addresses whose read is in flight, with the signal of the sighting that started it and
+    /// the (unix) time the read started.
+    ios_reading: HashMap<BDAddr, (Signal, i64)>,
     ios_last_start: Option<Instant>,
     reads: JoinSet<(BDAddr, Result<RollingId, String>)>,
 }
 
 /// Scans until an error; the caller rebuilds the session then.
 pub(super) async fn run(
+    adapter: bluer::Adapter,
     central: Adapter,
     cfg: Arc<BluezConfig>,
     clock: SharedClock,
-    heard: mpsc::Sender<Reception>,
+    heard: mpsc::Sender<Sighting>,
     events_slot: &mut Option<Events>,
 ) -> Result<Infallible, BluezError> {
     let known = central
@@ -202,10 +235,10 @@ pub(super) async fn run(
             .await
             .map_err(btleplug_ctx("subscribing to discovery events"))?,
     );
-    start(&central).await?;
+    let mut discovery = start(&adapter).await?;
     info!(
         stall_timeout = ?cfg.discovery_stall_timeout,
-        "BlueZ: discovery started (duplicate reports on)"
+        "BlueZ: discovery started (LE only, duplicate reports on)"
     );
 
     let tick =
@@ -219,10 +252,8 @@ pub(super) async fn run(
         heard,
         stale: known.iter().map(|p| p.id()).collect(),
         last: HashMap::new(),
-        ios_ids: HashMap::new(),
-        ios_slot: i64::MIN,
+        ios: IosReadCache::new(),
         ios_reading: HashMap::new(),
-        ios_failed: HashMap::new(),
         ios_last_start: None,
         reads: JoinSet::new(),
     };
@@ -243,13 +274,19 @@ pub(super) async fn run(
                          reporting silently)",
                         last_advert.elapsed()
                     );
-                    stop(&central).await;
-                    start(&central).await?;
+                    discovery = restart(&adapter, discovery).await?;
                     last_advert = Instant::now();
                 }
                 let now = Instant::now();
                 s.last.retain(|_, v| now.duration_since(v.at) < SAME_ADVERT);
             }
+            // The discovery's own events are not needed (btleplug reports the adverts), but its
+            // stream is polled so that it does not back up.
+            ev = discovery.next() => if ev.is_none() {
+                // The adapter reports it stopped discovering (powered off, reset, another
+                // program): rebuild the session, which checks the adapter first.
+                return Err(BluezError::DiscoveryStopped);
+            },
             Some(done) = s.reads.join_next(), if !s.reads.is_empty() => {
                 match done {
                     Ok((addr, result)) => s.read_done(addr, result).await,
@@ -266,7 +303,10 @@ impl Scanner {
         let p = match central.peripheral(id).await {
             Ok(p) => p,
             Err(e) => {
-                trace!("BlueZ: device gone before it could be read: {e}");
+                trace!(
+                    "BlueZ: device gone before it could be read: {}",
+                    redact(&e.to_string())
+                );
                 return;
             }
         };
@@ -274,7 +314,10 @@ impl Scanner {
             Ok(Some(props)) => props,
             Ok(None) => return,
             Err(e) => {
-                trace!("BlueZ: reading device properties: {e}");
+                trace!(
+                    "BlueZ: reading device properties: {}",
+                    redact(&e.to_string())
+                );
                 return;
             }
         };
@@ -310,7 +353,10 @@ impl Scanner {
                 self.ios(p, props.address, overflow, signal).await
             }
             Ok(None) => {}
-            Err(e) => debug!(address = %props.address, "BlueZ: ignoring malformed advert: {e}"),
+            Err(e) => debug!(
+                peer = %PeerTag::of(props.address.into_inner()),
+                "BlueZ: ignoring malformed advert: {e}"
+            ),
         }
     }
 
@@ -332,37 +378,29 @@ impl Scanner {
                 signal,
             },
         );
-        let reception = Reception {
+        let sighting = Sighting {
             peer,
             aem,
             rssi: signal.rssi,
             tx_power: signal.tx_power,
             time: self.clock.now(),
         };
-        if self.heard.send(reception).await.is_err() {
-            trace!("BlueZ: reception dropped: the service loop is gone");
+        if self.heard.send(sighting).await.is_err() {
+            trace!("BlueZ: sighting dropped: the service loop is gone");
         }
-    }
-
-    fn slot_now(&mut self) -> i64 {
-        let slot = self.clock.now().div_euclid(SLOT_SECONDS);
-        if slot != self.ios_slot {
-            // IDs change with the slot: forget what we read (and who failed) in the last one.
-            self.ios_slot = slot;
-            self.ios_ids.clear();
-            self.ios_failed.clear();
-        }
-        slot
     }
 
     /// An iOS-style Bluezone peer: its ID from this slot's cache, or a (rate-limited) read.
     async fn ios(&mut self, p: Peripheral, addr: BDAddr, overflow: bool, signal: Signal) {
-        let slot = self.slot_now();
-        if let Some(&(read_slot, id)) = self.ios_ids.get(&addr) {
-            if read_slot == slot {
+        let now = self.clock.now();
+        let retry_after = i64::try_from(self.cfg.ios_retry_after.as_secs()).unwrap_or(i64::MAX);
+        match self.ios.decide(&addr, now, retry_after) {
+            ReadDecision::Known(id) => {
                 self.emit(addr, PeerId::Bluezone(id), None, signal).await;
                 return;
             }
+            ReadDecision::Wait => return,
+            ReadDecision::Read => {}
         }
         if !self.cfg.read_ios_peers
             || self.ios_reading.contains_key(&addr)
@@ -370,19 +408,14 @@ impl Scanner {
         {
             return;
         }
-        if let Some(t) = self.ios_failed.get(&addr) {
-            if t.elapsed() < self.cfg.ios_retry_after {
-                return;
-            }
-        }
         if let Some(t) = self.ios_last_start {
             if t.elapsed() < self.cfg.ios_read_interval {
                 return;
             }
         }
-        debug!(address = %addr, overflow, "BlueZ: reading the ID of an iOS Bluezone peer");
+        debug!(peer = %PeerTag::of(addr.into_inner()), overflow, "BlueZ: reading the ID of an iOS Bluezone peer");
         self.ios_last_start = Some(Instant::now());
-        self.ios_reading.insert(addr, signal);
+        self.ios_reading.insert(addr, (signal, now));
         let limit = self.cfg.ios_read_timeout;
         self.reads.spawn(async move {
             let result = match tokio::time::timeout(limit, read_ios_id(&p)).await {
@@ -390,25 +423,33 @@ impl Scanner {
                 Err(_) => Err(format!("no answer within {limit:?}")),
             };
             if let Err(e) = p.disconnect().await {
-                trace!("BlueZ: disconnecting after the read: {e}");
+                trace!(
+                    "BlueZ: disconnecting after the read: {}",
+                    redact(&e.to_string())
+                );
             }
             (addr, result)
         });
     }
 
     async fn read_done(&mut self, addr: BDAddr, result: Result<RollingId, String>) {
-        let signal = self.ios_reading.remove(&addr);
+        let reading = self.ios_reading.remove(&addr);
+        let now = self.clock.now();
         match result {
             Ok(id) => {
-                let slot = self.slot_now();
-                self.ios_ids.insert(addr, (slot, id));
-                if let Some(signal) = signal {
+                let started = reading.map_or(now, |(_, t)| t);
+                self.ios.read_ok(addr, id, started, now);
+                if let Some((signal, _)) = reading {
                     self.emit(addr, PeerId::Bluezone(id), None, signal).await;
                 }
             }
             Err(e) => {
-                debug!(address = %addr, "BlueZ: reading an iOS peer's ID failed: {e}");
-                self.ios_failed.insert(addr, Instant::now());
+                debug!(
+                    peer = %PeerTag::of(addr.into_inner()),
+                    "BlueZ: reading an iOS peer's ID failed: {}",
+                    redact(&e)
+                );
+                self.ios.read_failed(addr, now);
             }
         }
     }
