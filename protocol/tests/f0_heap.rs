@@ -89,7 +89,7 @@ fn many_entries_stay_bounded() {
     let mut i = 0u64;
     while doc.len() < FILE_BYTES {
         doc.push(b',');
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             doc.extend_from_slice(good.as_bytes());
         } else {
             doc.extend_from_slice(br#"{"daily_key":[[[[1]]]],"time_start":"x"}"#);

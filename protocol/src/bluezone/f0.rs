@@ -161,14 +161,12 @@ pub fn parse_f0(bytes: &[u8], limits: &F0Limits) -> Result<F0Parsed, F0Error> {
         .deserialize(&mut de)
         .map_err(F0Error::from_json)?;
     de.end().map_err(F0Error::from_json)?;
-    if parsed.list.entries.is_empty() {
-        if let Some(first) = parsed.skipped.first() {
-            return Err(F0Error::Entry {
-                index: first.index,
-                field: first.field,
-                problem: first.reason.clone(),
-            });
-        }
+    if let (true, Some(first)) = (parsed.list.entries.is_empty(), parsed.skipped.first()) {
+        return Err(F0Error::Entry {
+            index: first.index,
+            field: first.field,
+            problem: first.reason.clone(),
+        });
     }
     Ok(parsed)
 }

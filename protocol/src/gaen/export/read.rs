@@ -295,11 +295,9 @@ fn decode_export(
     let mut skipped = Vec::new();
     let keys = keys_from_proto("keys", &keys, &mut skipped);
     let revised_keys = keys_from_proto("revised_keys", &revised_keys, &mut skipped);
-    if keys.is_empty() && revised_keys.is_empty() {
-        if !skipped.is_empty() {
-            let first = skipped.swap_remove(0);
-            return Err(ExportError::NoValidKey { first });
-        }
+    if keys.is_empty() && revised_keys.is_empty() && !skipped.is_empty() {
+        let first = skipped.swap_remove(0);
+        return Err(ExportError::NoValidKey { first });
     }
     let file = ExportFile {
         start_timestamp: start_timestamp.unwrap_or(0),
