@@ -989,3 +989,40 @@ async fn remote_listen_and_weak_tokens_are_refused() {
     assert!(msg.contains("at least 32"), "{msg}");
     assert!(!msg.contains("too-short"), "{msg}");
 }
+
+/// Security M2/L20: status and metrics never wait for the store (its counts decrypt every chunk
+/// under the store lock): with the lock held elsewhere they still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_answer_while_the_store_is_busy() {
+    let d = Daemon::start(|_| {}).await;
+    // Counts exist once (a refresh ran), then the store is held by "a long match".
+    d.owner_status(|_| true).await;
+    let shared = d.shared.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _store = shared.lock_store();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().unwrap();
+    // A sighting counter change makes the cached counts stale: a refresh starts, in the
+    // background.
+    d.shared
+        .metrics
+        .sightings_stored
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for path in ["/v1/status", "/metrics"] {
+        let resp = tokio::time::timeout(
+            Duration::from_secs(20),
+            client().get(d.url(path)).bearer_auth(TOKEN).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} waited for the store"))
+        .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    d.stop().await;
+}
