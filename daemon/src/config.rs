@@ -322,6 +322,22 @@ mod tests {
     }
 
     #[test]
+    fn moved_keys_are_still_read() {
+        let c = Config::parse(
+            "[api]\ntrust = [\"a.pem\"]\nmax_upload_bytes = 5\ntoken_file = \"t\"\n\
+             [cases]\ntrust = [\"b.pem\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cases.trust,
+            [PathBuf::from("b.pem"), PathBuf::from("a.pem")]
+        );
+        assert_eq!(c.cases.max_bytes, 5);
+        assert_eq!(c.api.owner_token_file, Some(PathBuf::from("t")));
+        assert!(c.api.trust.is_empty() && c.api.token_file.is_none());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::parse("[store]\nkeep_dayz = 3")
             .unwrap_err()

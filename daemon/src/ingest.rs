@@ -77,6 +77,16 @@ pub struct Accepted {
     list: CaseList,
 }
 
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted")
+            .field("format", &self.format())
+            .field("entries", &self.entries())
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 impl Accepted {
     pub fn format(&self) -> Format {
         self.list.format()
@@ -201,4 +211,52 @@ pub async fn ingest(
         shared.match_now.notify_one();
     }
     Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f0() -> Vec<u8> {
+        let key = hex::encode([7u8; 32]);
+        format!(r#"{{"data":[{{"daily_key":"{key}","time_start":1728000000,"max":96,"time_end":1728086399}}]}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn accept_refuses_with_a_typed_reason() {
+        let none = Ingest::new(Vec::new(), 1 << 20);
+        assert!(matches!(none.accept(Vec::new(), None), Err(Error::Empty)));
+        assert!(matches!(
+            Ingest::new(Vec::new(), 10).accept(f0(), None),
+            Err(Error::TooLarge { limit: 10, .. })
+        ));
+        assert!(matches!(
+            none.accept(f0(), Some(Format::GaenExport)),
+            Err(Error::WrongFormat {
+                expected: Format::GaenExport,
+                got: Format::BluezoneF0
+            })
+        ));
+        assert!(matches!(
+            none.accept(b"PK\x03\x04rest".to_vec(), None),
+            Err(Error::NoTrustAnchor)
+        ));
+        let e = none.accept(b"hello".to_vec(), None).unwrap_err();
+        assert!(matches!(e, Error::Unrecognised) && e.is_content());
+        let ok = none.accept(f0(), None).unwrap();
+        assert_eq!((ok.format(), ok.entries()), (Format::BluezoneF0, 1));
+    }
+
+    #[test]
+    fn store_dedups_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::init(dir.path()).unwrap();
+        let list = Ingest::new(Vec::new(), 1 << 20).accept(f0(), None).unwrap();
+        let a = store(&mut s, &list, 20_000).unwrap();
+        let b = store(&mut s, &list, 20_001).unwrap();
+        assert!(a.new && !b.new);
+        assert_eq!(a.id, b.id);
+        assert_eq!(s.case_lists().unwrap().len(), 1);
+    }
 }

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::service::{Metrics, Shared};
 
-/// Counts are refreshed when a sighting, case list or match happened since, at most this often.
-const STATS_TTL: Duration = Duration::from_secs(10);
+/// Counts are refreshed at most this often (a logger flush changes them every few seconds, and
+/// each refresh holds the store lock while it decrypts)…
+const STATS_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// …and at least this often while they are asked for, even if no counter moved (retention).
+const STATS_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// Store counts (owner only).
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,7 +50,9 @@ impl CountsCache {
     pub(crate) fn get(self: &Arc<Self>, shared: &Arc<Shared>) -> Option<StoreCounts> {
         let key = cache_key(&shared.metrics);
         let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = last.is_some_and(|(k, at, _)| k == key || at.elapsed() < STATS_TTL);
+        let fresh = last.is_some_and(|(k, at, _)| {
+            at.elapsed() < STATS_MIN_INTERVAL || (k == key && at.elapsed() < STATS_MAX_AGE)
+        });
         if !fresh && !self.refreshing.swap(true, Ordering::AcqRel) {
             let me = self.clone();
             let shared = shared.clone();
