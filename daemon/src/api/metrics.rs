@@ -101,8 +101,13 @@ enum Kind {
     Gauge,
 }
 
+/// Name, kind, help, value.
+type LiveRow = (&'static str, Kind, &'static str, fn(&Metrics) -> f64);
+/// Name, help, value (gauges).
+type StoreRow = (&'static str, &'static str, fn(&StoreCounts) -> f64);
+
 /// Operational counters, shown to anyone who may reach the API.
-const OPERATIONAL: &[(&str, Kind, &str, fn(&Metrics) -> f64)] = &[
+const OPERATIONAL: &[LiveRow] = &[
     (
         "bluezoned_store_errors_total",
         Kind::Counter,
@@ -148,7 +153,7 @@ const OPERATIONAL: &[(&str, Kind, &str, fn(&Metrics) -> f64)] = &[
 ];
 
 /// Counters about the owner's surroundings (how many devices were heard): owner token only.
-const OWNER_LIVE: &[(&str, Kind, &str, fn(&Metrics) -> f64)] = &[
+const OWNER_LIVE: &[LiveRow] = &[
     (
         "bluezoned_receptions_total",
         Kind::Counter,
@@ -170,7 +175,7 @@ const OWNER_LIVE: &[(&str, Kind, &str, fn(&Metrics) -> f64)] = &[
 ];
 
 /// Store counts: owner token only.
-const OWNER_STORE: &[(&str, &str, fn(&StoreCounts) -> f64)] = &[
+const OWNER_STORE: &[StoreRow] = &[
     (
         "bluezoned_store_size_bytes",
         "Store database plus WAL size.",
