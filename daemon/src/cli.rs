@@ -104,10 +104,10 @@ pub struct RunArgs {
     /// HTTP API address (overrides `api.listen`), e.g. 127.0.0.1:8421 or unix:/path.
     #[arg(long, value_name = "ADDR")]
     pub api: Option<String>,
-    /// Bearer tokens, one per line (overrides `api.token_file`).
+    /// Bearer tokens, one per line (overrides `api.owner_token_file`).
     #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
-    /// Trusted GAEN signing key (repeatable; overrides `api.trust`).
+    /// Trusted GAEN signing key (repeatable; overrides `cases.trust`).
     #[arg(long = "trust", value_name = "PEM")]
     pub trust: Vec<PathBuf>,
 }

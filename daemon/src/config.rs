@@ -19,6 +19,7 @@ pub struct Config {
     pub radio: RadioConfig,
     pub matching: MatchConfig,
     pub scoring: ScoringConfig,
+    pub cases: CasesConfig,
     pub api: ApiConfig,
     pub poll: PollConfig,
     pub hook: HookConfig,
@@ -102,28 +103,42 @@ impl Default for RadioConfig {
     }
 }
 
+/// Case lists however they arrive (`cases import`, the HTTP API, the key-server poller).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CasesConfig {
+    /// Trusted GAEN signing keys: `PATH` or `KEY_ID:VERSION=PATH` (see `cases inspect`).
+    pub trust: Vec<PathBuf>,
+    /// Largest case list accepted, bytes (an upload, a polled file, an imported file).
+    pub max_bytes: usize,
+}
+
+impl Default for CasesConfig {
+    fn default() -> Self {
+        CasesConfig {
+            trust: Vec::new(),
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Listen address, e.g. "127.0.0.1:8421", or "unix:/run/bluezoned/api.sock". Off when absent.
     pub listen: Option<String>,
-    /// File with one bearer token per line (for uploads and exposures).
+    /// A listen address beyond loopback is refused unless this is set (tokens cross in clear).
+    pub allow_remote: bool,
+    /// Owner tokens (exposures, status details), one per line.
+    pub owner_token_file: Option<PathBuf>,
+    /// Upload tokens (health officials: `POST /v1/case-lists` only), one per line.
+    pub upload_token_file: Option<PathBuf>,
+    /// Deprecated name of `owner_token_file`.
     pub token_file: Option<PathBuf>,
-    /// Trusted GAEN signing keys: `PATH` or `KEY_ID:VERSION=PATH` (see `cases inspect`).
+    /// Deprecated: moved to `cases.trust` (still read, with a warning).
     pub trust: Vec<PathBuf>,
-    /// Largest accepted upload, bytes.
-    pub max_upload_bytes: usize,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            listen: None,
-            token_file: None,
-            trust: Vec::new(),
-            max_upload_bytes: 64 * 1024 * 1024,
-        }
-    }
+    /// Deprecated: moved to `cases.max_bytes` (still read, with a warning).
+    pub max_upload_bytes: Option<usize>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -180,15 +195,37 @@ impl Config {
             None => Config::default(),
         };
         cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.migrate();
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        let cfg: Config =
+        let mut cfg: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+        cfg.migrate();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Keys that moved: read from the old place with a warning, so an old file keeps working.
+    pub fn migrate(&mut self) {
+        if !self.api.trust.is_empty() {
+            tracing::warn!("api.trust is deprecated: use cases.trust");
+            let old = std::mem::take(&mut self.api.trust);
+            self.cases.trust.extend(old);
+        }
+        if let Some(n) = self.api.max_upload_bytes.take() {
+            tracing::warn!("api.max_upload_bytes is deprecated: use cases.max_bytes");
+            self.cases.max_bytes = n;
+        }
+        if let Some(f) = self.api.token_file.take() {
+            if self.api.owner_token_file.is_none() {
+                self.api.owner_token_file = Some(f);
+            } else {
+                tracing::warn!("api.token_file is ignored: api.owner_token_file is set");
+            }
+        }
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
@@ -204,7 +241,7 @@ impl Config {
             self.api.listen = Some(v);
         }
         if let Some(v) = get("BLUEZONED_API_TOKEN_FILE") {
-            self.api.token_file = Some(v.into());
+            self.api.owner_token_file = Some(v.into());
         }
         if let Some(v) = get("BLUEZONED_RADIO") {
             self.radio.backend = match v.as_str() {
@@ -260,6 +297,9 @@ impl Config {
                 self.matching.skew_s
             );
         }
+        if self.cases.max_bytes == 0 {
+            bail!("cases.max_bytes: must be at least 1");
+        }
         if self.poll.interval_s < 60 {
             bail!(
                 "poll.interval_s: must be at least 60 seconds, got {}",
@@ -299,6 +339,22 @@ mod tests {
         assert_eq!(c.store.keep_days, 14);
         assert_eq!(c.radio.protocols, vec![Protocol::Gaen]);
         assert_eq!(c.radio.backend, Backend::Sim);
+    }
+
+    #[test]
+    fn moved_keys_are_still_read() {
+        let c = Config::parse(
+            "[api]\ntrust = [\"a.pem\"]\nmax_upload_bytes = 5\ntoken_file = \"t\"\n\
+             [cases]\ntrust = [\"b.pem\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cases.trust,
+            [PathBuf::from("b.pem"), PathBuf::from("a.pem")]
+        );
+        assert_eq!(c.cases.max_bytes, 5);
+        assert_eq!(c.api.owner_token_file, Some(PathBuf::from("t")));
+        assert!(c.api.trust.is_empty() && c.api.token_file.is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`keyexport`]: the files a person who tests positive hands to the health authority.
 //! - [`simworld`]: simulated phones and places for `run --radio sim`, `demo` and tests.
 //! - [`systemd`]: readiness and watchdog notifications.
+//! - [`ingest`]: the one path by which a case list enters the store (CLI, API, poller, demo).
 //! - [`api`]: the HTTP API for health officials and the owner.
 //! - [`authority`]: the health authority's side: officials' uploads, signed publications.
 //! - [`poll`]: fetching signed key files from a GAEN-style key server.
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod config;
+pub mod ingest;
 pub mod keyexport;
 pub mod logfile;
 pub mod logging;

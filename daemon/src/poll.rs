@@ -3,33 +3,39 @@
 //!
 //! Every `poll.interval_s` (and once at start) the poller fetches `index.txt` conditionally
 //! (`If-None-Match` / `If-Modified-Since` from the last answer), then fetches each listed file
-//! it has not imported yet, verifies it under the keys of `api.trust`, and stores it (the store
-//! dedups by content as well). Matching is woken after new imports.
+//! it has not imported yet, and hands it to [`crate::ingest`] (verified under `cases.trust`,
+//! stored, deduplicated by content, matching woken).
 //!
-//! State ([`STATE_FILE`] in the data directory, plain JSON written atomically): the URL, the
-//! index's validators and listing, and the imported file names with their case list ids. It
-//! holds only public file names and validators, so it is not sealed. A restart therefore
+//! Credentials in `poll.url` (`user:password@`, a `?token=` query) are sent with every request
+//! to that server and nowhere else: they are never logged nor written to the state file,
+//! redirects are followed only to the same scheme, host and port (none at all when the URL holds
+//! a user or password), and every file URL must stay under the base path after the URL
+//! parser resolved `%2e%2e` and the like. Plain `http` is refused unless the host is loopback.
+//!
+//! State ([`STATE_FILE`] in the data directory, plain JSON written atomically): the redacted
+//! URL, the index's validators and listing, and the imported file names with their case list
+//! ids. It holds only public file names and validators, so it is not sealed. A restart therefore
 //! neither refetches known files nor (with an unchanged index) the index body. Files no longer
 //! listed are forgotten. A file refused for its content is not fetched again until restart.
 //!
-//! Failures (network, HTTP status, a bad file) are logged and retried at the next interval;
-//! the poller never stops the daemon.
+//! Cost: a round fetches at most [`FILES_PER_ROUND`] files (the rest wait for the next round);
+//! a file that failed is retried after 1, 2, 4 … up to [`MAX_BACKOFF_ROUNDS`] rounds.
+//! Failures are logged; the poller never stops the daemon.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bluezone_protocol::gaen::export::TrustedKey;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{store_case_list, IngestError};
-use crate::caselist::{self, Format};
+use crate::caselist::Format;
+use crate::ingest::{self, Ingest};
 use crate::service::Shared;
 
 /// The poller's state file, in the data directory.
@@ -40,12 +46,19 @@ const MAX_INDEX_BYTES: usize = 1 << 20;
 const MAX_INDEX_ENTRIES: usize = 10_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Files downloaded in one round at most.
+pub const FILES_PER_ROUND: usize = 50;
+/// Longest wait, in rounds, before a failed file is tried again.
+pub const MAX_BACKOFF_ROUNDS: u64 = 64;
+/// Same-origin redirects followed at most.
+const MAX_REDIRECTS: usize = 5;
 
 /// What survives a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PollState {
-    /// The `poll.url` this state belongs to (another URL starts afresh).
+    /// The `poll.url` this state belongs to, without user, password or query (another URL
+    /// starts afresh).
     pub url: String,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
@@ -69,19 +82,23 @@ pub struct PollReport {
     pub duplicates: usize,
     /// Files refused for their content (bad zip, bad signature): not fetched again until restart.
     pub rejected: usize,
-    /// Files that could not be fetched or stored: retried next round.
+    /// Files that could not be fetched or stored: retried after a backoff.
     pub failed: usize,
+    /// Files not tried this round: over [`FILES_PER_ROUND`], or waiting out a backoff.
+    pub deferred: usize,
 }
 
 pub struct Poller {
     shared: Arc<Shared>,
     base: Url,
     client: reqwest::Client,
-    trusted: Arc<Vec<TrustedKey>>,
-    max_file_bytes: usize,
+    ingest: Ingest,
     state_path: PathBuf,
     state: PollState,
     rejected: HashSet<String>,
+    /// Rounds done, and per failed file: (failures in a row, first round to try again).
+    round: u64,
+    backoff: HashMap<String, (u32, u64)>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -104,22 +121,27 @@ fn redacted(u: &Url) -> String {
 }
 
 impl Poller {
-    /// A poller for `url`, trusting `api.trust`, keeping its state in the store's data directory.
+    /// A poller for `url`, trusting `cases.trust`, keeping its state in the store's data
+    /// directory.
     pub fn new(shared: Arc<Shared>, url: &str) -> Result<Poller> {
         let mut base = Url::parse(url.trim()).map_err(|e| anyhow::anyhow!("poll.url: {e}"))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            bail!(
-                "poll.url: expected an http or https URL, got {}",
-                base.scheme()
-            );
+        match base.scheme() {
+            "https" => {}
+            "http" if host_is_loopback(&base) => {}
+            "http" => bail!(
+                "poll.url: plain http is allowed only for a loopback host; use https for {}",
+                redacted(&base)
+            ),
+            other => bail!("poll.url: expected an https URL, got {other}"),
         }
+        base.set_fragment(None);
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        let trusted = caselist::load_trusts(&shared.config.api.trust).context("api.trust")?;
-        if trusted.is_empty() {
-            bail!("poll.url is set but api.trust names no key: files from the key server could not be verified");
+        let ingest = Ingest::from_config(&shared.config.cases)?;
+        if !ingest.has_trust_anchors() {
+            bail!("poll.url is set but cases.trust names no key: files from the key server could not be verified");
         }
         let dir = shared
             .lock_store()
@@ -128,31 +150,25 @@ impl Poller {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let state_path = dir.join(STATE_FILE);
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("bluezoned/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .context("poll: building the HTTP client")?;
+        let client = build_client(&base, false)?;
         let state = load_state(&state_path, &base);
         Ok(Poller {
-            max_file_bytes: shared.config.api.max_upload_bytes,
             shared,
             base,
             client,
-            trusted: Arc::new(trusted),
+            ingest,
             state_path,
             state,
             rejected: HashSet::new(),
+            round: 0,
+            backoff: HashMap::new(),
         })
     }
 
-    /// Another HTTP client (e.g. without proxies, for tests).
-    pub fn with_client(mut self, client: reqwest::Client) -> Poller {
-        self.client = client;
-        self
+    /// The same client without system proxies (tests on loopback).
+    pub fn without_proxy(mut self) -> Result<Poller> {
+        self.client = build_client(&self.base, true)?;
+        Ok(self)
     }
 
     pub fn state(&self) -> &PollState {
@@ -175,6 +191,10 @@ impl Poller {
             self.save();
         }
         report.listed = self.state.listed.len();
+        self.round += 1;
+        let round = self.round;
+        self.backoff
+            .retain(|p, _| self.state.listed.contains(p) && !self.state.imported.contains_key(p));
         let todo: Vec<String> = self
             .state
             .listed
@@ -183,7 +203,20 @@ impl Poller {
             .cloned()
             .collect();
         for path in todo {
+            let waiting = self.backoff.get(&path).is_some_and(|&(_, at)| round < at);
+            if waiting || report.fetched + report.failed >= FILES_PER_ROUND {
+                report.deferred += 1;
+                continue;
+            }
+            let failed_before = report.failed;
             self.fetch_file(&path, &mut report).await;
+            if report.failed > failed_before {
+                let n = self.backoff.get(&path).map_or(0, |&(n, _)| n) + 1;
+                let wait = (1u64 << (n - 1).min(6)).min(MAX_BACKOFF_ROUNDS);
+                self.backoff.insert(path, (n, round + wait));
+            } else {
+                self.backoff.remove(&path);
+            }
         }
         if report.imported + report.rejected + report.failed > 0 {
             tracing::info!(
@@ -193,6 +226,7 @@ impl Poller {
                 duplicates = report.duplicates,
                 rejected = report.rejected,
                 failed = report.failed,
+                deferred = report.deferred,
                 "key server polled"
             );
         } else {
@@ -204,10 +238,7 @@ impl Poller {
 
     /// The new listing, or `None` on 304 Not Modified.
     async fn fetch_index(&mut self) -> Result<Option<Vec<String>>> {
-        let url = self
-            .base
-            .join("index.txt")
-            .context("poll.url: joining index.txt")?;
+        let url = self.under_base("index.txt")?;
         let shown = redacted(&url);
         let mut req = self.client.get(url);
         // Validators only make sense with the listing they came with.
@@ -271,10 +302,11 @@ impl Poller {
     }
 
     async fn fetch_file(&mut self, path: &str, report: &mut PollReport) {
-        let url = match self.base.join(path) {
+        let url = match self.under_base(path) {
             Ok(u) => u,
             Err(e) => {
-                tracing::warn!(file = %path.escape_debug(), error = %e, "poll: bad file path");
+                tracing::warn!(file = %path.escape_debug(), error = %crate::error_chain(&e),
+                    "poll: file path refused");
                 self.rejected.insert(path.to_string());
                 report.rejected += 1;
                 return;
@@ -291,13 +323,7 @@ impl Poller {
             }
         };
         report.fetched += 1;
-        let r = store_case_list(
-            &self.shared,
-            bytes,
-            self.trusted.clone(),
-            Some(Format::GaenExport),
-        )
-        .await;
+        let r = ingest::ingest(&self.shared, &self.ingest, bytes, Some(Format::GaenExport)).await;
         match r {
             Ok(got) => {
                 if got.new {
@@ -310,13 +336,16 @@ impl Poller {
                 self.state.imported.insert(path.to_string(), got.id);
                 self.save();
             }
-            Err(IngestError::Invalid(msg)) => {
-                tracing::warn!(url = %shown, error = %msg,
+            Err(e) if e.is_content() => {
+                tracing::warn!(url = %shown, error = %e,
                     "poll: key file refused; not fetched again until restart");
                 self.rejected.insert(path.to_string());
                 report.rejected += 1;
             }
-            Err(IngestError::Store) => report.failed += 1,
+            Err(e) => {
+                tracing::warn!(url = %shown, error = %e, "poll: storing a key file failed");
+                report.failed += 1;
+            }
         }
     }
 
@@ -330,7 +359,27 @@ impl Poller {
         if resp.status() != StatusCode::OK {
             bail!("HTTP {}", resp.status());
         }
-        read_limited(resp, self.max_file_bytes).await
+        read_limited(resp, self.ingest.max_bytes()).await
+    }
+
+    /// `path` resolved against the base, with the base's query (token auth); refused unless the
+    /// result is still on the base's origin and under its path once dot-segments (also
+    /// percent-encoded ones) are resolved.
+    fn under_base(&self, path: &str) -> Result<Url> {
+        let mut u = self
+            .base
+            .join(path)
+            .with_context(|| format!("joining {:?}", path.escape_debug().to_string()))?;
+        if u.origin() != self.base.origin() || !u.path().starts_with(self.base.path()) {
+            bail!(
+                "{:?} resolves outside {} (to {})",
+                path.escape_debug().to_string(),
+                redacted(&self.base),
+                redacted(&u)
+            );
+        }
+        u.set_query(self.base.query());
+        Ok(u)
     }
 
     /// Writes the state atomically (temp file, fsync, rename). A failure is logged: it only
@@ -343,9 +392,12 @@ impl Poller {
     }
 }
 
-/// A relative path: no scheme, no leading slash, no `..`, no query or fragment.
+/// A relative path: no scheme, no leading slash, no `..` (also percent-encoded), no query or
+/// fragment. [`Poller::under_base`] checks the joined URL again.
 fn valid_entry(s: &str) -> bool {
-    !s.starts_with('/')
+    let lower = s.to_ascii_lowercase();
+    !["%2e", "%2f", "%5c"].iter().any(|enc| lower.contains(enc))
+        && !s.starts_with('/')
         && !s.contains("://")
         && !s.contains(['?', '#', '\\', ':'])
         && !s.chars().any(char::is_control)
@@ -371,9 +423,46 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
     Ok(out)
 }
 
+fn host_is_loopback(u: &Url) -> bool {
+    let Some(h) = u.host_str() else {
+        return false;
+    };
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// Redirects only within the base's origin (scheme, host, port), at most [`MAX_REDIRECTS`];
+/// none at all when the URL carries a user or password, which reqwest would send again.
+fn build_client(base: &Url, no_proxy: bool) -> Result<reqwest::Client> {
+    let origin = base.origin();
+    let has_credentials = !base.username().is_empty() || base.password().is_some();
+    let policy = if has_credentials {
+        reqwest::redirect::Policy::none()
+    } else {
+        reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS || attempt.url().origin() != origin {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        })
+    };
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("bluezoned/", env!("CARGO_PKG_VERSION")))
+        .redirect(policy);
+    if no_proxy {
+        b = b.no_proxy();
+    }
+    b.build().context("poll: building the HTTP client")
+}
+
 fn load_state(path: &Path, base: &Url) -> PollState {
     let fresh = PollState {
-        url: base.to_string(),
+        url: redacted(base),
         ..PollState::default()
     };
     let text = match std::fs::read(path) {
@@ -398,26 +487,20 @@ fn load_state(path: &Path, base: &Url) -> PollState {
 }
 
 fn save_state(path: &Path, state: &PollState) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let json = serde_json::to_vec_pretty(state)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(&json)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // NamedTempFile is created 0600 in the same directory, so the rename is atomic.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(&json)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming to {}", path.display()))?;
+    // The rename is durable only once the directory is.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
     Ok(())
 }
@@ -426,7 +509,7 @@ fn save_state(path: &Path, state: &PollState) -> Result<()> {
 pub fn spawn(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>> {
+) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
     let Some(url) = shared.config.poll.url.clone() else {
         return Ok(None);
     };
@@ -437,16 +520,16 @@ pub fn spawn(
 }
 
 /// Polls every `every` until `shutdown`; a failed round is logged and retried next time.
-pub async fn run(mut poller: Poller, every: Duration, shutdown: CancellationToken) {
+pub async fn run(mut poller: Poller, every: Duration, shutdown: CancellationToken) -> Result<()> {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             r = poller.poll_once() => if let Err(e) = r {
                 tracing::warn!(error = %crate::error_chain(&e), "poll: key server round failed; retried next interval");
             },
@@ -474,6 +557,9 @@ mod tests {
             "a//b.zip",
             "c:\\x.zip",
             "./a.zip",
+            "sub/%2e%2e/%2e%2e/outside.zip",
+            "%2E%2E/x.zip",
+            "a%2fb.zip",
         ] {
             assert!(!valid_entry(bad), "{bad}");
         }

@@ -15,7 +15,9 @@ use bluezoned::store::Store;
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bluezoned");
-const TOKEN: &str = "health-official-token";
+/// The owner's token, and the health official's (upload only).
+const TOKEN: &str = "owner-e2e-token-0123456789abcdef01234";
+const UPLOAD: &str = "official-e2e-token-0123456789abcdef0";
 
 /// Two devices side by side for an hour, two days ago (virtual time), each with its own store.
 fn meet(a: &std::path::Path, b: &std::path::Path) {
@@ -101,10 +103,16 @@ fn an_exported_f0_uploaded_to_another_daemon_notifies() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tokens = tmp.path().join("tokens");
-        std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let private = |name: &str, token: &str| {
+            let p = tmp.path().join(name);
+            std::fs::write(&p, format!("{token}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
         let mut cfg = Config::default();
-        cfg.api.token_file = Some(tokens);
+        cfg.api.owner_token_file = Some(private("owner-tokens", TOKEN));
+        cfg.api.upload_token_file = Some(private("upload-tokens", UPLOAD));
         let shared = Shared::new(Store::open(&b).unwrap(), cfg, Arc::new(SystemClock));
         let stop = CancellationToken::new();
         let server = api::serve(shared.clone(), "127.0.0.1:0", stop.clone())
@@ -116,7 +124,7 @@ fn an_exported_f0_uploaded_to_another_daemon_notifies() {
         let http = reqwest::Client::new();
         let r = http
             .post(format!("http://{addr}/v1/case-lists"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(UPLOAD)
             .body(std::fs::read(&f0).unwrap())
             .send()
             .await

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bluezone_protocol::{DailyKey, PeerId, Sighting};
-use bluezoned::api::{self, Listen};
+use bluezoned::api::{self, Listen, ServeLimits};
 use bluezoned::clock::SystemClock;
 use bluezoned::config::Config;
 use bluezoned::service::{maintenance, Shared};
@@ -21,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 mod support;
 
-const TOKEN: &str = "official-token-0123456789abcdef";
-const TOKEN2: &str = "second-official-token";
+/// Owner tokens (two lines of one file) and an upload token (a health official's).
+const TOKEN: &str = "owner-token-0123456789abcdef0123456789";
+const TOKEN2: &str = "second-owner-token-0123456789abcdef";
+const UPLOAD: &str = "upload-token-0123456789abcdef012345678";
 const ZIP2: &str = "google-server-example-2keys";
 const ZIP140: &str = "google-internals-sample-140keys";
 
@@ -40,22 +42,35 @@ struct Daemon {
     addr: SocketAddr,
     base: String,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 impl Daemon {
     async fn start(tweak: impl FnOnce(&mut Config)) -> Daemon {
+        Daemon::start_with(tweak, ServeLimits::default()).await
+    }
+
+    async fn start_with(tweak: impl FnOnce(&mut Config), limits: ServeLimits) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
-        std::fs::write(&tokens, format!("# officials\n{TOKEN}\n\n  {TOKEN2}  \n")).unwrap();
+        write_private(&tokens, &format!("# owner\n{TOKEN}\n\n  {TOKEN2}  \n"));
+        let uploads = dir.path().join("upload-tokens");
+        write_private(&uploads, &format!("{UPLOAD}\n"));
         let mut cfg = Config::default();
-        cfg.api.token_file = Some(tokens);
-        cfg.api.trust = vec![gaen_pem(ZIP2), gaen_pem(ZIP140)];
+        cfg.api.owner_token_file = Some(tokens);
+        cfg.api.upload_token_file = Some(uploads);
+        cfg.cases.trust = vec![gaen_pem(ZIP2), gaen_pem(ZIP140)];
         tweak(&mut cfg);
         let (store, _) = Store::init(&dir.path().join("data")).unwrap();
         let shared = Shared::new(store, cfg, Arc::new(SystemClock));
         let stop = CancellationToken::new();
-        let server = api::serve(shared.clone(), "127.0.0.1:0", stop.clone())
+        let server = api::serve_with(shared.clone(), "127.0.0.1:0", limits, stop.clone())
             .await
             .unwrap();
         let Listen::Tcp(addr) = server.local else {
@@ -69,6 +84,27 @@ impl Daemon {
             base: format!("http://{addr}"),
             stop,
             task: server.task,
+        }
+    }
+
+    /// `/v1/status` with the owner token, once the cached store counts satisfy `ready`.
+    async fn owner_status(&self, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v: Value = client()
+                .get(self.url("/v1/status"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["counts_ready"] == true && ready(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "status never got there: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -108,6 +144,7 @@ impl Daemon {
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("API stops on shutdown")
+            .unwrap()
             .unwrap();
     }
 }
@@ -222,7 +259,7 @@ async fn uploads_auth_and_status_codes() {
         ]
     );
 
-    // Exposures need a token; status and metrics do not.
+    // Exposures need an owner token; status and metrics answer without one (see below).
     let resp = client().get(d.url("/v1/exposures")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let resp = client()
@@ -236,14 +273,7 @@ async fn uploads_auth_and_status_codes() {
         resp.json::<Value>().await.unwrap(),
         json!({ "exposures": [] })
     );
-    let status: Value = client()
-        .get(d.url("/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = d.owner_status(|s| s["case_lists"] == 3).await;
     assert_eq!(status["case_lists"], 3, "{status}");
     assert_eq!(status["sightings_stored"], 0, "{status}");
     assert!(status["store_bytes"].as_u64().unwrap() > 0, "{status}");
@@ -272,7 +302,7 @@ async fn uploads_auth_and_status_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaen_uploads_must_verify_under_a_configured_key() {
     // Only the 2-key server's key is trusted: the 140-key sample is signed by another one.
-    let d = Daemon::start(|c| c.api.trust = vec![gaen_pem(ZIP2)]).await;
+    let d = Daemon::start(|c| c.cases.trust = vec![gaen_pem(ZIP2)]).await;
     let before = d.snapshot();
     let (s, body) = d.upload(Some(TOKEN), gaen_zip(ZIP140)).await;
     assert_eq!(s, 400, "{body}");
@@ -288,7 +318,7 @@ async fn gaen_uploads_must_verify_under_a_configured_key() {
     d.stop().await;
 
     // No trusted key at all: every GAEN upload is refused, F0 lists are still accepted.
-    let d = Daemon::start(|c| c.api.trust.clear()).await;
+    let d = Daemon::start(|c| c.cases.trust.clear()).await;
     let (s, body) = d.upload(Some(TOKEN), gaen_zip(ZIP2)).await;
     assert_eq!(s, 400, "{body}");
     assert!(error_of(&body).contains("no trusted signing key"), "{body}");
@@ -342,7 +372,7 @@ async fn malformed_uploads_are_refused_and_change_nothing() {
         ("bad hex", bad_hex.into_bytes(), "F0 entry 0: field `daily_key`"),
         ("truncated zip", zip[..zip.len() / 2].to_vec(), "invalid gaen-export: "),
         ("zip bomb", bomb, "over its size limit"),
-        ("empty", Vec::new(), "empty body"),
+        ("empty", Vec::new(), "empty case list"),
         ("not a case list", b"hello world".to_vec(), "not a case list"),
         ("no data array", br#"{"items": []}"#.to_vec(), "no `data` array"),
         ("broken JSON", br#"{"data": [{"daily_key": "#.to_vec(), "malformed at line 1"),
@@ -370,7 +400,7 @@ async fn malformed_uploads_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_entry_f0_list_is_refused() {
     // Room for the body, so the parser's entry limit (500,000) is what refuses it.
-    let d = Daemon::start(|c| c.api.max_upload_bytes = 256 << 20).await;
+    let d = Daemon::start(|c| c.cases.max_bytes = 256 << 20).await;
     let before = d.snapshot();
     let entry = format!(
         r#"{{"daily_key":"{}","time_start":1728000000,"max":96,"time_end":1728086399}}"#,
@@ -413,12 +443,12 @@ async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_uploads_get_413_without_being_read() {
     let limit = 64 * 1024;
-    let d = Daemon::start(|c| c.api.max_upload_bytes = limit).await;
+    let d = Daemon::start(|c| c.cases.max_bytes = limit).await;
     let before = d.snapshot();
 
     // A declared 100 MiB body: refused from the headers alone, not one body byte sent.
     let head = format!(
-        "POST /v1/case-lists HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "POST /v1/case-lists HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
          Content-Length: {}\r\n\r\n",
         100 << 20
     );
@@ -426,11 +456,11 @@ async fn oversized_uploads_get_413_without_being_read() {
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
     assert!(answer.contains("over the 65536-byte limit"), "{answer}");
     // The default limit is 64 MiB.
-    assert_eq!(Config::default().api.max_upload_bytes, 64 << 20);
+    assert_eq!(Config::default().cases.max_bytes, 64 << 20);
 
     // Without a token the size is not even considered.
     let head = format!(
-        "POST /v1/case-lists HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/case-lists HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
         100 << 20
     );
     let answer = raw(d.addr, &head, b"").await;
@@ -438,7 +468,7 @@ async fn oversized_uploads_get_413_without_being_read() {
 
     // A chunked body (no declared length) is cut off once it passes the limit.
     let head = format!(
-        "POST /v1/case-lists HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "POST /v1/case-lists HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
          Transfer-Encoding: chunked\r\n\r\n{:x}\r\n",
         limit + 1
     );
@@ -556,14 +586,7 @@ async fn exposures_status_and_metrics_after_a_match() {
     assert_eq!(e["notify"], true, "{e}");
     assert_eq!(e["sightings"], 80);
 
-    let status: Value = client()
-        .get(d.url("/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = d.owner_status(|s| s["exposures"] == 1).await;
     assert_eq!(status["sightings_stored"], 80, "{status}");
     assert_eq!(status["distinct_ids"], 3, "{status}");
     assert_eq!(status["case_lists"], 1, "{status}");
@@ -588,12 +611,20 @@ async fn exposures_status_and_metrics_after_a_match() {
             "store_bytes",
             "uptime_s",
             "matches_run",
+            "case_lists_stored",
+            "store_errors",
+            "counts_ready",
         ]),
         "counts only"
     );
     assert!(!status.to_string().contains(&hex::encode(key)));
 
-    let resp = client().get(d.url("/metrics")).send().await.unwrap();
+    let resp = client()
+        .get(d.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -636,16 +667,20 @@ async fn unix_socket_listener() {
         .unwrap();
     assert_eq!(server.local, Listen::Unix(sock.clone()));
     let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
-    s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    assert!(out.contains("\"case_lists\":0"), "{out}");
+    assert!(out.contains("\"case_lists_stored\":0"), "{out}");
+    // Owner and group only, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
     // Without a token file every protected request is refused.
     let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
-    s.write_all(b"GET /v1/exposures HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /v1/exposures HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = String::new();
@@ -655,6 +690,7 @@ async fn unix_socket_listener() {
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), server.task)
         .await
+        .unwrap()
         .unwrap()
         .unwrap();
     assert!(!sock.exists(), "the socket is removed on shutdown");
@@ -689,7 +725,7 @@ async fn bad_configuration_fails_at_start() {
         .unwrap();
     let msg = bluezoned::error_chain(&e);
     assert!(
-        msg.contains("api.token_file") && msg.contains("missing-tokens"),
+        msg.contains("api.owner_token_file") && msg.contains("missing-tokens"),
         "{msg}"
     );
     let e = api::serve(shared, "localhost:80", CancellationToken::new())
@@ -698,4 +734,299 @@ async fn bad_configuration_fails_at_start() {
         .unwrap()
         .to_string();
     assert!(e.contains("api.listen"), "{e}");
+}
+
+/// Security M7: an upload token may upload, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_tokens_cannot_read_exposures_or_store_counts() {
+    let d = Daemon::start(|_| {}).await;
+    let (s, body) = d.upload(Some(UPLOAD), f0_json(&[[3; 32]], 20_000)).await;
+    assert_eq!(s, 201, "{body}");
+    let resp = client()
+        .get(d.url("/v1/exposures"))
+        .bearer_auth(UPLOAD)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert!(error_of(&resp.json::<Value>().await.unwrap()).contains("owner token"));
+    // Security M2: status and metrics without an owner token show operational counts only.
+    for token in [None, Some(UPLOAD)] {
+        let mut req = client().get(d.url("/v1/status"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let status: Value = req.send().await.unwrap().json().await.unwrap();
+        let fields: BTreeSet<&str> = status
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            BTreeSet::from([
+                "uptime_s",
+                "matches_run",
+                "case_lists_stored",
+                "store_errors"
+            ]),
+            "{status}"
+        );
+        let text = client()
+            .get(d.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for private in [
+            "exposures",
+            "sightings",
+            "distinct_ids",
+            "receptions",
+            "ids_indexed",
+        ] {
+            assert!(!text.contains(private), "{private} in\n{text}");
+        }
+    }
+    d.stop().await;
+}
+
+/// Security M2: DNS rebinding. A page on another name that now resolves to 127.0.0.1 sends its
+/// own name as Host; only loopback names and the listen address are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_host_headers_are_refused() {
+    let d = Daemon::start(|_| {}).await;
+    let port = d.addr.port();
+    for host in [format!("attacker.example:{port}"), "evil.test".to_string()] {
+        let answer = raw(
+            d.addr,
+            &format!("GET /v1/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            b"",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 421 "), "{host}: {answer}");
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "[::1]".to_string(),
+        "LOCALHOST".to_string(),
+    ] {
+        let answer = raw(
+            d.addr,
+            &format!("GET /v1/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            b"",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{host}: {answer}");
+    }
+    d.stop().await;
+}
+
+/// Security L9: after 10 wrong tokens in a minute a peer gets 429, even with a right token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_bad_tokens_are_rate_limited() {
+    let d = Daemon::start(|_| {}).await;
+    let get = |token: &'static str| {
+        let url = d.url("/v1/exposures");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(get("wrong-token-0123456789abcdef0123456").await, 401);
+    }
+    assert_eq!(get("wrong-token-0123456789abcdef0123456").await, 429);
+    assert_eq!(get(TOKEN).await, 429, "blocked for the rest of the window");
+    d.stop().await;
+}
+
+/// Security M1: a client that never finishes its request head is disconnected, and does not
+/// keep the server from stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_do_not_hold_up_shutdown() {
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(1),
+        ..ServeLimits::default()
+    };
+    let d = Daemon::start_with(|_| {}, limits).await;
+    let mut slow = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut out))
+        .await
+        .expect("the server closes a connection whose head never completes")
+        .ok();
+
+    // With the default (10 s) header timeout, cancellation ends the server within its grace.
+    let d = Daemon::start(|_| {}).await;
+    let mut half = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    half.write_all(b"GET /v1/status HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    let idle = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    // The server has accepted both before shutdown (a request on a third answers).
+    let answer = raw(
+        d.addr,
+        "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        b"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    d.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(8), d.task)
+        .await
+        .expect("the server stops although a client holds half a request head")
+        .unwrap()
+        .unwrap();
+    drop((half, idle));
+}
+
+/// Security M1: connections over the cap are closed at once instead of using up fds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed() {
+    let limits = ServeLimits {
+        max_connections: 2,
+        ..ServeLimits::default()
+    };
+    let d = Daemon::start_with(|_| {}, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+        // A kept-alive request proves the server accepted this one before the next connects.
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    let mut third = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), third.read_to_end(&mut out))
+        .await
+        .expect("the third connection is closed");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    drop(held);
+    d.stop().await;
+}
+
+/// Security L19: uploads whose bodies stall hold a queue place, not a parser, so a complete
+/// upload behind them is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_do_not_block_complete_ones() {
+    let d = Daemon::start(|_| {}).await;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/case-lists HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {UPLOAD}\r\n\
+             Content-Length: 1000\r\n\r\n{{\"data\""
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    let up = tokio::time::timeout(
+        Duration::from_secs(60),
+        d.upload(Some(UPLOAD), f0_json(&[[4; 32]], 20_000)),
+    )
+    .await
+    .expect("a complete upload is not queued behind stalled ones");
+    assert_eq!(up.0, 201, "{}", up.1);
+    drop(stalled);
+    d.stop().await;
+}
+
+/// Security L11 and L9: a remote listen address needs `api.allow_remote`; token files must be
+/// private and tokens long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_listen_and_weak_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::init(&dir.path().join("data")).unwrap();
+    let shared = Shared::new(store, Config::default(), Arc::new(SystemClock));
+    let e = api::serve(shared, "0.0.0.0:0", CancellationToken::new())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("api.allow_remote"), "{e}");
+
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cfg = Config::default();
+    cfg.api.owner_token_file = Some(tokens.clone());
+    let (store, _) = Store::init(&dir.path().join("data")).unwrap();
+    let shared = Shared::new(store, cfg.clone(), Arc::new(SystemClock));
+    let e = api::serve(shared, "127.0.0.1:0", CancellationToken::new())
+        .await
+        .err()
+        .unwrap();
+    let msg = bluezoned::error_chain(&e);
+    assert!(msg.contains("group or others"), "{msg}");
+
+    write_private(&tokens, "too-short\n");
+    let (store, _) = Store::init(&dir.path().join("data")).unwrap();
+    let shared = Shared::new(store, cfg, Arc::new(SystemClock));
+    let e = api::serve(shared, "127.0.0.1:0", CancellationToken::new())
+        .await
+        .err()
+        .unwrap();
+    let msg = bluezoned::error_chain(&e);
+    assert!(msg.contains("at least 32"), "{msg}");
+    assert!(!msg.contains("too-short"), "{msg}");
+}
+
+/// Security M2/L20: status and metrics never wait for the store (its counts decrypt every chunk
+/// under the store lock): with the lock held elsewhere they still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_answer_while_the_store_is_busy() {
+    let d = Daemon::start(|_| {}).await;
+    // Counts exist once (a refresh ran), then the store is held by "a long match".
+    d.owner_status(|_| true).await;
+    let shared = d.shared.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _store = shared.lock_store();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().unwrap();
+    // A sighting counter change makes the cached counts stale: a refresh starts, in the
+    // background.
+    d.shared
+        .metrics
+        .sightings_stored
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for path in ["/v1/status", "/metrics"] {
+        let resp = tokio::time::timeout(
+            Duration::from_secs(20),
+            client().get(d.url(path)).bearer_auth(TOKEN).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} waited for the store"))
+        .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    d.stop().await;
 }

@@ -34,6 +34,8 @@ struct Hit {
     path: String,
     if_none_match: Option<String>,
     if_modified_since: Option<String>,
+    authorization: Option<String>,
+    query: Option<String>,
     status: u16,
 }
 
@@ -43,6 +45,8 @@ struct KeyServer {
     /// `None`: the index is served with Last-Modified only.
     etag: Mutex<Option<String>>,
     files: HashMap<String, Vec<u8>>,
+    /// Path → where a 302 sends it.
+    redirects: Mutex<HashMap<String, String>>,
     fail_next_index: Mutex<bool>,
     hits: Mutex<Vec<Hit>>,
 }
@@ -79,6 +83,10 @@ async fn serve_keys(State(ks): State<Arc<KeyServer>>, uri: Uri, headers: HeaderM
                 .insert("last-modified", LAST_MODIFIED.parse().unwrap());
             (200, r)
         }
+    } else if let Some(to) = ks.redirects.lock().unwrap().get(&path).cloned() {
+        let mut r = StatusCode::FOUND.into_response();
+        r.headers_mut().insert("location", to.parse().unwrap());
+        (302, r)
     } else if let Some(body) = path.strip_prefix("/keys/").and_then(|p| ks.files.get(p)) {
         (200, body.clone().into_response())
     } else {
@@ -88,6 +96,8 @@ async fn serve_keys(State(ks): State<Arc<KeyServer>>, uri: Uri, headers: HeaderM
         path,
         if_none_match: h("if-none-match"),
         if_modified_since: h("if-modified-since"),
+        authorization: h("authorization"),
+        query: uri.query().map(str::to_string),
         status,
     });
     resp
@@ -120,7 +130,7 @@ async fn start_key_server() -> (Arc<KeyServer>, SocketAddr) {
 
 fn config() -> Config {
     let mut c = Config::default();
-    c.api.trust = vec![sample(ZIP2, "pub.pem"), sample(ZIP140, "pub.pem")];
+    c.cases.trust = vec![sample(ZIP2, "pub.pem"), sample(ZIP140, "pub.pem")];
     c
 }
 
@@ -131,7 +141,8 @@ fn client() -> reqwest::Client {
 fn poller(shared: &Arc<Shared>, addr: SocketAddr) -> Poller {
     Poller::new(shared.clone(), &format!("http://{addr}/keys"))
         .unwrap()
-        .with_client(client())
+        .without_proxy()
+        .unwrap()
 }
 
 fn paths(hits: &[Hit]) -> Vec<(&str, u16)> {
@@ -312,21 +323,126 @@ async fn poller_uses_last_modified_survives_errors_and_dedups_with_uploads() {
     let e = Poller::new(shared.clone(), &format!("http://{addr}/keys"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("api.trust"), "{e}");
+    assert!(e.contains("cases.trust"), "{e}");
     let e = Poller::new(shared, "ftp://127.0.0.1/keys")
         .unwrap_err()
         .to_string();
     assert!(e.contains("poll.url"), "{e}");
 }
 
-/// The real binary: `run --radio sim --api 127.0.0.1:0` with a poll URL logs the bound address,
-/// serves the API and imports the key server's files at start; SIGTERM stops it cleanly.
+/// Credentials in `poll.url` go to the key server's own files only: never into the state
+/// file, never to a path outside the base (`%2e%2e`), never along a redirect; a `?token=` query
+/// is carried to every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poller_keeps_credentials_to_the_base_url() {
+    let (ks, addr) = start_key_server().await;
+    ks.set_index(
+        "sub/%2e%2e/%2e%2e/outside.zip\n2026/redir.zip\n2026/away.zip\n2026/a.zip\n",
+        Some("\"c1\""),
+    );
+    let other = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    ks.redirects.lock().unwrap().extend([
+        (
+            "/keys/2026/redir.zip".to_string(),
+            "/internal-only?x=1".to_string(),
+        ),
+        (
+            "/keys/2026/away.zip".to_string(),
+            format!("http://{other}/keys/2026/a.zip"),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, _) = Store::init(&data).unwrap();
+    let shared = Shared::new(store, config(), Arc::new(SystemClock));
+    let url = format!("http://alice:s3cretpw@{addr}/keys/?token=TOPSECRET");
+    let mut p = Poller::new(shared.clone(), &url)
+        .unwrap()
+        .without_proxy()
+        .unwrap();
+    let r = p.poll_once().await.unwrap();
+    assert_eq!(r.imported, 1, "{r:?}");
+    let hits = ks.hits();
+    assert!(
+        hits.iter().all(|h| h.path.starts_with("/keys/")),
+        "nothing outside the base was requested: {hits:?}"
+    );
+    assert!(
+        !hits.iter().any(|h| h.path == "/internal-only"),
+        "no redirect was followed with credentials: {hits:?}"
+    );
+    assert!(hits
+        .iter()
+        .all(|h| h.authorization.is_some() && h.query.as_deref() == Some("token=TOPSECRET")));
+    let state = std::fs::read_to_string(data.join(STATE_FILE)).unwrap();
+    for secret in ["alice", "s3cretpw", "TOPSECRET"] {
+        assert!(
+            !state.contains(secret),
+            "{secret} in the state file: {state}"
+        );
+    }
+
+    // Without credentials, same-origin redirects are followed, other hosts' are not.
+    let (store, _) = Store::init(&dir.path().join("plain")).unwrap();
+    let shared = Shared::new(store, config(), Arc::new(SystemClock));
+    ks.set_index("2026/redir.zip\n2026/away.zip\n", Some("\"c2\""));
+    ks.redirects.lock().unwrap().insert(
+        "/keys/2026/redir.zip".to_string(),
+        "/keys/2026/b.zip".to_string(),
+    );
+    let mut p = poller(&shared, addr);
+    let r = p.poll_once().await.unwrap();
+    assert_eq!((r.imported, r.failed), (1, 1), "{r:?}");
+    assert_eq!(lists(&shared), [("gaen-export".to_string(), 140)]);
+
+    // Plain http only on loopback.
+    let e = Poller::new(shared.clone(), "http://keys.example/v1/")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("https"), "{e}");
+    assert!(Poller::new(shared.clone(), "https://keys.example/v1/").is_ok());
+}
+
+/// A file that keeps failing is retried after 1, 2, 4 … rounds, not every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_files_back_off() {
+    let (ks, addr) = start_key_server().await;
+    ks.set_index("2026/missing.zip\n", Some("\"m\""));
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::init(&dir.path().join("data")).unwrap();
+    let shared = Shared::new(store, config(), Arc::new(SystemClock));
+    let mut p = poller(&shared, addr);
+    let mut tried = Vec::new();
+    for _ in 0..8 {
+        let r = p.poll_once().await.unwrap();
+        tried.push(r.failed);
+    }
+    // Rounds 1, 2, 4 and 8 try it (after 1, 2 and 4 rounds of waiting).
+    assert_eq!(tried, [1, 1, 0, 1, 0, 0, 0, 1]);
+}
+
+/// A free loopback port (bound and released: the daemon binds it a moment later).
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The real binary: `run --radio sim --api ADDR` with a poll URL serves the API and imports the
+/// key server's files at start (learnt from the API, not the log); a connection that sent half
+/// a request head does not keep SIGTERM from stopping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_binary_serves_the_api_and_polls() {
+    use std::os::unix::fs::PermissionsExt;
+    let token = "binary-test-token-0123456789abcdef";
     let (ks, keys_addr) = start_key_server().await;
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, "binary-test-token\n").unwrap();
+    std::fs::write(&tokens, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let api = free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bluezoned"))
         .args(["--log-json", "--data-dir"])
         .arg(dir.path().join("data"))
@@ -335,7 +451,7 @@ async fn daemon_binary_serves_the_api_and_polls() {
             "--radio",
             "sim",
             "--api",
-            "127.0.0.1:0",
+            &api.to_string(),
             "--api-token-file",
         ])
         .arg(&tokens)
@@ -355,48 +471,38 @@ async fn daemon_binary_serves_the_api_and_polls() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+            sink.lock().unwrap().push(line);
         }
     });
-    let mut log = Vec::new();
-    let mut api: Option<SocketAddr> = None;
-    let mut imported = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (api.is_none() || imported < 2) && Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        match v["fields"]["message"].as_str() {
-            Some("HTTP API listening") => {
-                api = v["fields"]["listen"].as_str().and_then(|a| a.parse().ok())
+    // Ready when the status endpoint says both files were stored (the poller's counter).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let r = client()
+            .get(format!("http://{api}/v1/status"))
+            .bearer_auth(token)
+            .send()
+            .await;
+        if let Ok(r) = r {
+            let v: Value = r.json().await.unwrap();
+            if v["case_lists_stored"] == 2 {
+                break v;
             }
-            Some("poll: key file imported") => imported += 1,
-            _ => {}
         }
-        log.push(line);
-    }
-    let log = log.join("\n");
-    let api = api.unwrap_or_else(|| panic!("no listen address in the log:\n{log}"));
-    assert!(api.ip().is_loopback() && api.port() != 0);
-    assert_eq!(imported, 2, "{log}");
-    assert!(!log.contains("binary-test-token"));
-
-    let status: Value = client()
-        .get(format!("http://{api}/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["case_lists"], 2, "{status}");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not serve two polled files:\n{}",
+            log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["case_lists_stored"], 2, "{status}");
     let resp = client()
         .post(format!("http://{api}/v1/case-lists"))
-        .bearer_auth("binary-test-token")
+        .bearer_auth(token)
         .body(std::fs::read(sample(ZIP140, "zip")).unwrap())
         .send()
         .await
@@ -409,16 +515,26 @@ async fn daemon_binary_serves_the_api_and_polls() {
         .count();
     assert_eq!(index_hits, 1);
 
+    // Half a request head, then SIGTERM: the daemon still exits, and cleanly.
+    let mut half = tokio::net::TcpStream::connect(api).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"GET /v1/status HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
     // SAFETY: plain kill(2) on our own child's pid.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
     let t = Instant::now();
-    let status = loop {
+    let exit = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(15), "daemon did not stop");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "daemon did not stop within 10 s of SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(status.success(), "{status}");
+    drop(half);
+    assert!(exit.success(), "{exit}");
+    assert!(!log.lock().unwrap().join("\n").contains(token));
 }

@@ -6,9 +6,13 @@ use super::open_store;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::caselist::{self, CaseList, Limits};
+use bluezone_protocol::time::utc_day;
+
+use crate::caselist::{self, Limits};
 use crate::check::{run_check, CheckConfig};
 use crate::cli::CasesCommand;
+use crate::clock::{Clock, SystemClock};
+use crate::ingest::{self, Ingest};
 use crate::store::resolve_data_dir;
 
 pub fn run(data_dir: Option<PathBuf>, cmd: CasesCommand) -> Result<()> {
@@ -19,14 +23,14 @@ pub fn run(data_dir: Option<PathBuf>, cmd: CasesCommand) -> Result<()> {
     }
 }
 
-fn read_file(file: &Path, limits: &Limits) -> Result<Vec<u8>> {
+fn read_file(file: &Path, limit: usize) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
-    if meta.len() > limits.export.max_export_bin_bytes {
+    if meta.len() > limit as u64 {
         bail!(
             "{}: {} bytes is over the {}-byte limit for a case list",
             file.display(),
             meta.len(),
-            limits.export.max_export_bin_bytes
+            limit
         );
     }
     std::fs::read(file).with_context(|| format!("reading {}", file.display()))
@@ -35,7 +39,7 @@ fn read_file(file: &Path, limits: &Limits) -> Result<Vec<u8>> {
 fn inspect(file: &Path, trust: &[PathBuf]) -> Result<()> {
     let trusted = caselist::load_trusts(trust)?;
     let limits = Limits::default();
-    let bytes = read_file(file, &limits)?;
+    let bytes = read_file(file, limits.export.max_export_bin_bytes as usize)?;
     let list = caselist::parse(&bytes, &trusted, &limits)
         .with_context(|| format!("{}", file.display()))?;
     println!("{}", list.summary());
@@ -71,29 +75,33 @@ fn report_skipped(file: &Path, list: &CaseList) {
 }
 
 fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {
-    let trusted = caselist::load_trusts(trust)?;
-    let limits = Limits::default();
-    let bytes = read_file(file, &limits)?;
-    let list = caselist::parse_trusted(&bytes, &trusted, &limits)
-        .with_context(|| format!("{}", file.display()))?;
-    report_skipped(file, &list);
+    // `--trust` flags, else the daemon's own `cases.trust`: the same anchors as the API's.
+    let mut config = crate::config::Config::load(None, dir)?;
+    if !trust.is_empty() {
+        config.cases.trust = trust.to_vec();
+    }
+    let cases = Ingest::from_config(&config.cases)?;
+    let bytes = read_file(file, config.cases.max_bytes)?;
+    let list = cases.accept(bytes, None).map_err(|e| match e {
+        ingest::Error::NoTrustAnchor | ingest::Error::Unverified => anyhow::anyhow!(
+            "{}: a GAEN export must verify under a trusted key before it is imported: pass --trust PEM",
+            file.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("{}", file.display())),
+    })?;
+    report_skipped(file, &list.list);
     let mut store = super::open_store_for_write(dir)?;
-    let (id, inserted) = store
-        .insert_case_list(
-            bluezone_protocol::time::utc_day(crate::clock::Clock::now(&crate::clock::SystemClock)),
-            list.format(),
-            list.entries() as u64,
-            &bytes,
-        )
+    let stored = ingest::store(&mut store, &list, utc_day(SystemClock.now()))
         .with_context(|| format!("storing {}", file.display()))?;
     let mut summary = list.summary();
-    summary["id"] = json!(id);
-    summary["imported"] = json!(inserted);
+    summary["id"] = json!(stored.id);
+    summary["imported"] = json!(stored.new);
     println!("{summary}");
-    if !inserted {
+    if !stored.new {
         eprintln!(
-            "{} was imported before (case list {id}); nothing changed",
-            file.display()
+            "{} was imported before (case list {}); nothing changed",
+            file.display(),
+            stored.id
         );
     }
     Ok(())

@@ -20,11 +20,11 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::caselist::{self, Limits};
 use crate::check::{run_check, ExposureReport};
 use crate::cli::DemoArgs;
 use crate::clock::{SharedClock, VirtualClock};
 use crate::config::Config;
+use crate::ingest::{self, Ingest};
 use crate::keyexport;
 use crate::radio::sim::{DeviceModel, DeviceSpec, Medium, MediumConfig, Mobility};
 use crate::service::{self, Shared};
@@ -347,7 +347,10 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
         "v1",
         p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng),
     );
-    let trusted = vec![authority.trusted_key()];
+    let cases = Ingest::new(
+        vec![authority.trusted_key()],
+        Config::default().cases.max_bytes,
+    );
     let today = utc_day(clock.now());
     let (f0, zip) = {
         let store = devices[0].2.lock_store();
@@ -364,8 +367,8 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
             medium.contacts_within(devices[0].1.id(), handle.id(), CONTACT_M, START, end, 10)?;
         let mut store = shared.lock_store();
         for bytes in [&f0, &zip] {
-            let list = caselist::parse(bytes, &trusted, &Limits::default())?;
-            store.insert_case_list(today, list.format(), list.entries() as u64, bytes)?;
+            let list = cases.accept(bytes.clone(), None)?;
+            ingest::store(&mut store, &list, today)?;
         }
         let report = run_check(&mut store, &config.check_config())?;
         let best = |proto: &str| {

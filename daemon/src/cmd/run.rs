@@ -28,10 +28,10 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
         config.api.listen = Some(a);
     }
     if let Some(f) = args.api_token_file {
-        config.api.token_file = Some(f);
+        config.api.owner_token_file = Some(f);
     }
     if !args.trust.is_empty() {
-        config.api.trust = args.trust;
+        config.cases.trust = args.trust;
     }
     config.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub last_match_keys_per_s: AtomicU64,
     pub matches_run: AtomicU64,
     pub broadcasts: AtomicU64,
+    /// New case lists stored by the API or the poller.
+    pub case_lists_stored: AtomicU64,
 }
 
 impl Metrics {

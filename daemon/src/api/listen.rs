@@ -1,0 +1,267 @@
+//! Listening and transport: where the API listens, and one connection loop for TCP and the Unix
+//! socket with the limits a local service needs against slow or idle clients.
+//!
+//! axum's own `serve` gives no header-read timeout, no connection cap and no forced close on
+//! shutdown, so connections are served with hyper directly: a timer-driven header-read timeout
+//! (which also ends an idle keep-alive connection, since hyper re-arms it while it waits for the
+//! next request head), a cap on open connections (a connection over it is closed at once, so
+//! fds cannot be exhausted), and on shutdown a grace period after which every connection is
+//! dropped, finished or not.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use axum::extract::Request;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Connection limits; [`Default`] is what the daemon uses, tests shorten them.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// A request head (or the next one on a kept-alive connection) must arrive within this.
+    pub header_read_timeout: Duration,
+    /// Open connections at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// After shutdown starts, open connections get this long to finish, then are dropped.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(10),
+            // Well under the unit's LimitNOFILE, leaving fds for the store, D-Bus and the poller.
+            max_connections: 256,
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Where the API listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Listen {
+    /// `HOST:PORT` (an IP address and a port; port 0 picks a free one) or `unix:/path`.
+    pub fn parse(s: &str) -> Result<Listen> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                bail!(
+                    "api.listen: \"unix:\" needs a socket path, e.g. unix:/run/bluezoned/api.sock"
+                );
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        s.trim().parse().map(Listen::Tcp).map_err(|_| {
+            anyhow::anyhow!(
+                "api.listen: expected IP:PORT (e.g. 127.0.0.1:8421) or unix:/path, got {s:?}"
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Who is on the other end of a connection (for the failed-authentication limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    Ip(IpAddr),
+    /// A Unix-socket client, by user id (`SO_PEERCRED`).
+    Uid(u32),
+    Unknown,
+}
+
+pub(crate) enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds; a TCP address beyond loopback needs `allow_remote` (tokens travel in clear).
+    pub(crate) async fn bind(listen: &Listen, allow_remote: bool) -> Result<(Listener, Listen)> {
+        match listen {
+            Listen::Tcp(addr) => {
+                if !addr.ip().is_loopback() && !allow_remote {
+                    bail!(
+                        "api.listen: {addr} is reachable beyond this host and the API speaks plain \
+                         HTTP (bearer tokens in clear); use a loopback address or a unix: socket, \
+                         or set api.allow_remote = true behind a TLS proxy"
+                    );
+                }
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("api.listen: binding {addr}"))?;
+                let local = l
+                    .local_addr()
+                    .with_context(|| format!("api.listen: address bound for {addr}"))?;
+                if !local.ip().is_loopback() {
+                    tracing::warn!(listen = %local, "the HTTP API is reachable beyond this host \
+                        (api.allow_remote): bearer tokens cross the network in clear unless a TLS \
+                        proxy fronts it");
+                }
+                Ok((Listener::Tcp(l), Listen::Tcp(local)))
+            }
+            Listen::Unix(path) => {
+                let l = bind_unix(path)?;
+                Ok((Listener::Unix(l, path.clone()), listen.clone()))
+            }
+        }
+    }
+}
+
+fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    // A socket left by an earlier run is replaced; anything else at the path is an error.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "api.listen: {} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("api.listen: removing stale socket {}", path.display()))?;
+    }
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("api.listen: binding unix socket {}", path.display()))?;
+    // Owner and group only, whatever the umask (the unit's RuntimeDirectory is 0750 as well).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("api.listen: chmod 0660 {}", path.display()))?;
+    Ok(l)
+}
+
+/// Serves `app` on `listener` until `shutdown`, then closes every connection within
+/// `limits.shutdown_grace`.
+pub(crate) async fn serve(
+    listener: Listener,
+    app: Router,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = accept(&listener) => r,
+        };
+        let (io, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and the like: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "HTTP API: accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = limits.max_connections,
+                "HTTP API: connection cap reached; closing a new connection"
+            );
+            drop(io);
+            continue;
+        };
+        conns.spawn(connection(
+            io,
+            peer,
+            app.clone(),
+            limits,
+            shutdown.clone(),
+            slot,
+        ));
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener_cleanup(&listener));
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            open = conns.len(),
+            "HTTP API: closing connections still open after the shutdown grace period"
+        );
+        conns.shutdown().await;
+    }
+    Ok(())
+}
+
+fn listener_cleanup(listener: &Listener) -> std::io::Result<()> {
+    match listener {
+        Listener::Unix(_, path) => std::fs::remove_file(path),
+        Listener::Tcp(_) => Ok(()),
+    }
+}
+
+type BoxedIo = Box<dyn Io>;
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, Peer)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, a) = l.accept().await?;
+            Ok((Box::new(s), Peer::Ip(a.ip())))
+        }
+        Listener::Unix(l, _) => {
+            let (s, _) = l.accept().await?;
+            let peer = s
+                .peer_cred()
+                .map(|c| Peer::Uid(c.uid()))
+                .unwrap_or(Peer::Unknown);
+            Ok((Box::new(s), peer))
+        }
+    }
+}
+
+async fn connection(
+    io: BoxedIo,
+    peer: Peer,
+    app: Router,
+    limits: ServeLimits,
+    stop: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    use tower::Service;
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer);
+        app.clone().call(req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            // Finish the request in flight, if any; `serve` drops what outlives the grace.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "HTTP API connection ended with an error");
+    }
+}

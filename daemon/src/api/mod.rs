@@ -1,0 +1,194 @@
+//! The HTTP API for health officials and the device's owner (axum, HTTP/1.1).
+//!
+//! | method and path | token | what |
+//! |---|---|---|
+//! | `POST /v1/case-lists` | upload or owner | a Bluezone F0 JSON or a signed GAEN export zip |
+//! | `GET /v1/exposures` | owner | the owner's stored exposures (an upload token gets 403) |
+//! | `GET /v1/status` | none / owner | operational counts; with an owner token also store counts |
+//! | `GET /metrics` | none / owner | Prometheus text; the same split |
+//!
+//! - [`listen`]: where it listens (`api.listen`: loopback `HOST:PORT`, or `unix:/path`, a socket
+//!   made 0660) and the connection loop with its timeouts, cap and shutdown.
+//! - [`auth`]: the two token classes and the failed-authentication limit.
+//! - [`routes`]: handlers and per-request checks (`Host`, token, time limits, upload queue).
+//! - [`metrics`]: the Prometheus text and the cached store counts.
+//!
+//! Uploads go through [`crate::ingest`] like every other case list. Errors are JSON
+//! `{"error": "..."}`. Nothing here logs a token or a body.
+
+mod auth;
+mod listen;
+mod metrics;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{MIN_TOKEN_LEN, OWNER_CREDENTIAL, UPLOAD_CREDENTIAL};
+pub use listen::{Listen, Peer, ServeLimits};
+
+use crate::ingest::Ingest;
+use crate::service::Shared;
+
+/// Uploads parsed at once (each may hold up to `cases.max_bytes` in memory).
+const PARSERS: usize = 2;
+/// Uploads whose bodies are read at once (or wait for a parser); more wait for a place.
+const UPLOAD_QUEUE: usize = 8;
+
+pub(crate) struct ApiState {
+    shared: Arc<Shared>,
+    auth: auth::Auth,
+    failures: auth::FailureLimit,
+    ingest: Ingest,
+    upload_queue: Semaphore,
+    parsers: Semaphore,
+    started: Instant,
+    counts: Arc<metrics::CountsCache>,
+    /// `Host` values answered besides the loopback names: the listen address itself.
+    listen_host: Option<String>,
+}
+
+impl ApiState {
+    fn load(shared: Arc<Shared>, local: &Listen) -> Result<Arc<ApiState>> {
+        let auth = auth::Auth::load(&shared.config.api)?;
+        let ingest = Ingest::from_config(&shared.config.cases)?;
+        if !ingest.has_trust_anchors() {
+            tracing::warn!("cases.trust names no key: GAEN uploads are refused");
+        }
+        let listen_host = match local {
+            Listen::Tcp(a) if a.ip().is_ipv6() => Some(format!("[{}]", a.ip())),
+            Listen::Tcp(a) => Some(a.ip().to_string()),
+            Listen::Unix(_) => None,
+        };
+        Ok(Arc::new(ApiState {
+            auth,
+            failures: auth::FailureLimit::default(),
+            ingest,
+            upload_queue: Semaphore::new(UPLOAD_QUEUE),
+            parsers: Semaphore::new(PARSERS),
+            started: Instant::now(),
+            counts: Arc::default(),
+            listen_host,
+            shared,
+        }))
+    }
+
+    /// `host` is `NAME` or `NAME:PORT`, NAME a loopback name or the listen address.
+    fn host_allowed(&self, host: &str) -> bool {
+        let name = match host.rsplit_once(':') {
+            // `[::1]:8421`, `127.0.0.1:8421`, `localhost:8421`; a bare `::1` has colons too.
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !n.ends_with(':') => n,
+            _ => host,
+        };
+        let name = name.to_ascii_lowercase();
+        matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            || self.listen_host.as_deref() == Some(name.as_str())
+    }
+}
+
+/// A bound API, ready to serve.
+pub struct Api {
+    /// The bound address (the real port when port 0 was asked for).
+    pub local: Listen,
+    listener: listen::Listener,
+    app: axum::Router,
+    limits: ServeLimits,
+}
+
+impl Api {
+    /// Binds `api.listen` if it is set. Errors (a bad address, a remote address without
+    /// `api.allow_remote`, a bad token file or trust anchor) stop startup.
+    pub async fn bind(shared: Arc<Shared>) -> Result<Option<Api>> {
+        let Some(listen) = shared.config.api.listen.clone() else {
+            return Ok(None);
+        };
+        Api::bind_to(shared, &listen, ServeLimits::default())
+            .await
+            .map(Some)
+    }
+
+    /// Binds `listen` (the `api.listen` syntax) with `limits`.
+    pub async fn bind_to(shared: Arc<Shared>, listen: &str, limits: ServeLimits) -> Result<Api> {
+        let want = Listen::parse(listen)?;
+        let (listener, local) =
+            listen::Listener::bind(&want, shared.config.api.allow_remote).await?;
+        let state = ApiState::load(shared, &local)?;
+        tracing::info!(listen = %local, "HTTP API listening");
+        Ok(Api {
+            local,
+            listener,
+            app: routes::router(state),
+            limits,
+        })
+    }
+
+    /// Serves until `shutdown`; returns within `limits.shutdown_grace` of it.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        listen::serve(self.listener, self.app, self.limits, shutdown).await
+    }
+}
+
+/// A running API server.
+pub struct Server {
+    pub local: Listen,
+    pub task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Starts the API if `api.listen` is set.
+pub async fn start(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
+    let Some(api) = Api::bind(shared).await? else {
+        return Ok(None);
+    };
+    Ok(Some(tokio::spawn(api.run(shutdown))))
+}
+
+/// Binds `listen` and serves the API until `shutdown` fires.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listen: &str,
+    shutdown: CancellationToken,
+) -> Result<Server> {
+    serve_with(shared, listen, ServeLimits::default(), shutdown).await
+}
+
+/// [`serve`] with other connection limits.
+pub async fn serve_with(
+    shared: Arc<Shared>,
+    listen: &str,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) -> Result<Server> {
+    let api = Api::bind_to(shared, listen, limits).await?;
+    let local = api.local.clone();
+    Ok(Server {
+        local,
+        task: tokio::spawn(api.run(shutdown)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            Listen::parse("127.0.0.1:0").unwrap(),
+            Listen::Tcp("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            Listen::parse("unix:/run/x.sock").unwrap(),
+            Listen::Unix("/run/x.sock".into())
+        );
+        let e = Listen::parse("localhost").unwrap_err().to_string();
+        assert!(e.contains("api.listen"), "{e}");
+        assert!(Listen::parse("unix:").is_err());
+    }
+}
