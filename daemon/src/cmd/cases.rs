@@ -56,7 +56,7 @@ fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {
             );
         }
     }
-    let mut store = super::open_store_for_write(dir)?;
+    let mut store = open_store(dir)?;
     let (id, inserted) = store
         .insert_case_list(
             bluezone_protocol::time::utc_day(crate::clock::Clock::now(&crate::clock::SystemClock)),
@@ -115,7 +115,7 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
 /// `bluezoned check`: match every imported list against the log.
 pub fn check(data_dir: Option<PathBuf>, as_json: bool) -> Result<()> {
     let dir = resolve_data_dir(data_dir);
-    let mut store = super::open_store_for_write(&dir)?;
+    let mut store = open_store(&dir)?;
     let report = run_check(&mut store, &CheckConfig::default())?;
     if as_json {
         println!("{}", serde_json::to_string(&report)?);
