@@ -90,7 +90,7 @@ fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {
         e => anyhow::Error::new(e).context(format!("{}", file.display())),
     })?;
     report_skipped(file, &list.list);
-    let mut store = super::open_store_for_write(dir)?;
+    let mut store = open_store(dir)?;
     let stored = ingest::store(&mut store, &list, utc_day(SystemClock.now()))
         .with_context(|| format!("storing {}", file.display()))?;
     let mut summary = list.summary();
@@ -144,7 +144,7 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
 /// `bluezoned check`: match every imported list against the log.
 pub fn check(data_dir: Option<PathBuf>, as_json: bool) -> Result<()> {
     let dir = resolve_data_dir(data_dir);
-    let mut store = super::open_store_for_write(&dir)?;
+    let mut store = open_store(&dir)?;
     let report = run_check(&mut store, &CheckConfig::default())?;
     if as_json {
         println!("{}", serde_json::to_string(&report)?);

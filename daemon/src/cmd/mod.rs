@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Opens the store for a command that writes (`cases import`, `log import`, `check`) and
+/// Opens the store for `log import` (the command that adds contact data) and
 /// applies retention first, with the configured `store.keep_days`: data past retention must
 /// not outlive it just because the daemon is not running (L8). Read commands do not purge:
 /// they write nothing.
