@@ -354,14 +354,20 @@ async fn a_week_keeps_memory_flat() {
     let mut cfg = config();
     cfg.store.keep_days = 2;
     let a = start_device(&medium, "a", at(0.0, 0.0, 0), clock.clone(), cfg.clone());
-    bluezoned::simworld::add_phone(
+    bluezoned::radio::sim::phones::add_phone(
         &medium,
         "phone",
         DeviceModel::BluezoneAndroid,
         7,
         at(1.0, 0.0, 0),
     );
-    bluezoned::simworld::add_phone(&medium, "gaen", DeviceModel::Gaen, 8, at(0.0, 2.0, 0));
+    bluezoned::radio::sim::phones::add_phone(
+        &medium,
+        "gaen",
+        DeviceModel::Gaen,
+        8,
+        at(0.0, 2.0, 0),
+    );
     let mut dedup = Vec::new();
     let mut days_held = Vec::new();
     for _ in 0..7 {

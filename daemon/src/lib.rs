@@ -5,11 +5,11 @@
 //! - [`caselist`]: case lists as they arrive — format detection, checks, summaries.
 //! - [`check`]: the matching pipeline (store → index → matchers → scoring → exposures).
 //! - [`clock`]: the only source of time (system clock, or tokio's virtual clock in simulation).
-//! - [`radio`]: the `Radio` trait and its backends (simulated; BlueZ).
+//! - [`radio`]: the `Radio` trait and its backends: BlueZ, and `radio::sim` (the simulated world,
+//!   its scanner, and the phones and scenes of `run --radio sim`, `demo` and tests).
 //! - [`config`]: TOML file + environment + flags, validated at startup.
 //! - [`service`]: the service loop — advertiser, radio, logger, maintenance.
 //! - [`keyexport`]: the files a person who tests positive hands to the health authority.
-//! - [`simworld`]: simulated phones and places for `run --radio sim`, `demo` and tests.
 //! - [`systemd`]: readiness and watchdog notifications.
 //! - [`ingest`]: the one path by which a case list enters the store (CLI, API, poller, demo).
 //! - [`api`]: the HTTP API for health officials and the owner.
@@ -37,7 +37,6 @@ pub mod logging;
 pub mod poll;
 pub mod radio;
 pub mod service;
-pub mod simworld;
 pub mod store;
 pub mod systemd;
 

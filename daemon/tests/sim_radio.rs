@@ -10,6 +10,7 @@ use bluezone_protocol::{Aem, PeerId, RollingId, Rpi, Sighting};
 use bluezoned::clock::{SharedClock, VirtualClock};
 use bluezoned::radio::sim::{
     DeviceHandle, DeviceModel, DeviceSpec, Medium, MediumConfig, Mobility, ScanConfig, SimError,
+    Waypoint,
 };
 use bluezoned::radio::{Broadcast, Radio, RadioError, RadioIo};
 use tokio::sync::{mpsc, watch};
@@ -496,9 +497,9 @@ async fn moving_and_removing_devices_changes_what_is_heard_and_ground_truth() {
         DeviceModel::BluezoneAndroid,
         // Out of range for the first 100 s, walks in over 100 s, stays 1 m away.
         Mobility::Path(vec![
-            (T0 + 200, 1.0, 0.0, 0),
-            (T0, 500.0, 0.0, 1),
-            (T0 + 100, 500.0, 0.0, 1),
+            Waypoint::new(T0 + 200, 1.0, 0.0, 0),
+            Waypoint::new(T0, 500.0, 0.0, 1),
+            Waypoint::new(T0 + 100, 500.0, 0.0, 1),
         ]),
     );
     set_phone(&walker, announce(5, 1));
@@ -648,7 +649,7 @@ async fn a_day_of_ten_devices_runs_quickly() {
             let f = f64::from(i);
             Mobility::Path(
                 (0..=24)
-                    .map(|h| (T0 + h * 3600, f * (h % 3) as f64, 5.0, (h % 2) as u32))
+                    .map(|h| Waypoint::new(T0 + h * 3600, f * (h % 3) as f64, 5.0, (h % 2) as u32))
                     .collect(),
             )
         };

@@ -1,11 +1,13 @@
 //! `bluezoned demo`: a simulated office on virtual time.
 //!
-//! N people with bluezoned devices sit at desks 3 m apart in an open office and now and then
-//! meet in small groups (about 1–1.8 m apart) in meeting rooms or the kitchen. After H hours
+//! N people with bluezoned devices work in teams of up to 25, each team in its own hall, each
+//! person at a workstation in a booth 10 m from the next (see [`phones::workplace`]). Every hour
+//! person 1 meets a few close colleagues around a table (within 1.8 m for 20–40 minutes) and
+//! chats with another colleague for 5 minutes; the others hold their own meetings. After H hours
 //! person 1 tests positive and exports keys (a Bluezone F0 list and a GAEN zip signed by the
 //! health authority's key), the authority publishes them, and every other device imports and
-//! matches. The table compares who was notified with the ground truth of the simulation
-//! (within 2 m for at least 15 minutes in total).
+//! matches with the daemon's default configuration. The table compares who was notified with the
+//! ground truth of the simulation (within 2 m for at least 15 minutes in total).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use bluezone_protocol::bluezone::f0::write_f0;
 use bluezone_protocol::gaen::export::ExportSigner;
 use bluezone_protocol::time::utc_day;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -26,20 +28,25 @@ use crate::clock::{SharedClock, VirtualClock};
 use crate::config::Config;
 use crate::ingest::{self, Ingest};
 use crate::keyexport;
-use crate::radio::sim::{DeviceModel, DeviceSpec, Medium, MediumConfig, Mobility};
+use crate::radio::sim::{phones, DeviceModel, DeviceSpec, Medium, MediumConfig, Mobility};
 use crate::service::{self, Shared};
 use crate::store::Store;
 
 /// Monday 2026-11-23, 08:00 UTC.
 const START: i64 = 1_795_420_800 + 8 * 3600;
-const DESK_SPACING_M: f64 = 3.0;
-const CONTACT_M: f64 = 2.0;
-const CONTACT_S: i64 = 15 * 60;
-const DEMO_WEIGHTS: [f64; 4] = [1.0, 0.0, 0.0, 0.0];
+/// Ground truth: a contact is within this distance …
+pub const CONTACT_M: f64 = 2.0;
+/// … for at least this long in total.
+pub const CONTACT_S: i64 = 15 * 60;
+/// Most devices `demo` simulates.
+pub const MAX_DEVICES: usize = 5000;
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    if args.devices < 2 || args.devices > 200 {
-        anyhow::bail!("--devices: expected 2 to 200, got {}", args.devices);
+    if args.devices < 2 || args.devices > MAX_DEVICES {
+        anyhow::bail!(
+            "--devices: expected 2 to {MAX_DEVICES}, got {}",
+            args.devices
+        );
     }
     if args.hours == 0 || args.hours > 24 * 7 {
         anyhow::bail!("--hours: expected 1 to 168, got {}", args.hours);
@@ -49,7 +56,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .start_paused(true)
         .build()
         .context("starting the simulation runtime")?;
-    let outcome = rt.block_on(simulate(&args))?;
+    let outcome = rt.block_on(simulate(args.devices, args.hours, args.seed, true))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome.json(&args))?);
     } else {
@@ -58,29 +65,37 @@ pub fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-struct Person {
-    name: String,
-    truth_s: i64,
-    bluezone: Option<ExposureReport>,
-    gaen: Option<ExposureReport>,
+/// One person other than the case: what really happened, and what their device concluded.
+#[derive(Clone, Debug)]
+pub struct Person {
+    pub name: String,
+    /// Ground truth: seconds within [`CONTACT_M`] of the case.
+    pub truth_s: i64,
+    pub bluezone: Option<ExposureReport>,
+    pub gaen: Option<ExposureReport>,
 }
 
 impl Person {
-    fn exposed(&self) -> bool {
+    /// Ground truth: at least [`CONTACT_S`] within [`CONTACT_M`] of the case.
+    pub fn exposed(&self) -> bool {
         self.truth_s >= CONTACT_S
     }
-    fn notified(&self) -> bool {
+    /// The device told its owner (by either protocol).
+    pub fn notified(&self) -> bool {
         self.bluezone.as_ref().is_some_and(|e| e.notify)
             || self.gaen.as_ref().is_some_and(|e| e.notify)
     }
 }
 
-struct Outcome {
-    people: Vec<Person>,
+/// Everyone but the case, and the scoring configuration their devices used.
+pub struct Outcome {
+    pub people: Vec<Person>,
+    pub config: Config,
 }
 
 impl Outcome {
-    fn counts(&self) -> (usize, usize, usize) {
+    /// (notified and exposed, notified, exposed).
+    pub fn counts(&self) -> (usize, usize, usize) {
         let tp = self
             .people
             .iter()
@@ -91,7 +106,7 @@ impl Outcome {
         (tp, notified, exposed)
     }
     /// With nobody notified there is no false alarm: precision 1.
-    fn precision(&self) -> f64 {
+    pub fn precision(&self) -> f64 {
         let (tp, n, _) = self.counts();
         if n == 0 {
             1.0
@@ -100,7 +115,7 @@ impl Outcome {
         }
     }
     /// With nobody exposed nobody was missed: recall 1.
-    fn recall(&self) -> f64 {
+    pub fn recall(&self) -> f64 {
         let (tp, _, e) = self.counts();
         if e == 0 {
             1.0
@@ -129,7 +144,9 @@ impl Outcome {
             "hours": args.hours,
             "seed": args.seed,
             "positive": "person 1",
-            "weights": DEMO_WEIGHTS,
+            "configuration": "the daemon's default [scoring] and [matching]",
+            "attenuation_thresholds_db": self.config.scoring.attenuation_thresholds_db,
+            "weights": self.config.scoring.weights,
             "exposed_truth": self.people.iter().filter(|p| p.exposed()).map(|p| p.name.clone()).collect::<Vec<_>>(),
             "notified": self.people.iter().filter(|p| p.notified()).map(|p| p.name.clone()).collect::<Vec<_>>(),
             "precision": self.precision(),
@@ -141,8 +158,14 @@ impl Outcome {
     fn print_table(&self, args: &DemoArgs) {
         println!(
             "Simulated office: {} devices, {} h, seed {}. Person 1 tested positive.\n\
-             Notify: >= 15 weighted minutes in a day, weights immediate/near/medium/other = {:?} (<= 50 / <= 55 / <= 63 dB).\n",
-            args.devices, args.hours, args.seed, DEMO_WEIGHTS
+             The daemon's default configuration: notify at >= {} weighted minutes in a day, weights \
+             immediate/near/medium/other = {:?} (thresholds {:?} dB).\n",
+            args.devices,
+            args.hours,
+            args.seed,
+            self.config.scoring.notify_weighted_minutes,
+            self.config.scoring.attenuation_bucket_weights,
+            self.config.scoring.attenuation_bucket_threshold_db,
         );
         println!(
             "{:<10} {:>12} {:>8} | {:>9} {:>8} {:>9} | {:>9} {:>8} {:>9} |",
@@ -194,79 +217,15 @@ impl Outcome {
     }
 }
 
-/// Desk `i` in the open office (room 0), on a grid `DESK_SPACING_M` apart.
-fn desk(i: usize) -> (f64, f64) {
-    (
-        (i % 5) as f64 * DESK_SPACING_M,
-        (i / 5) as f64 * DESK_SPACING_M,
-    )
-}
-
-/// Everyone's day: at the desk, with meetings of 2–5 people (1–1.8 m apart around a table in
-/// room 1 or 2) and short kitchen visits (room 3).
-fn schedules(n: usize, hours: u32, rng: &mut StdRng) -> Vec<Vec<(i64, f64, f64, u32)>> {
-    let mut paths: Vec<Vec<(i64, f64, f64, u32)>> = (0..n)
-        .map(|i| {
-            let (x, y) = desk(i);
-            vec![(START, x, y, 0)]
-        })
-        .collect();
-    let mut busy_until = vec![START; n];
-    let end = START + hours as i64 * 3600;
-    let mut t = START + 15 * 60;
-    while t < end - 1800 {
-        // A meeting starts now with probability 0.6 per half hour.
-        if rng.gen_bool(0.6) {
-            let size = rng.gen_range(2..=5.min(n));
-            let room = rng.gen_range(1..=2u32);
-            let len = rng.gen_range(20..=50) * 60;
-            let mut members: Vec<usize> = (0..n).filter(|&i| busy_until[i] <= t).collect();
-            for k in (1..members.len()).rev() {
-                members.swap(k, rng.gen_range(0..=k));
-            }
-            members.truncate(size);
-            if members.len() >= 2 {
-                for (seat, &m) in members.iter().enumerate() {
-                    let angle = seat as f64 * std::f64::consts::TAU / members.len() as f64;
-                    let r = rng.gen_range(0.6..0.9);
-                    let (x, y) = (50.0 + 20.0 * room as f64 + r * angle.cos(), r * angle.sin());
-                    let (dx, dy) = desk(m);
-                    let p = &mut paths[m];
-                    p.push((t, dx, dy, 0));
-                    p.push((t + 60, x, y, room));
-                    p.push((t + len, x, y, room));
-                    p.push((t + len + 60, dx, dy, 0));
-                    busy_until[m] = t + len + 120;
-                }
-            }
-        }
-        // A kitchen visit of 5 minutes.
-        let i = rng.gen_range(0..n);
-        if busy_until[i] <= t {
-            let (dx, dy) = desk(i);
-            let p = &mut paths[i];
-            p.push((t + 300, dx, dy, 0));
-            p.push((
-                t + 360,
-                100.0 + rng.gen_range(0.0..3.0),
-                rng.gen_range(0.0..3.0),
-                3,
-            ));
-            p.push((t + 660, 100.0, 1.0, 3));
-            p.push((t + 720, dx, dy, 0));
-            busy_until[i] = t + 780;
-        }
-        t += 1800;
-    }
-    paths
-}
-
-async fn simulate(args: &DemoArgs) -> Result<Outcome> {
-    let mut rng = StdRng::seed_from_u64(args.seed);
+/// Runs the demo's workplace for `hours` on virtual time (call it on a paused current-thread
+/// runtime): every device runs the real service loop with its own store; then the case's keys
+/// are published and every other device matches them. `progress` draws a bar on stderr.
+pub async fn simulate(n: usize, hours: u32, seed: u64, progress: bool) -> Result<Outcome> {
+    let mut rng = StdRng::seed_from_u64(seed);
     let clock: SharedClock = Arc::new(VirtualClock::new(START));
     let medium = Medium::new(
         MediumConfig {
-            seed: args.seed,
+            seed,
             ..MediumConfig::default()
         },
         clock.clone(),
@@ -282,16 +241,13 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
         .prefix("bluezoned-demo-")
         .tempdir_in(tmp_root)?;
     let mut config = Config::default();
+    // Only how often each store writes its batch: thousands of durable writes per device would
+    // dominate the run; what is written, matched and scored is the default.
     config.store.flush_interval_ms = 30_000;
-    // The demo's ground truth is the health authority's definition of a contact (within 2 m),
-    // so its devices are configured the way such an authority would: only immediate-bucket
-    // minutes (≤ 50 dB, about 2.3 m) count. The daemon's default also gives near minutes half
-    // weight, which would notify everyone who shared the open office all day.
-    config.scoring.attenuation_bucket_weights = DEMO_WEIGHTS;
     let shutdown = CancellationToken::new();
     let mut devices = Vec::new();
     let mut tasks = Vec::new();
-    for (i, path) in schedules(args.devices, args.hours, &mut rng)
+    for (i, worker) in phones::workplace(n, START, hours, &mut rng)
         .into_iter()
         .enumerate()
     {
@@ -302,7 +258,7 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
                 bluezone: true,
                 gaen: true,
             },
-            Mobility::Path(path),
+            Mobility::Path(worker.path),
         ));
         let dir = tmp.path().join(format!("device-{}", i + 1));
         let (store, _) = Store::init(&dir)?;
@@ -316,13 +272,16 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
         devices.push((name, handle, shared));
     }
 
-    let end = START + args.hours as i64 * 3600;
+    let end = START + i64::from(hours) * 3600;
     let mut err = std::io::stderr();
     while clock.now() < end {
         tokio::time::sleep(Duration::from_secs(600)).await;
+        if !progress {
+            continue;
+        }
         let done = (clock.now() - START) as f64 / 3600.0;
         let width = 30usize;
-        let filled = ((done / args.hours as f64) * width as f64)
+        let filled = ((done / f64::from(hours)) * width as f64)
             .round()
             .min(width as f64) as usize;
         let _ = write!(
@@ -331,11 +290,13 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
             "#".repeat(filled),
             " ".repeat(width - filled),
             done,
-            args.hours
+            hours
         );
         let _ = err.flush();
     }
-    let _ = writeln!(err);
+    if progress {
+        let _ = writeln!(err);
+    }
     shutdown.cancel();
     for t in tasks {
         t.await.context("device task panicked")??;
@@ -386,5 +347,90 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
             gaen: best("gaen"),
         });
     }
-    Ok(Outcome { people })
+    Ok(Outcome { people, config })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(notify: bool) -> ExposureReport {
+        ExposureReport {
+            protocol: "gaen",
+            case_key: String::new(),
+            day: 0,
+            first_seen: 0,
+            last_seen: 0,
+            sightings: 0,
+            distinct_ids: 0,
+            duration_s: 0,
+            min_attenuation_db: 0,
+            typical_attenuation_db: 0,
+            weighted_minutes: 0.0,
+            notify,
+            case_list: 0,
+        }
+    }
+
+    fn person(truth_min: i64, notified: Option<bool>) -> Person {
+        Person {
+            name: String::new(),
+            truth_s: truth_min * 60,
+            bluezone: None,
+            gaen: notified.map(report),
+        }
+    }
+
+    #[test]
+    fn precision_and_recall_count_people() {
+        let outcome = Outcome {
+            // Exposed and notified; exposed and missed; a false alarm; two correct "no".
+            people: vec![
+                person(30, Some(true)),
+                person(15, None),
+                person(14, Some(true)),
+                person(5, Some(false)),
+                person(0, None),
+            ],
+            config: Config::default(),
+        };
+        assert_eq!(outcome.counts(), (1, 2, 2));
+        assert_eq!(outcome.precision(), 0.5);
+        assert_eq!(outcome.recall(), 0.5);
+    }
+
+    /// The whole demo on virtual time at a small size: the case meets some people long enough
+    /// and others not, every device runs its service loop and store, and with the default
+    /// configuration the notified are exactly the exposed.
+    #[test]
+    fn small_demo_has_exposed_and_unexposed_people_and_finds_them() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        for seed in [1, 2] {
+            let outcome = rt.block_on(simulate(8, 3, seed, false)).expect("demo runs");
+            assert_eq!(outcome.people.len(), 7);
+            assert_eq!(outcome.config.scoring, Config::default().scoring);
+            let (tp, notified, exposed) = outcome.counts();
+            assert!(exposed >= 1, "seed {seed}: nobody exposed");
+            assert!(exposed < 7, "seed {seed}: nobody unexposed");
+            assert!(
+                outcome.people.iter().any(|p| !p.exposed() && p.truth_s > 0),
+                "seed {seed}: the case met nobody briefly"
+            );
+            assert_eq!(
+                (tp, notified),
+                (exposed, exposed),
+                "seed {seed}: {:?}",
+                outcome
+                    .people
+                    .iter()
+                    .map(|p| (p.truth_s, p.notified()))
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!((outcome.precision(), outcome.recall()), (1.0, 1.0));
+        }
+    }
 }

@@ -9,11 +9,12 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{RadioArg, RunArgs};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Backend, Config};
+use crate::radio::sim::phones;
 use crate::radio::sim::{DeviceModel, DeviceSpec, Medium, MediumConfig, Mobility, ScanConfig};
 use crate::radio::Radio;
 use crate::service::{self, Shared};
 use crate::store::{resolve_data_dir, Store};
-use crate::{simworld, systemd};
+use crate::systemd;
 
 pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     let dir = resolve_data_dir(data_dir);
@@ -103,7 +104,7 @@ fn sim_radio(config: &Config, clock: SharedClock) -> Result<Box<dyn Radio>> {
             room: 0,
         },
     ));
-    simworld::desk_scene(&medium, clock.now());
+    phones::desk_scene(&medium, clock.now());
     tracing::info!("simulated radio: a desk with three phones nearby (no Bluetooth is used)");
     let radio = me.radio(clock, scan_config(config))?;
     Ok(Box::new(radio))

@@ -1,0 +1,113 @@
+//! Simulated radio: one in-process [`Medium`] shared by many devices on virtual time.
+//!
+//! The medium knows where every device is (fixed, walking a path, or moved by a test), what it
+//! has on air (the real raw advert bytes from `bluezone_protocol::adv`), and turns distance into
+//! RSSI with a log-distance path-loss model plus Gaussian noise, wall loss between rooms, packet
+//! loss and receiver sensitivity (see [`MediumConfig`]). Bluezoned devices run a [`SimRadio`] that
+//! implements [`Radio`]: it puts the daemon's [`Broadcast`] on air and scans with a duty cycle
+//! ([`ScanConfig`]), decoding the raw bytes it hears with the same `decode_advert` a real
+//! scanner uses and performing simulated GATT reads of Bluezone-iOS peers.
+//!
+//! Per scan window a peer sends `window / advert_interval` packets of each advert it has on air;
+//! to keep CPU small these are coalesced onto at most `max_packets_per_window` (4) receptions,
+//! each with its own noise and its own chance of loss. A Bluezone-iOS peer is read over GATT at
+//! most once per address per 15-minute slot (a failed read is retried in the next window).
+//!
+//! Everything runs on tokio's clock: under `tokio::time::pause()` (or
+//! `#[tokio::test(start_paused = true)]`) a simulated day of ten devices takes seconds. There are
+//! no threads, sockets or real timers; all randomness comes from [`MediumConfig::seed`], so a run
+//! is reproducible.
+//!
+//! The medium also answers ground-truth questions ([`Medium::distance`],
+//! [`Medium::contacts_within`]) so that demos can compare what the daemon concluded with what
+//! really happened.
+//!
+//! - `medium`: the world — devices, positions, rooms, mobility, propagation, ground truth.
+//! - `frame`: the air at one instant, shared by every scanner waking then, with a spatial grid
+//!   so that a scan visits only the peers in radio range ([`CULL_SIGMAS`]).
+//! - `scanner`: [`SimRadio`], the simulated scanner that implements [`Radio`](super::Radio).
+//! - [`phones`]: what the simulated phones broadcast, and the scenes built from them.
+
+mod frame;
+mod medium;
+pub mod phones;
+mod scanner;
+
+use bluezone_protocol::time::UnixSeconds;
+use rand::Rng;
+
+pub use frame::CULL_SIGMAS;
+pub use medium::{
+    BroadcastSchedule, DeviceHandle, DeviceId, DeviceModel, DeviceSpec, Medium, MediumConfig,
+    Mobility, Position, SimStats, Waypoint, MIN_DISTANCE_M,
+};
+pub use scanner::{ScanConfig, SimRadio, GATT_CACHE_SLOT_SECONDS};
+
+/// Errors of the simulation's API (never of the simulated air, which just loses packets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// The id does not belong to this medium.
+    #[error("no device {0} on this medium")]
+    UnknownDevice(DeviceId),
+    /// Ground truth asked about a time at which the device was not (or no longer) on the medium.
+    #[error("device {device} is not on the medium at unix time {t}")]
+    Absent {
+        /// The absent device.
+        device: DeviceId,
+        /// The time asked about.
+        t: UnixSeconds,
+    },
+    /// `contacts_within` needs a positive step.
+    #[error("step must be a positive number of seconds, got {0}")]
+    InvalidStep(i64),
+    /// A [`ScanConfig`] that cannot be scheduled.
+    #[error("invalid scan configuration: {0}")]
+    InvalidScan(&'static str),
+    /// Only [`DeviceModel::Bluezoned`] devices run our daemon and hence a [`SimRadio`].
+    #[error(
+        "device {device} is a {model} device; only DeviceModel::Bluezoned devices get a SimRadio"
+    )]
+    NotBluezoned {
+        /// The device asked for.
+        device: DeviceId,
+        /// Its model, for the message.
+        model: &'static str,
+    },
+    /// A bluezoned device's on-air state comes from its radio's `RadioIo::broadcast`.
+    #[error("device {0} runs bluezoned: its broadcast comes from its SimRadio, not from the test")]
+    DrivenByRadio(DeviceId),
+}
+/// SplitMix64 finaliser: spreads seeds and derives addresses deterministically.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One draw of N(0, 1) (Box–Muller), so the crate needs no distribution library.
+fn standard_normal<R: Rng>(rng: &mut R) -> f64 {
+    let u1 = 1.0 - rng.gen::<f64>(); // (0, 1]: ln is finite
+    let u2 = rng.gen::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn normal_has_unit_variance() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let n = 20_000;
+        let xs: Vec<f64> = (0..n).map(|_| standard_normal(&mut rng)).collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(
+            mean.abs() < 0.05 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! The simulated scanner: [`SimRadio`], what a bluezoned device runs instead of BlueZ. It puts
+//! the daemon's broadcast on the medium, wakes on its scan schedule, hears what the medium lets
+//! through, and reads Bluezone-iOS peers over (simulated) GATT.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bluezone_protocol::adv::Advert;
+use bluezone_protocol::{PeerId, RollingId, Sighting};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, watch};
+
+use super::frame::Frame;
+use super::medium::{DeviceHandle, DeviceId, DeviceModel, Medium, MediumConfig, SimStats, Source};
+use super::{mix, standard_normal, SimError};
+use crate::clock::{self, SharedClock};
+use crate::radio::{Broadcast, Radio, RadioError, RadioFuture, RadioIo};
+
+/// Length of the slot during which a GATT-read Bluezone-iOS ID stays cached (bluezone.md §1).
+pub const GATT_CACHE_SLOT_SECONDS: i64 = 900;
+
+/// The scanner's duty cycle, on the device's own clock: a `window` starting at every multiple of
+/// `interval` (shifted by `phase`). Within a window the radio wakes `max_packets_per_window`
+/// times, evenly spaced, and hears at most one packet per advert per peer at each wake — a
+/// coalescing of the real ~20 packets that keeps CPU small. Each coalesced packet has its own
+/// noise and loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanConfig {
+    /// Time from one scan window's start to the next (10 s).
+    pub interval: Duration,
+    /// How long each window listens (2 s); at most `interval`.
+    pub window: Duration,
+    /// Wake-ups per window, hence packets per advert per peer per window at most (4).
+    pub max_packets_per_window: u32,
+    /// Offset of the windows from multiples of `interval` (default zero).
+    pub phase: Duration,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            interval: Duration::from_secs(10),
+            window: Duration::from_secs(2),
+            max_packets_per_window: 4,
+            phase: Duration::ZERO,
+        }
+    }
+}
+
+/// A validated [`ScanConfig`] in milliseconds.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    interval_ms: i64,
+    window_ms: i64,
+    points: i64,
+    phase_ms: i64,
+}
+
+impl Schedule {
+    fn new(c: &ScanConfig) -> Result<Self, SimError> {
+        let ms = |d: Duration| {
+            i64::try_from(d.as_millis()).map_err(|_| SimError::InvalidScan("duration too long"))
+        };
+        let s = Schedule {
+            interval_ms: ms(c.interval)?,
+            window_ms: ms(c.window)?,
+            points: i64::from(c.max_packets_per_window),
+            phase_ms: ms(c.phase)?,
+        };
+        if s.interval_ms <= 0 {
+            return Err(SimError::InvalidScan("interval must be at least 1 ms"));
+        }
+        if s.window_ms <= 0 || s.window_ms > s.interval_ms {
+            return Err(SimError::InvalidScan(
+                "window must be at least 1 ms and at most the interval",
+            ));
+        }
+        if s.points <= 0 {
+            return Err(SimError::InvalidScan(
+                "max_packets_per_window must be at least 1",
+            ));
+        }
+        if s.phase_ms >= s.interval_ms {
+            return Err(SimError::InvalidScan("phase must be shorter than interval"));
+        }
+        Ok(s)
+    }
+
+    /// The first wake-up at or after `after_ms`: `(time, start of its window)`.
+    fn next_point(&self, after_ms: i64) -> (i64, i64) {
+        let k = (after_ms - self.phase_ms).div_euclid(self.interval_ms);
+        for kk in [k, k + 1] {
+            let start = self.phase_ms + kk * self.interval_ms;
+            for i in 0..self.points {
+                let t = start + (2 * i + 1) * self.window_ms / (2 * self.points);
+                if t >= after_ms {
+                    return (t, start);
+                }
+            }
+        }
+        // Unreachable: window k + 1 starts after `after_ms`. Keep the loop moving regardless.
+        let start = self.phase_ms + (k + 2) * self.interval_ms;
+        (start, start)
+    }
+}
+
+/// Per-address GATT cache entry of a scanner.
+#[derive(Clone, Copy, Debug)]
+struct GattEntry {
+    slot: i64,
+    id: Option<RollingId>,
+    last_attempt_window: i64,
+}
+
+/// The scanner's Bluezone-iOS read cache (bluezone.md §1): one successful read per address per
+/// 15-minute slot; a failed read is retried in the next window, not at every packet.
+#[derive(Debug, Default)]
+struct GattCache {
+    entries: HashMap<u64, GattEntry>,
+}
+
+impl GattCache {
+    /// The ID of the iOS peer at `address`, reading it with `read` when this slot has none yet
+    /// and this window has not tried. `read` returns whether the read succeeded.
+    fn id(
+        &mut self,
+        address: u64,
+        slot: i64,
+        window: i64,
+        read: impl FnOnce() -> Option<RollingId>,
+    ) -> Option<RollingId> {
+        let fresh = GattEntry {
+            slot,
+            id: None,
+            last_attempt_window: i64::MIN,
+        };
+        let entry = self.entries.entry(address).or_insert(fresh);
+        if entry.slot != slot {
+            *entry = fresh;
+        }
+        if entry.id.is_none() && entry.last_attempt_window != window {
+            entry.last_attempt_window = window;
+            entry.id = read();
+        }
+        entry.id
+    }
+
+    /// Forgets slots before `slot`.
+    fn expire(&mut self, slot: i64) {
+        self.entries.retain(|_, e| e.slot >= slot);
+    }
+}
+
+/// The simulated Bluetooth backend of one bluezoned device: what the daemon runs in simulations
+/// and tests instead of BlueZ.
+pub struct SimRadio {
+    medium: Medium,
+    device: DeviceId,
+    clock: SharedClock,
+    schedule: Schedule,
+    rng: StdRng,
+    gatt: GattCache,
+    /// Counters not yet added to the medium's (added when the next frame is fetched).
+    stats: SimStats,
+}
+
+impl fmt::Debug for SimRadio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimRadio")
+            .field("device", &self.device)
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of the last scans reach the medium even when the radio stops between two frames.
+impl Drop for SimRadio {
+    fn drop(&mut self) {
+        self.medium.add_stats(&self.stats);
+    }
+}
+
+impl SimRadio {
+    /// The radio of `device`, which must be a [`DeviceModel::Bluezoned`]. Its random draws are
+    /// seeded from the medium's seed and the device's index, so runs are reproducible whatever
+    /// order tasks run in.
+    pub fn new(
+        device: &DeviceHandle,
+        clock: SharedClock,
+        scan: ScanConfig,
+    ) -> Result<SimRadio, SimError> {
+        let schedule = Schedule::new(&scan)?;
+        let inner = device.medium.lock();
+        let dev = inner.device(device.id)?;
+        if !matches!(dev.spec.model, DeviceModel::Bluezoned { .. }) {
+            return Err(SimError::NotBluezoned {
+                device: device.id,
+                model: dev.spec.model.label(),
+            });
+        }
+        let seed = mix(inner.config.seed ^ mix(0x5CA9_0000 ^ device.id.0 as u64));
+        drop(inner);
+        Ok(SimRadio {
+            medium: device.medium.clone(),
+            device: device.id,
+            clock,
+            schedule,
+            rng: StdRng::seed_from_u64(seed),
+            gatt: GattCache::default(),
+            stats: SimStats::default(),
+        })
+    }
+
+    /// Hears everything audible in `frame` (one wake-up of a scan window). Holds no lock: the
+    /// frame is this instant's snapshot of the air.
+    fn scan_point(
+        &mut self,
+        frame: &Frame,
+        cfg: &MediumConfig,
+        window_start_ms: i64,
+    ) -> Vec<Sighting> {
+        let mut out = Vec::new();
+        let Some(me) = frame.entries.get(self.device.0).filter(|e| e.present) else {
+            return out;
+        };
+        let stamp = self.clock.now();
+        let slot = stamp.div_euclid(GATT_CACHE_SLOT_SECONDS);
+        let window_ms = self.schedule.window_ms as f64;
+        let points = self.schedule.points as f64;
+        let stats = &mut self.stats;
+        for index in frame.candidates(self.device.0) {
+            let Some(peer) = frame.entries.get(index) else {
+                continue;
+            };
+            let Some(air) = &peer.air else { continue };
+            let walls = u32::from(peer.pos.room != me.pos.room);
+            let attenuation = cfg.mean_attenuation_db(me.pos.distance(&peer.pos), walls);
+            // Packets per window of each advert, coalesced onto `points` wake-ups.
+            let per_window = window_ms / peer.advert_interval_s / 1000.0;
+            let p_point = per_window.min(points) / points;
+            for advert in &air.adverts {
+                if self.rng.gen::<f64>() >= p_point {
+                    continue;
+                }
+                stats.packets += 1;
+                if self.rng.gen::<f64>() < cfg.packet_loss {
+                    stats.lost += 1;
+                    continue;
+                }
+                let rssi = f64::from(peer.tx_power_dbm) - attenuation
+                    + cfg.noise_sigma_db * standard_normal(&mut self.rng);
+                if !rssi.is_finite() || rssi < f64::from(cfg.sensitivity_dbm) {
+                    stats.too_weak += 1;
+                    continue;
+                }
+                let rssi = rssi.round().clamp(-127.0, 20.0) as i8;
+                let (peer_id, aem) = match advert {
+                    Some(Advert::BluezoneAndroid { id }) => (PeerId::Bluezone(*id), None),
+                    Some(Advert::Gaen { rpi, aem }) => (PeerId::Gaen(*rpi), Some(*aem)),
+                    Some(Advert::BluezoneIos { .. }) => {
+                        let rng = &mut self.rng;
+                        let read = || {
+                            let value = air.gatt_value;
+                            if rng.gen::<f64>() >= cfg.packet_loss && value.is_some() {
+                                peer.gatt_served.fetch_add(1, Ordering::Relaxed);
+                                stats.gatt_reads += 1;
+                                value
+                            } else {
+                                stats.gatt_failures += 1;
+                                None
+                            }
+                        };
+                        match self.gatt.id(air.address, slot, window_start_ms, read) {
+                            Some(id) => (PeerId::Bluezone(id), None),
+                            None => continue,
+                        }
+                    }
+                    None => {
+                        stats.ignored += 1;
+                        continue;
+                    }
+                };
+                out.push(Sighting {
+                    peer: peer_id,
+                    aem,
+                    rssi,
+                    tx_power: None,
+                    time: stamp,
+                });
+            }
+        }
+        out
+    }
+
+    async fn run_inner(mut self, io: RadioIo) -> Result<(), RadioError> {
+        let RadioIo {
+            broadcast,
+            heard,
+            shutdown,
+        } = io;
+        let _on_air = OnAirGuard::install(&self.medium, self.device, broadcast)?;
+        let config = self.medium.config();
+        let mut after = self.clock.now_ms();
+        let mut window = i64::MIN;
+        loop {
+            let (t, window_start) = self.schedule.next_point(after);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(clock::until(&*self.clock, t)) => {}
+            }
+            after = t.saturating_add(1);
+            let frame = self.medium.frame_now(&std::mem::take(&mut self.stats));
+            if frame.entries.get(self.device.0).is_none_or(|e| e.removed) {
+                shutdown.cancelled().await;
+                return Ok(());
+            }
+            if window_start != window {
+                window = window_start;
+                self.gatt
+                    .expire(self.clock.now().div_euclid(GATT_CACHE_SLOT_SECONDS));
+            }
+            let receptions = self.scan_point(&frame, &config, window_start);
+            drop(frame);
+            let send_all = async {
+                for reception in receptions {
+                    heard.send(reception).await?;
+                }
+                Ok::<_, mpsc::error::SendError<Sighting>>(())
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                sent = send_all => if sent.is_err() {
+                    return Err(RadioError::Failed(
+                        "the service loop stopped taking receptions".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Radio for SimRadio {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    /// Puts `io.broadcast` on air for this device (peers see every change on their next scan)
+    /// and scans until `io.shutdown`; then the device goes silent.
+    fn run(self: Box<Self>, io: RadioIo) -> RadioFuture {
+        Box::pin(self.run_inner(io))
+    }
+}
+
+/// Makes a running radio's broadcast the device's on-air state, and silences it when the radio
+/// stops (returns, fails or is dropped).
+struct OnAirGuard {
+    medium: Medium,
+    device: DeviceId,
+    generation: u64,
+}
+
+impl OnAirGuard {
+    fn install(
+        medium: &Medium,
+        device: DeviceId,
+        broadcast: watch::Receiver<Broadcast>,
+    ) -> Result<Self, RadioError> {
+        let mut inner = medium.lock();
+        let dev = inner
+            .device_mut(device)
+            .map_err(|e| RadioError::Failed(e.into()))?;
+        dev.source = Source::Watch(broadcast);
+        dev.source_gen += 1;
+        Ok(OnAirGuard {
+            medium: medium.clone(),
+            device,
+            generation: dev.source_gen,
+        })
+    }
+}
+
+impl Drop for OnAirGuard {
+    fn drop(&mut self) {
+        let mut inner = self.medium.lock();
+        if let Ok(dev) = inner.device_mut(self.device) {
+            if dev.source_gen == self.generation {
+                dev.source = Source::Off;
+                dev.source_gen += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_points_inside_windows() {
+        let s = Schedule::new(&ScanConfig::default()).expect("valid");
+        let mut after = 0;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let (t, start) = s.next_point(after);
+            assert!(t >= start && t < start + 2000, "{t} {start}");
+            seen.push(t);
+            after = t + 1;
+        }
+        assert_eq!(seen, [250, 750, 1250, 1750, 10250, 10750, 11250, 11750]);
+        assert!(Schedule::new(&ScanConfig {
+            window: Duration::from_secs(11),
+            ..ScanConfig::default()
+        })
+        .is_err());
+    }
+}
