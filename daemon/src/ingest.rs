@@ -158,7 +158,7 @@ impl Ingest {
         let list =
             caselist::parse(&bytes, &self.trusted, &self.limits).map_err(|e| Error::Invalid {
                 format: got,
-                reason: crate::error_chain(&e),
+                reason: crate::error_chain(&anyhow::Error::new(e)),
             })?;
         if let CaseList::GaenExport(x) = &list {
             // With trust anchors `parse` verifies or fails; this keeps that a checked contract.
@@ -172,12 +172,8 @@ impl Ingest {
 
 /// Stores an accepted list under `day` (UTC day number), unless its content is there already.
 pub fn store(store: &mut Store, list: &Accepted, day: i64) -> Result<Stored, Error> {
-    let (id, new) = store.insert_case_list(
-        day,
-        list.format(),
-        list.entries() as u64,
-        &list.bytes,
-    )?;
+    let (id, new) =
+        store.insert_case_list(day, list.format(), list.entries() as u64, &list.bytes)?;
     Ok(Stored {
         id,
         format: list.format(),

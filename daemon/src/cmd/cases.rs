@@ -8,7 +8,7 @@ use serde_json::json;
 
 use bluezone_protocol::time::utc_day;
 
-use crate::caselist::{self, Limits};
+use crate::caselist::{self, CaseList, Limits};
 use crate::check::{run_check, CheckConfig};
 use crate::cli::CasesCommand;
 use crate::clock::{Clock, SystemClock};

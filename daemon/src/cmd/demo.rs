@@ -145,8 +145,8 @@ impl Outcome {
             "seed": args.seed,
             "positive": "person 1",
             "configuration": "the daemon's default [scoring] and [matching]",
-            "attenuation_thresholds_db": self.config.scoring.attenuation_thresholds_db,
-            "weights": self.config.scoring.weights,
+            "attenuation_bucket_threshold_db": self.config.scoring.attenuation_bucket_threshold_db,
+            "attenuation_bucket_weights": self.config.scoring.attenuation_bucket_weights,
             "exposed_truth": self.people.iter().filter(|p| p.exposed()).map(|p| p.name.clone()).collect::<Vec<_>>(),
             "notified": self.people.iter().filter(|p| p.notified()).map(|p| p.name.clone()).collect::<Vec<_>>(),
             "precision": self.precision(),
@@ -369,6 +369,10 @@ mod tests {
             weighted_minutes: 0.0,
             notify,
             case_list: 0,
+            report_type: bluezone_protocol::matching::score::ScoredReportType::ConfirmedTest,
+            infectiousness: bluezone_protocol::matching::score::Infectiousness::Standard,
+            seconds_by_bucket: [0; 4],
+            windows: Vec::new(),
         }
     }
 
