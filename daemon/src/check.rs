@@ -10,14 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bluezone_protocol::bluezone::F0Entry;
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
-use bluezone_protocol::matching::{
-    bluezone::match_f0, score, Exposure, MatchConfig, ObservationIndex, ScoringConfig,
-};
+use bluezone_protocol::matching::{bluezone::match_f0, score, Exposure, ObservationIndex};
 use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::caselist::{self, CaseList, Limits};
+use crate::config::Config;
 use crate::store::{ReadOut, Store};
 
 /// One exposure as reported by `check --json`, the API and the hook.
@@ -66,12 +65,6 @@ impl CheckReport {
             0.0
         }
     }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct CheckConfig {
-    pub matching: MatchConfig,
-    pub scoring: ScoringConfig,
 }
 
 struct Cases {
@@ -140,7 +133,7 @@ pub fn load(store: &Store) -> Result<CheckInput> {
 
 /// Matches and scores (no store: the daemon runs this without holding the store, so sightings
 /// keep being written while millions of keys are checked).
-pub fn compute(input: &CheckInput, cfg: &CheckConfig) -> CheckReport {
+pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
     let cases = &input.cases;
     let started = Instant::now();
     let index = ObservationIndex::build(&input.readout.sightings, rand::thread_rng().gen());
@@ -200,7 +193,7 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
 }
 
 /// Runs the whole match and stores new exposures ([`load`], [`compute`], [`persist`]).
-pub fn run_check(store: &mut Store, cfg: &CheckConfig) -> Result<CheckReport> {
+pub fn run_check(store: &mut Store, cfg: &Config) -> Result<CheckReport> {
     let input = load(store)?;
     let mut report = compute(&input, cfg);
     persist(store, &mut report)?;

@@ -372,7 +372,7 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
                 bytes,
             )?;
         }
-        let report = run_check(&mut store, &config.check_config())?;
+        let report = run_check(&mut store, &config)?;
         let best = |proto: &str| {
             report
                 .exposures

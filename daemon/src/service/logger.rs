@@ -54,6 +54,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 flush(&shared, &mut pending, &mut dedup).await?;
+                shared.logger_beat.beat();
                 dedup.forget_older_than(shared.clock.now() - dedup_s.max(1) * 2);
                 shared.metrics.dedup_entries.store(dedup.len() as u64, Ordering::Relaxed);
             }
