@@ -135,7 +135,7 @@ fn publish_and_check(positive: &Shared, other: &Shared, today: i64) -> CheckRepo
             .insert_case_list_on_day(today, list.format().as_str(), list.entries() as u64, bytes)
             .unwrap();
     }
-    run_check(&mut store, &config().check_config()).unwrap()
+    run_check(&mut store, &config()).unwrap()
 }
 
 fn notified(r: &CheckReport) -> bool {

@@ -343,6 +343,55 @@ fn import_and_check_report_the_right_exposures() {
     assert_eq!(ga["case_key"], k.tek.to_hex());
     assert_eq!(ga["sightings"], 21);
     assert_eq!(ga["notify"], true);
+
+    // `check` decides with the daemon's configuration: the data directory's bluezoned.toml, or
+    // the file named by --config / BLUEZONED_CONFIG. A raised threshold makes the same log
+    // non-notifying.
+    let notifying = |out: &str| -> Vec<bool> {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["exposures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["notify"].as_bool().unwrap())
+            .collect()
+    };
+    let strict = "[scoring]\nnotify_weighted_minutes = 1000.0\n";
+    std::fs::write(d.join("bluezoned.toml"), strict).unwrap();
+    let out = ok(&run(&["--data-dir", dir, "check", "--json"]));
+    assert_eq!(notifying(&out), [false, false], "{out}");
+    std::fs::remove_file(d.join("bluezoned.toml")).unwrap();
+    assert_eq!(
+        notifying(&ok(&run(&["--data-dir", dir, "check", "--json"]))),
+        [true, true]
+    );
+    let cfg = tmp.path().join("strict.toml");
+    std::fs::write(&cfg, strict).unwrap();
+    let out = ok(&run(&[
+        "--data-dir",
+        dir,
+        "check",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(notifying(&out), [false, false], "{out}");
+    let out = Command::new(BIN)
+        .args(["--data-dir", dir, "check", "--json"])
+        .env("BLUEZONED_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert_eq!(notifying(&ok(&out)), [false, false]);
+    // A bad configuration stops `check` as it stops the daemon, naming the key.
+    std::fs::write(&cfg, "[scoring]\nmin_distinct_ids = 0\n").unwrap();
+    let err = fails(&run(&[
+        "--data-dir",
+        dir,
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert!(err.contains("scoring.min_distinct_ids"), "{err}");
 }
 
 #[test]
@@ -354,7 +403,11 @@ fn keys_export_needs_yes_writes_one_day_entries_and_rotates() {
     // Today's own keys exist once the daemon has broadcast; create them as it would.
     let today = {
         let mut store = bluezoned::store::Store::open(&d).unwrap();
-        let today = bluezoned::store::today();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let today = bluezone_protocol::time::utc_day(now);
         store
             .own_keys_for_day(today, &mut rand::rngs::OsRng)
             .unwrap();
@@ -458,4 +511,51 @@ fn keys_export_needs_yes_writes_one_day_entries_and_rotates() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["signature"], "verified");
     assert_eq!(v["entries"], 2);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&zip).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // An existing --out is refused (and nothing rotates) unless --force replaces it; a symbolic
+    // link is never written through.
+    let f0 = |out: &Path, force: bool| {
+        let mut a = vec![
+            "--data-dir",
+            dir,
+            "keys",
+            "export",
+            "--format",
+            "bluezone-f0",
+            "--yes",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if force {
+            a.push("--force");
+        }
+        run(&a)
+    };
+    let today_key = || {
+        let store = bluezoned::store::Store::open(&d).unwrap();
+        store.own_keys_in_days(today..=today).unwrap()[0]
+            .daily_key
+            .to_hex()
+    };
+    let before = today_key();
+    let err = fails(&f0(&zip, false));
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(today_key(), before, "a refused export rotated the keys");
+    ok(&f0(&zip, true));
+    assert!(std::fs::read_to_string(&zip).unwrap().contains(&before));
+    assert_ne!(today_key(), before);
+    let target = tmp.path().join("target");
+    std::fs::write(&target, "precious").unwrap();
+    let link = tmp.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for force in [false, true] {
+        fails(&f0(&link, force));
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
 }
