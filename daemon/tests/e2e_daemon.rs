@@ -382,6 +382,8 @@ impl bluezoned::radio::Radio for Recorder {
     }
     fn run(self: Box<Self>, mut io: bluezoned::radio::RadioIo) -> bluezoned::radio::RadioFuture {
         Box::pin(async move {
+            // Hold the whole of `io`: the logger ends when the sender of receptions is dropped.
+            let io = &mut io;
             loop {
                 let b = *io.broadcast.borrow_and_update();
                 if b.epoch > 0 {
@@ -402,7 +404,8 @@ impl bluezoned::radio::Radio for Recorder {
 async fn a_running_daemon_switches_to_keys_rotated_by_export() {
     use bluezone_protocol::bluezone::SlotsPerDay;
     use bluezone_protocol::time::utc_day;
-    use bluezoned::clock::{Clock, SharedClock, VirtualClock};
+    use bluezone_protocol::DailyKey;
+    use bluezoned::clock::{SharedClock, VirtualClock};
     use std::sync::Arc;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -412,7 +415,17 @@ async fn a_running_daemon_switches_to_keys_rotated_by_export() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let clock: SharedClock = Arc::new(VirtualClock::new(now));
+    // Far enough from midnight that the virtual boundary stays on the day `keys export` sees.
+    let start = now.min((utc_day(now) + 1) * 86400 - 1800);
+    let clock: SharedClock = Arc::new(VirtualClock::new(start));
+    // Paused time would auto-advance whenever the runtime idles while the store works on the
+    // blocking pool, racing hours ahead. A task that always yields keeps the runtime busy, so
+    // virtual time moves only by the explicit `advance` below.
+    let busy = tokio::spawn(async {
+        loop {
+            tokio::task::yield_now().await;
+        }
+    });
     let shared = bluezoned::service::Shared::new(
         Store::open(&dir).unwrap(),
         bluezoned::config::Config::default(),
@@ -425,47 +438,68 @@ async fn a_running_daemon_switches_to_keys_rotated_by_export() {
         Box::new(Recorder(tx)),
         shutdown.clone(),
     ));
-    let daily_key = |t: i64| {
-        let day = utc_day(t);
-        Store::open(&dir)
+    // The keys in use are learnt from what `keys export` publishes (the key of the day before
+    // it rotates), read by that other process as a user would run it. Two days, so that a
+    // boundary at midnight still finds the day's key.
+    let export = |dir: std::path::PathBuf| async move {
+        let out = tokio::task::spawn_blocking(move || {
+            cli(
+                &dir,
+                &[
+                    "keys",
+                    "export",
+                    "--days",
+                    "2",
+                    "--format",
+                    "bluezone-f0",
+                    "--yes",
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["data"]
+            .as_array()
             .unwrap()
-            .own_keys_in_days(day..=day)
-            .unwrap()[0]
-            .daily_key
-            .clone()
+            .iter()
+            .map(|e| {
+                (
+                    utc_day(e["time_start"].as_i64().unwrap()),
+                    DailyKey::from_hex(e["daily_key"].as_str().unwrap()).unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let key_of = |keys: &[(i64, DailyKey)], t: i64| {
+        keys.iter()
+            .find(|(d, _)| *d == utc_day(t))
+            .map(|(_, k)| k.clone())
+            .unwrap_or_else(|| panic!("no key for day {} in {keys:?}", utc_day(t)))
     };
     let slot = |t: i64| SlotsPerDay::DEFAULT.slot(t);
 
-    let first = rx.recv().await.unwrap();
+    let Some(first) = rx.recv().await else {
+        panic!("the service stopped: {:?}", service.await);
+    };
     let t0 = clock.now();
-    let old = daily_key(t0);
+    let old = key_of(&export(dir.clone()).await, t0);
     assert_eq!(first.bluezone, Some(old.id(slot(t0))));
-    // Blocking work inhibits tokio's auto-advance: no boundary passes while the export runs.
-    let d = dir.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        cli(
-            &d,
-            &[
-                "keys",
-                "export",
-                "--days",
-                "1",
-                "--format",
-                "bluezone-f0",
-                "--yes",
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    assert!(out.contains(&old.to_hex()), "the export holds the old key");
 
+    while rx.try_recv().is_ok() {}
+    let boundary_ms = bluezoned::service::advertiser::next_boundary_ms(t0 * 1000, true, true);
+    tokio::time::advance(std::time::Duration::from_millis(
+        (boundary_ms - clock.now_ms()) as u64 + 1,
+    ))
+    .await;
     let next = rx.recv().await.unwrap();
     let t1 = clock.now();
+    assert_eq!(t1, boundary_ms / 1000, "the switch happens at the boundary");
     assert!(next.epoch > first.epoch && t1 > t0);
-    let new = daily_key(t1);
+    let new = key_of(&export(dir.clone()).await, t1);
     assert_ne!(new.to_hex(), old.to_hex(), "the export rotated the key");
     assert_eq!(next.bluezone, Some(new.id(slot(t1))));
+    busy.abort();
     shutdown.cancel();
     service.await.unwrap().unwrap();
 }
