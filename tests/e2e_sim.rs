@@ -127,7 +127,7 @@ fn publish_and_check(positive: &Shared, other: &Shared, today: i64) -> CheckRepo
         .unwrap();
     assert!(!own.is_empty());
     let f0 = write_f0(&keyexport::f0_list(&own)).into_bytes();
-    let zip = keyexport::gaen_zip(&own, &authority, "VN").unwrap();
+    let zip = keyexport::gaen_zip(&own, Some(&authority), "VN").unwrap();
     let mut store = other.lock_store();
     for bytes in [&f0, &zip] {
         let list = caselist::parse(bytes, &[authority.trusted_key()], &Limits::default()).unwrap();

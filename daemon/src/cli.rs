@@ -107,7 +107,9 @@ pub enum KeysCommand {
         days: u32,
         #[arg(long, value_enum)]
         format: KeyFormat,
-        /// PKCS#8 PEM private key (P-256) that signs a GAEN export.
+        /// PKCS#8 PEM private key (P-256) that signs a GAEN export. Without it `gaen-zip` is
+        /// UNSIGNED (an empty `export.sig`): the file an official uploads to the health
+        /// authority, which signs what it publishes. Phones accept only signed files.
         #[arg(long, value_name = "PEM")]
         sign: Option<PathBuf>,
         #[arg(long, default_value = "bluezoned")]

@@ -463,17 +463,38 @@ fn keys_export_needs_yes_writes_one_day_entries_and_rotates() {
         exported_today,
         "keys rotate after an export"
     );
-    // GAEN needs a signing key; the signed zip verifies under its public key.
-    assert!(fails(&run(&[
+    // Without --sign a GAEN export is unsigned: the day's keys in export.bin, no signature
+    // (the health authority signs what it publishes), so it cannot be imported as a case list.
+    let unsigned = tmp.path().join("unsigned.zip");
+    ok(&run(&[
         "--data-dir",
         dir,
         "keys",
         "export",
         "--format",
         "gaen-zip",
-        "--yes"
+        "--out",
+        unsigned.to_str().unwrap(),
+        "--yes",
+    ]));
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&unsigned).unwrap()).unwrap();
+    let mut bin = Vec::new();
+    std::io::Read::read_to_end(&mut z.by_name("export.bin").unwrap(), &mut bin).unwrap();
+    assert!(bin.starts_with(b"EK Export v1    "));
+    assert_eq!(z.by_name("export.sig").unwrap().size(), 0, "no signature");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["cases", "inspect", unsigned.to_str().unwrap()]))).unwrap();
+    assert_eq!(v["signature"], "unverified", "{v}");
+    assert_eq!(v["key_id"], serde_json::Value::Null, "{v}");
+    assert!(fails(&run(&[
+        "--data-dir",
+        dir,
+        "cases",
+        "import",
+        unsigned.to_str().unwrap()
     ]))
-    .contains("--sign"));
+    .contains("--trust"));
+    // The signed zip verifies under the signer's public key.
     let signer = bluezone_protocol::gaen::export::ExportSigner::new(
         "auth",
         "v1",

@@ -354,7 +354,7 @@ async fn simulate(args: &DemoArgs) -> Result<Outcome> {
         let own = store.own_keys_in_days(today - 13..=today)?;
         (
             write_f0(&keyexport::f0_list(&own)).into_bytes(),
-            keyexport::gaen_zip(&own, &authority, "VN")?,
+            keyexport::gaen_zip(&own, Some(&authority), "VN")?,
         )
     };
 

@@ -49,9 +49,6 @@ pub fn run(env: &Env, cmd: KeysCommand) -> Result<()> {
         bail!("not confirmed: pass --yes to export");
     }
     let signer = match (format, &sign) {
-        (KeyFormat::GaenZip, None) => {
-            bail!("--sign: a GAEN export must be signed; pass a PKCS#8 PEM P-256 private key")
-        }
         (KeyFormat::GaenZip, Some(p)) => {
             let pem =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -61,7 +58,7 @@ pub fn run(env: &Env, cmd: KeysCommand) -> Result<()> {
                 })?,
             )
         }
-        (KeyFormat::BluezoneF0, _) => None,
+        (KeyFormat::GaenZip, None) | (KeyFormat::BluezoneF0, _) => None,
     };
     // Refuse an unusable destination before anything is read or rotated.
     let file = match &out {
@@ -76,11 +73,11 @@ pub fn run(env: &Env, cmd: KeysCommand) -> Result<()> {
             "no own keys stored for the last {days} days: the daemon has not broadcast in that time"
         ))
     } else {
-        match (&signer, format) {
-            (Some(s), KeyFormat::GaenZip) => {
-                keyexport::gaen_zip(&own, s, &region).map_err(Into::into)
+        match format {
+            KeyFormat::GaenZip => {
+                keyexport::gaen_zip(&own, signer.as_ref(), &region).map_err(Into::into)
             }
-            _ => Ok(write_f0(&keyexport::f0_list(&own)).into_bytes()),
+            KeyFormat::BluezoneF0 => Ok(write_f0(&keyexport::f0_list(&own)).into_bytes()),
         }
     };
     // Published keys must not be linkable to what the device broadcasts from now on.
