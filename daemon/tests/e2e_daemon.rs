@@ -503,3 +503,46 @@ async fn a_running_daemon_switches_to_keys_rotated_by_export() {
     shutdown.cancel();
     service.await.unwrap().unwrap();
 }
+
+/// A radio that fails for good after its first broadcast (an adapter that disappeared).
+struct Failing;
+
+impl bluezoned::radio::Radio for Failing {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+    fn run(self: Box<Self>, mut io: bluezoned::radio::RadioIo) -> bluezoned::radio::RadioFuture {
+        Box::pin(async move {
+            let _ = io.broadcast.changed().await;
+            Err(bluezoned::radio::RadioError::Failed(
+                "adapter hci0 disappeared".into(),
+            ))
+        })
+    }
+}
+
+/// A service task that dies stops the service with an error naming it (the process then exits
+/// non-zero and systemd restarts it), and the other tasks stop.
+#[tokio::test(start_paused = true)]
+async fn a_dying_task_ends_the_service_with_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    cli(&dir, &["init"]);
+    let clock: bluezoned::clock::SharedClock =
+        std::sync::Arc::new(bluezoned::clock::VirtualClock::new(1_596_844_800));
+    let shared = bluezoned::service::Shared::new(
+        Store::open(&dir).unwrap(),
+        bluezoned::config::Config::default(),
+        clock,
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let e = bluezoned::service::run(shared, Box::new(Failing), shutdown.clone())
+        .await
+        .unwrap_err();
+    let msg = bluezoned::error_chain(&e);
+    assert!(
+        msg.starts_with("radio task failed: failing backend") && msg.contains("hci0 disappeared"),
+        "{msg}"
+    );
+    assert!(shutdown.is_cancelled(), "the other tasks were told to stop");
+}

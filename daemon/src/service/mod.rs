@@ -137,7 +137,7 @@ pub fn spawn(shared: Arc<Shared>, radio: Box<dyn Radio>, sup: &mut Supervisor) {
         radio
             .run(io)
             .await
-            .with_context(|| format!("{radio_name} radio"))
+            .with_context(|| format!("{radio_name} backend"))
     });
     sup.spawn(
         "advertiser",

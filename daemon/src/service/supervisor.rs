@@ -119,8 +119,8 @@ impl Supervisor {
                     let (name, outcome) = self.outcome(ended);
                     if !self.shutdown.is_cancelled() {
                         let e = match outcome {
-                            Ok(()) => anyhow!("{name} stopped unexpectedly"),
-                            Err(e) => e.context(format!("{name} failed")),
+                            Ok(()) => anyhow!("{name} task stopped unexpectedly"),
+                            Err(e) => e.context(format!("{name} task failed")),
                         };
                         tracing::error!(task = name, error = %crate::error_chain(&e), "a service task ended; stopping the daemon");
                         failure = Some(e);
@@ -225,7 +225,7 @@ mod tests {
         let e = s.run().await.unwrap_err();
         let msg = crate::error_chain(&e);
         assert!(
-            msg.contains("poller failed") && msg.contains("unreachable"),
+            msg.contains("poller task failed") && msg.contains("unreachable"),
             "{msg}"
         );
         assert!(shutdown.is_cancelled());
