@@ -504,8 +504,9 @@ async fn a_running_daemon_switches_to_keys_rotated_by_export() {
     service.await.unwrap().unwrap();
 }
 
-/// A radio that fails for good after its first broadcast (an adapter that disappeared).
-struct Failing;
+/// A radio that fails for good after its first broadcast (an adapter that disappeared). It
+/// leaves its sender of receptions with the test, so that only the radio ends on its own.
+struct Failing(std::sync::Arc<std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>>);
 
 impl bluezoned::radio::Radio for Failing {
     fn name(&self) -> &'static str {
@@ -514,6 +515,7 @@ impl bluezoned::radio::Radio for Failing {
     fn run(self: Box<Self>, mut io: bluezoned::radio::RadioIo) -> bluezoned::radio::RadioFuture {
         Box::pin(async move {
             let _ = io.broadcast.changed().await;
+            self.0.lock().unwrap().push(Box::new(io.heard.clone()));
             Err(bluezoned::radio::RadioError::Failed(
                 "adapter hci0 disappeared".into(),
             ))
@@ -536,7 +538,8 @@ async fn a_dying_task_ends_the_service_with_an_error_naming_it() {
         clock,
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let e = bluezoned::service::run(shared, Box::new(Failing), shutdown.clone())
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let e = bluezoned::service::run(shared, Box::new(Failing(kept.clone())), shutdown.clone())
         .await
         .unwrap_err();
     let msg = bluezoned::error_chain(&e);
@@ -545,4 +548,5 @@ async fn a_dying_task_ends_the_service_with_an_error_naming_it() {
         "{msg}"
     );
     assert!(shutdown.is_cancelled(), "the other tasks were told to stop");
+    assert_eq!(kept.lock().unwrap().len(), 1);
 }
