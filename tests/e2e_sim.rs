@@ -127,7 +127,7 @@ fn publish_and_check(positive: &Shared, other: &Shared, today: i64) -> CheckRepo
         .unwrap();
     assert!(!own.is_empty());
     let f0 = write_f0(&keyexport::f0_list(&own)).into_bytes();
-    let zip = keyexport::gaen_zip(&own, &authority, "VN").unwrap();
+    let zip = keyexport::gaen_zip(&own, Some(&authority), "VN").unwrap();
     let mut store = other.lock_store();
     for bytes in [&f0, &zip] {
         let list = caselist::parse(bytes, &[authority.trusted_key()], &Limits::default()).unwrap();
@@ -135,7 +135,7 @@ fn publish_and_check(positive: &Shared, other: &Shared, today: i64) -> CheckRepo
             .insert_case_list(today, list.format(), list.entries() as u64, bytes)
             .unwrap();
     }
-    run_check(&mut store, &config().check_config()).unwrap()
+    run_check(&mut store, &config()).unwrap()
 }
 
 fn notified(r: &CheckReport) -> bool {

@@ -12,13 +12,13 @@ use bluezone_protocol::bluezone::F0Entry;
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
 use bluezone_protocol::matching::score::{Infectiousness, ScoredReportType};
 use bluezone_protocol::matching::{
-    bluezone::match_f0, score, CaseInfo, Exposure, ExposureWindow, MatchConfig, ObservationIndex,
-    ScoreContext, ScoringConfig,
+    bluezone::match_f0, score, CaseInfo, Exposure, ExposureWindow, ObservationIndex, ScoreContext,
 };
 use rand::Rng;
 use serde::Serialize;
 
 use crate::caselist::{self, CaseList, Limits};
+use crate::config::Config;
 use crate::store::{ExposureKey, ReadOut, Store};
 
 /// One exposure as reported by `check --json`, the API and the hook.
@@ -74,16 +74,6 @@ impl CheckReport {
             0.0
         }
     }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct CheckConfig {
-    pub matching: MatchConfig,
-    pub scoring: ScoringConfig,
-    /// This adapter's receive correction, dB (attenuation = tx − (rssi + correction)).
-    pub rssi_correction_db: i32,
-    /// UTC day of the run, for `scoring.days_since_exposure_threshold` (`None`: not applied).
-    pub today: Option<i64>,
 }
 
 struct Cases {
@@ -158,15 +148,16 @@ pub fn load(store: &Store) -> Result<CheckInput> {
 
 /// Matches and scores (no store: the daemon runs this without holding the store, so sightings
 /// keep being written while millions of keys are checked).
-pub fn compute(input: &CheckInput, cfg: &CheckConfig) -> CheckReport {
+pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
     let cases = &input.cases;
     let started = Instant::now();
     let index = ObservationIndex::build(&input.readout.sightings, rand::thread_rng().gen());
     let (bz_hits, bz_stats) = match_f0(&cases.f0, &index, &cfg.matching);
     let (ga_hits, ga_stats) = match_keys(&cases.gaen, &index, &cfg.matching);
     let ctx = ScoreContext {
-        rssi_correction_db: cfg.rssi_correction_db,
-        today: cfg.today,
+        rssi_correction_db: i32::from(cfg.radio.rssi_correction_db),
+        // Not applied yet: `scoring.days_since_exposure_threshold` needs the day of the run.
+        today: None,
     };
     let bz_info = vec![CaseInfo::bluezone(&cfg.scoring); cases.f0.len()];
     let bz = score(
@@ -250,7 +241,7 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
 }
 
 /// Runs the whole match and stores new exposures ([`load`], [`compute`], [`persist`]).
-pub fn run_check(store: &mut Store, cfg: &CheckConfig) -> Result<CheckReport> {
+pub fn run_check(store: &mut Store, cfg: &Config) -> Result<CheckReport> {
     let input = load(store)?;
     let mut report = compute(&input, cfg);
     persist(store, &mut report)?;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::Backend;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "bluezoned",
@@ -17,12 +19,51 @@ pub struct Cli {
     #[arg(long, global = true, env = "BLUEZONED_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
     /// Log as JSON lines (for log collectors) instead of human-readable text.
     #[arg(long, global = true)]
     pub log_json: bool,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The configuration every command reads (see [`crate::config::Config::load`]): each flag
+/// overrides the config file, and its `BLUEZONED_*` environment variable stands in for the flag.
+/// They are global so that `check`, `cases import` and `run` accept the same ones.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ConfigArgs {
+    /// Config file (default: `<data dir>/bluezoned.toml` if present).
+    #[arg(long, global = true, env = "BLUEZONED_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Radio backend (overrides `radio.backend`).
+    #[arg(long, global = true, env = "BLUEZONED_RADIO", value_enum)]
+    pub radio: Option<Backend>,
+    /// BlueZ adapter, e.g. hci0 (overrides `radio.adapter`).
+    #[arg(long, global = true, env = "BLUEZONED_ADAPTER", value_name = "NAME")]
+    pub adapter: Option<String>,
+    /// Days of log kept (overrides `store.keep_days`).
+    #[arg(long, global = true, env = "BLUEZONED_KEEP_DAYS", value_name = "DAYS")]
+    pub keep_days: Option<u32>,
+    /// HTTP API address (overrides `api.listen`), e.g. 127.0.0.1:8421 or unix:/path.
+    #[arg(long, global = true, env = "BLUEZONED_API", value_name = "ADDR")]
+    pub api: Option<String>,
+    /// Bearer tokens, one per line (overrides `api.token_file`).
+    #[arg(
+        long,
+        global = true,
+        env = "BLUEZONED_API_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub api_token_file: Option<PathBuf>,
+    /// Key server base URL (overrides `poll.url`).
+    #[arg(long, global = true, env = "BLUEZONED_POLL_URL", value_name = "URL")]
+    pub poll_url: Option<String>,
+    /// Exposure hook command (overrides `hook.command`).
+    #[arg(long, global = true, env = "BLUEZONED_HOOK", value_name = "COMMAND")]
+    pub hook: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,7 +110,9 @@ pub enum KeysCommand {
         days: u32,
         #[arg(long, value_enum)]
         format: KeyFormat,
-        /// PKCS#8 PEM private key (P-256) that signs a GAEN export.
+        /// PKCS#8 PEM private key (P-256) that signs a GAEN export. Without it `gaen-zip` is
+        /// UNSIGNED (an empty `export.sig`): the file an official uploads to the health
+        /// authority, which signs what it publishes. Phones accept only signed files.
         #[arg(long, value_name = "PEM")]
         sign: Option<PathBuf>,
         #[arg(long, default_value = "bluezoned")]
@@ -78,9 +121,13 @@ pub enum KeysCommand {
         key_version: String,
         #[arg(long, default_value = "VN")]
         region: String,
-        /// Write here instead of standard output.
+        /// Write here instead of standard output. The file is created with mode 0600 and must
+        /// not exist (see `--force`); a symbolic link is never followed.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Replace an existing regular `--out` file (never a symbolic link).
+        #[arg(long, requires = "out")]
+        force: bool,
         /// Confirm: without it the command explains what would be shared and stops.
         #[arg(long)]
         yes: bool,
@@ -95,27 +142,9 @@ pub enum KeyFormat {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Radio backend (overrides `radio.backend`).
-    #[arg(long, value_enum)]
-    pub radio: Option<RadioArg>,
-    /// Config file (default: `<data dir>/bluezoned.toml` if present).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// HTTP API address (overrides `api.listen`), e.g. 127.0.0.1:8421 or unix:/path.
-    #[arg(long, value_name = "ADDR")]
-    pub api: Option<String>,
-    /// Bearer tokens, one per line (overrides `api.owner_token_file`).
-    #[arg(long, value_name = "FILE")]
-    pub api_token_file: Option<PathBuf>,
     /// Trusted GAEN signing key (repeatable; overrides `cases.trust`).
     #[arg(long = "trust", value_name = "PEM")]
     pub trust: Vec<PathBuf>,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RadioArg {
-    Bluez,
-    Sim,
 }
 
 #[derive(Args, Debug)]

@@ -1,16 +1,17 @@
 //! Daemon configuration: a TOML file (`--config`, default `<data dir>/bluezoned.toml` if it
-//! exists), then `BLUEZONED_*` environment variables, then command-line flags, each overriding
-//! the one before. Every key and its default is listed in the README; an unknown key or a bad
-//! value stops startup with an error naming it.
+//! exists), then command-line flags or their `BLUEZONED_*` environment variables (clap resolves
+//! flag over environment, see [`ConfigArgs`]). Every command that matches or writes state loads
+//! it through [`Config::load`], so `check` decides exactly as the daemon does. Every key and its
+//! default is listed in the README; an unknown key or a value out of range stops startup with an
+//! error naming the key.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use bluezone_protocol::matching::{MatchConfig, ScoringConfig};
 use serde::Deserialize;
 
-use crate::check::CheckConfig;
+use crate::cli::ConfigArgs;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -46,7 +47,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Bluez,
@@ -177,32 +178,82 @@ impl Default for HookConfig {
     }
 }
 
+/// A configuration that cannot be used; the message names the file or key and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    InFile { path: PathBuf, message: String },
+    /// TOML syntax, an unknown key or a value of the wrong type (toml's message names the key).
+    #[error("{0}")]
+    Syntax(String),
+    /// A `[scoring]` value out of range (the message names the key).
+    #[error("{0}")]
+    Scoring(String),
+    #[error("{key}: expected {expected}, got {got}")]
+    Invalid {
+        key: &'static str,
+        expected: String,
+        got: String,
+    },
+}
+
+fn invalid(
+    key: &'static str,
+    expected: impl Into<String>,
+    got: impl std::fmt::Display,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        expected: expected.into(),
+        got: got.to_string(),
+    }
+}
+
+/// Longest accepted dedup window: beyond an hour one sighting would stand for a whole contact.
+const MAX_DEDUP_S: u64 = 3600;
+/// Longest accepted discovery stall timeout: a stalled scan must be noticed within a day.
+const MAX_STALL_TIMEOUT_S: u64 = 86_400;
+/// Longest accepted flush interval: an unwritten sighting is lost on power failure.
+const MAX_FLUSH_INTERVAL_MS: u64 = 60_000;
+
 impl Config {
-    /// Reads the file (if any), then applies `BLUEZONED_*` environment overrides.
-    pub fn load(explicit: Option<&Path>, data_dir: &Path) -> Result<Config> {
+    /// The one way every command reads its configuration: the file (`--config`, else
+    /// `<data dir>/bluezoned.toml` if present), then the flags and environment in `args`.
+    pub fn load(args: &ConfigArgs, data_dir: &Path) -> Result<Config, ConfigError> {
         let default_path = data_dir.join("bluezoned.toml");
-        let path = match explicit {
-            Some(p) => Some(p.to_path_buf()),
+        let path = match &args.config {
+            Some(p) => Some(p.clone()),
             None if default_path.exists() => Some(default_path),
             None => None,
         };
         let mut cfg = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config {}", p.display()))?;
-                Self::parse(&text).with_context(|| format!("config {}", p.display()))?
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                Self::parse(&text).map_err(|e| ConfigError::InFile {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?
             }
             None => Config::default(),
         };
-        cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.migrate();
+        cfg.apply(args);
         cfg.validate()?;
         Ok(cfg)
     }
 
-    pub fn parse(text: &str) -> Result<Config> {
-        let mut cfg: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+    /// Parses and validates a configuration file's text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax(e.to_string().trim().to_string()))?;
         cfg.migrate();
         cfg.validate()?;
         Ok(cfg)
@@ -228,95 +279,111 @@ impl Config {
         }
     }
 
-    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
-        fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T> {
-            v.trim().parse().map_err(|_| {
-                anyhow::anyhow!("environment variable {k}: {v:?} is not a valid number")
-            })
+    /// Flags (or their environment variables) override the file.
+    fn apply(&mut self, args: &ConfigArgs) {
+        if let Some(b) = args.radio {
+            self.radio.backend = b;
         }
-        if let Some(v) = get("BLUEZONED_KEEP_DAYS") {
-            self.store.keep_days = num("BLUEZONED_KEEP_DAYS", &v)?;
+        if let Some(a) = &args.adapter {
+            self.radio.adapter = Some(a.clone());
         }
-        if let Some(v) = get("BLUEZONED_API") {
-            self.api.listen = Some(v);
+        if let Some(d) = args.keep_days {
+            self.store.keep_days = d;
         }
-        if let Some(v) = get("BLUEZONED_API_TOKEN_FILE") {
-            self.api.owner_token_file = Some(v.into());
+        if let Some(a) = &args.api {
+            self.api.listen = Some(a.clone());
         }
-        if let Some(v) = get("BLUEZONED_RADIO") {
-            self.radio.backend = match v.as_str() {
-                "bluez" => Backend::Bluez,
-                "sim" => Backend::Sim,
-                other => bail!(
-                    "environment variable BLUEZONED_RADIO: expected bluez or sim, got {other:?}"
-                ),
-            };
+        if let Some(f) = &args.api_token_file {
+            self.api.token_file = Some(f.clone());
         }
-        if let Some(v) = get("BLUEZONED_ADAPTER") {
-            self.radio.adapter = Some(v);
+        if let Some(u) = &args.poll_url {
+            self.poll.url = Some(u.clone());
         }
-        if let Some(v) = get("BLUEZONED_POLL_URL") {
-            self.poll.url = Some(v);
+        if let Some(h) = &args.hook {
+            self.hook.command = Some(h.clone());
         }
-        if let Some(v) = get("BLUEZONED_HOOK") {
-            self.hook.command = Some(v);
-        }
-        Ok(())
     }
 
-    /// Cross-field checks serde cannot express; messages name the key.
-    pub fn validate(&self) -> Result<()> {
+    /// Ranges and cross-field checks serde cannot express; each error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.radio;
         if r.protocols.is_empty() {
-            bail!("radio.protocols: at least one of \"bluezone\", \"gaen\" is needed");
+            return Err(invalid(
+                "radio.protocols",
+                "at least one of \"bluezone\", \"gaen\"",
+                "[]",
+            ));
+        }
+        if r.scan_interval_ms == 0 || r.scan_interval_ms > 600_000 {
+            return Err(invalid(
+                "radio.scan_interval_ms",
+                "1 to 600000",
+                r.scan_interval_ms,
+            ));
         }
         if r.scan_window_ms == 0 || r.scan_window_ms > r.scan_interval_ms {
-            bail!(
-                "radio.scan_window_ms: must be between 1 and radio.scan_interval_ms ({}), got {}",
-                r.scan_interval_ms,
-                r.scan_window_ms
-            );
+            return Err(invalid(
+                "radio.scan_window_ms",
+                format!("1 to radio.scan_interval_ms ({})", r.scan_interval_ms),
+                r.scan_window_ms,
+            ));
         }
         if r.rssi_correction_db.unsigned_abs() > MAX_RSSI_CORRECTION_DB.unsigned_abs() {
-            bail!(
-                "radio.rssi_correction_db: must be between -{MAX_RSSI_CORRECTION_DB} and \
-                 {MAX_RSSI_CORRECTION_DB} dB, got {}",
-                r.rssi_correction_db
-            );
+            return Err(invalid(
+                "radio.rssi_correction_db",
+                format!("-{MAX_RSSI_CORRECTION_DB} to {MAX_RSSI_CORRECTION_DB} dB"),
+                r.rssi_correction_db,
+            ));
         }
-        if self.store.keep_days == 0 {
-            bail!("store.keep_days: must be at least 1");
+        if !(1..=MAX_DEDUP_S).contains(&r.dedup_s) {
+            return Err(invalid(
+                "radio.dedup_s",
+                format!("1 to {MAX_DEDUP_S}"),
+                r.dedup_s,
+            ));
         }
-        if self.store.batch_max == 0 {
-            bail!("store.batch_max: must be at least 1");
+        if !(1..=MAX_STALL_TIMEOUT_S).contains(&r.stall_timeout_s) {
+            return Err(invalid(
+                "radio.stall_timeout_s",
+                format!("1 to {MAX_STALL_TIMEOUT_S}"),
+                r.stall_timeout_s,
+            ));
         }
-        self.scoring.validate()?;
+        let s = &self.store;
+        if !(1..=3650).contains(&s.keep_days) {
+            return Err(invalid("store.keep_days", "1 to 3650", s.keep_days));
+        }
+        if !(1..=MAX_FLUSH_INTERVAL_MS).contains(&s.flush_interval_ms) {
+            return Err(invalid(
+                "store.flush_interval_ms",
+                format!("1 to {MAX_FLUSH_INTERVAL_MS}"),
+                s.flush_interval_ms,
+            ));
+        }
+        if !(1..=1_000_000).contains(&s.batch_max) {
+            return Err(invalid("store.batch_max", "1 to 1000000", s.batch_max));
+        }
+        self.scoring
+            .validate()
+            .map_err(|e| ConfigError::Scoring(e.to_string()))?;
         if !(0..=3600).contains(&self.matching.skew_s) {
-            bail!(
-                "matching.skew_s: must be between 0 and 3600 seconds, got {}",
-                self.matching.skew_s
-            );
+            return Err(invalid(
+                "matching.skew_s",
+                "0 to 3600 seconds",
+                self.matching.skew_s,
+            ));
         }
         if self.cases.max_bytes == 0 {
-            bail!("cases.max_bytes: must be at least 1");
+            return Err(invalid("cases.max_bytes", "at least 1", 0));
         }
         if self.poll.interval_s < 60 {
-            bail!(
-                "poll.interval_s: must be at least 60 seconds, got {}",
-                self.poll.interval_s
-            );
+            return Err(invalid(
+                "poll.interval_s",
+                "at least 60 seconds",
+                self.poll.interval_s,
+            ));
         }
         Ok(())
-    }
-
-    pub fn check_config(&self) -> CheckConfig {
-        CheckConfig {
-            matching: self.matching,
-            scoring: self.scoring.clone(),
-            // `radio.rssi_correction_db` once the radio section has it.
-            rssi_correction_db: 0,
-            today: None,
-        }
     }
 
     pub fn flush_interval(&self) -> Duration {
@@ -358,29 +425,91 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_key() {
-        let e = Config::parse("[store]\nkeep_dayz = 3")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("keep_dayz"), "{e}");
-        let e = Config::parse("[radio]\nbackend = \"usb\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("backend") || e.contains("usb"), "{e}");
-        let e = Config::parse("[radio]\nscan_window_ms = 20000")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("radio.scan_window_ms"), "{e}");
-        let e = Config::parse("[store]\nkeep_days = -1")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("keep_days"), "{e}");
-        let mut c = Config::default();
-        let e = c
-            .apply_env(|k| (k == "BLUEZONED_KEEP_DAYS").then(|| "lots".to_string()))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("BLUEZONED_KEEP_DAYS"), "{e}");
+    fn syntax_errors_name_the_key() {
+        for (text, key) in [
+            ("[store]\nkeep_dayz = 3", "keep_dayz"),
+            ("[radio]\nbackend = \"usb\"", "usb"),
+            ("[store]\nkeep_days = -1", "keep_days"),
+            (
+                "[scoring]\nattenuation_bucket_weights = [1.0, \"x\", 0.0, 0.0]",
+                "attenuation_bucket_weights",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+    }
+
+    /// Each out-of-range value is refused with an error naming its key; the values just inside
+    /// the range are accepted.
+    #[test]
+    fn scoring_ranges_are_checked_and_errors_name_the_key() {
+        for (text, key) in [
+            ("[scoring]\nmin_distinct_ids = 0", "min_distinct_ids"),
+            (
+                "[scoring]\nnotify_weighted_minutes = nan",
+                "notify_weighted_minutes",
+            ),
+            (
+                "[scoring]\nnotify_weighted_minutes = -1.0",
+                "notify_weighted_minutes",
+            ),
+            (
+                "[scoring]\nattenuation_bucket_weights = [1.0, -0.5, 0.0, 0.0]",
+                "attenuation_bucket_weights",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(matches!(e, ConfigError::Scoring(_)), "{text:?}: {e}");
+            assert!(e.to_string().contains(key), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ranges_are_checked_and_errors_name_the_key() {
+        let refused = [
+            ("[store]\nflush_interval_ms = 0", "store.flush_interval_ms"),
+            (
+                "[store]\nflush_interval_ms = 3600000",
+                "store.flush_interval_ms",
+            ),
+            ("[store]\nkeep_days = 0", "store.keep_days"),
+            ("[store]\nkeep_days = 3651", "store.keep_days"),
+            ("[store]\nbatch_max = 0", "store.batch_max"),
+            ("[radio]\nscan_window_ms = 20000", "radio.scan_window_ms"),
+            ("[radio]\nscan_window_ms = 0", "radio.scan_window_ms"),
+            (
+                "[radio]\nscan_interval_ms = 0\nscan_window_ms = 0",
+                "radio.scan_interval_ms",
+            ),
+            ("[radio]\nprotocols = []", "radio.protocols"),
+            ("[radio]\ndedup_s = 0", "radio.dedup_s"),
+            ("[radio]\ndedup_s = 86400", "radio.dedup_s"),
+            ("[radio]\nstall_timeout_s = 0", "radio.stall_timeout_s"),
+            (
+                "[radio]\nstall_timeout_s = 999999999",
+                "radio.stall_timeout_s",
+            ),
+            ("[matching]\nskew_s = -1", "matching.skew_s"),
+            ("[poll]\ninterval_s = 1", "poll.interval_s"),
+        ];
+        for (text, key) in refused {
+            let e = Config::parse(text).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{text:?}: {e}"
+            );
+            assert!(e.to_string().starts_with(key), "{text:?}: {e}");
+        }
+        for text in [
+            "[store]\nflush_interval_ms = 1\nkeep_days = 1",
+            "[store]\nkeep_days = 3650\nflush_interval_ms = 60000",
+            "[radio]\ndedup_s = 1\nstall_timeout_s = 1",
+            "[scoring]\nmin_distinct_ids = 1",
+            "[scoring]\nnotify_weighted_minutes = 0.0",
+        ] {
+            Config::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        }
     }
 
     #[test]

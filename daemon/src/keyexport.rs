@@ -8,7 +8,8 @@
 
 use bluezone_protocol::bluezone::{F0Entry, F0List, SlotsPerDay};
 use bluezone_protocol::gaen::export::{
-    write_export, ExportError, ExportFile, ExportKey, ExportSigner, ReportType,
+    write_export, write_unsigned_export, ExportError, ExportFile, ExportKey, ExportSigner,
+    ReportType,
 };
 use bluezone_protocol::gaen::{Enin, TEK_ROLLING_PERIOD};
 use bluezone_protocol::time::DAY_SECONDS;
@@ -36,10 +37,11 @@ fn rolling_start(day: i64) -> u32 {
     Enin::from_unix(day * DAY_SECONDS).rolling_start().0
 }
 
-/// A signed GAEN export of the days' TEKs (report type: confirmed test).
+/// A GAEN export of the days' TEKs (report type: confirmed test), signed by `signer` if given,
+/// else unsigned (for an official to upload; the authority signs what it publishes).
 pub fn gaen_zip(
     own: &[OwnKeys],
-    signer: &ExportSigner,
+    signer: Option<&ExportSigner>,
     region: &str,
 ) -> Result<Vec<u8>, ExportError> {
     let keys: Vec<ExportKey> = own
@@ -57,7 +59,7 @@ pub fn gaen_zip(
         region: region.to_string(),
         batch_num: 1,
         batch_size: 1,
-        signature_infos: vec![signer.signature_info()],
+        signature_infos: signer.map(|s| vec![s.signature_info()]).unwrap_or_default(),
         keys,
         revised_keys: Vec::new(),
     };
@@ -65,7 +67,10 @@ pub fn gaen_zip(
         .keys
         .iter()
         .all(|k| k.rolling_period == TEK_ROLLING_PERIOD));
-    write_export(&file, signer)
+    match signer {
+        Some(s) => write_export(&file, s),
+        None => write_unsigned_export(&file),
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 pub fn ready() {
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot notify systemd of readiness");
@@ -15,22 +13,16 @@ pub fn stopping() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
 }
 
-/// Pings the watchdog at half the interval systemd asks for (`WatchdogSec=`), while the runtime
-/// is alive to run this task: a wedged runtime stops the pings and systemd restarts the service.
-pub fn spawn_watchdog(shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+/// How often to feed the watchdog (half of systemd's `WatchdogSec=`), if it is enabled. The
+/// supervisor feeds it, and only while the service is healthy.
+pub fn watchdog_interval() -> Option<Duration> {
     let mut usec = 0u64;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return None;
     }
-    let every = Duration::from_micros(usec / 2);
-    Some(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                }
-            }
-        }
-    }))
+    Some(Duration::from_micros(usec / 2))
+}
+
+pub fn feed_watchdog() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
 }

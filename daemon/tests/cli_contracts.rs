@@ -412,6 +412,55 @@ fn import_and_check_report_the_right_exposures() {
     assert_eq!(ga["case_key"], k.tek.to_hex());
     assert_eq!(ga["sightings"], 21);
     assert_eq!(ga["notify"], true);
+
+    // `check` decides with the daemon's configuration: the data directory's bluezoned.toml, or
+    // the file named by --config / BLUEZONED_CONFIG. A raised threshold makes the same log
+    // non-notifying.
+    let notifying = |out: &str| -> Vec<bool> {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["exposures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["notify"].as_bool().unwrap())
+            .collect()
+    };
+    let strict = "[scoring]\nnotify_weighted_minutes = 1000.0\n";
+    std::fs::write(d.join("bluezoned.toml"), strict).unwrap();
+    let out = ok(&run(&["--data-dir", dir, "check", "--json"]));
+    assert_eq!(notifying(&out), [false, false], "{out}");
+    std::fs::remove_file(d.join("bluezoned.toml")).unwrap();
+    assert_eq!(
+        notifying(&ok(&run(&["--data-dir", dir, "check", "--json"]))),
+        [true, true]
+    );
+    let cfg = tmp.path().join("strict.toml");
+    std::fs::write(&cfg, strict).unwrap();
+    let out = ok(&run(&[
+        "--data-dir",
+        dir,
+        "check",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(notifying(&out), [false, false], "{out}");
+    let out = Command::new(BIN)
+        .args(["--data-dir", dir, "check", "--json"])
+        .env("BLUEZONED_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert_eq!(notifying(&ok(&out)), [false, false]);
+    // A bad configuration stops `check` as it stops the daemon, naming the key.
+    std::fs::write(&cfg, "[scoring]\nmin_distinct_ids = 0\n").unwrap();
+    let err = fails(&run(&[
+        "--data-dir",
+        dir,
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert!(err.contains("scoring.min_distinct_ids"), "{err}");
 }
 
 #[test]
@@ -481,17 +530,38 @@ fn keys_export_needs_yes_writes_one_day_entries_and_rotates() {
         exported_today,
         "keys rotate after an export"
     );
-    // GAEN needs a signing key; the signed zip verifies under its public key.
-    assert!(fails(&run(&[
+    // Without --sign a GAEN export is unsigned: the day's keys in export.bin, no signature
+    // (the health authority signs what it publishes), so it cannot be imported as a case list.
+    let unsigned = tmp.path().join("unsigned.zip");
+    ok(&run(&[
         "--data-dir",
         dir,
         "keys",
         "export",
         "--format",
         "gaen-zip",
-        "--yes"
+        "--out",
+        unsigned.to_str().unwrap(),
+        "--yes",
+    ]));
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&unsigned).unwrap()).unwrap();
+    let mut bin = Vec::new();
+    std::io::Read::read_to_end(&mut z.by_name("export.bin").unwrap(), &mut bin).unwrap();
+    assert!(bin.starts_with(b"EK Export v1    "));
+    assert_eq!(z.by_name("export.sig").unwrap().size(), 0, "no signature");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["cases", "inspect", unsigned.to_str().unwrap()]))).unwrap();
+    assert_eq!(v["signature"], "unverified", "{v}");
+    assert_eq!(v["key_id"], serde_json::Value::Null, "{v}");
+    assert!(fails(&run(&[
+        "--data-dir",
+        dir,
+        "cases",
+        "import",
+        unsigned.to_str().unwrap()
     ]))
-    .contains("--sign"));
+    .contains("--trust"));
+    // The signed zip verifies under the signer's public key.
     let signer = bluezone_protocol::gaen::export::ExportSigner::new(
         "auth",
         "v1",
@@ -529,4 +599,51 @@ fn keys_export_needs_yes_writes_one_day_entries_and_rotates() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["signature"], "verified");
     assert_eq!(v["entries"], 2);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&zip).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // An existing --out is refused (and nothing rotates) unless --force replaces it; a symbolic
+    // link is never written through.
+    let f0 = |out: &std::path::Path, force: bool| {
+        let mut a = vec![
+            "--data-dir",
+            dir,
+            "keys",
+            "export",
+            "--format",
+            "bluezone-f0",
+            "--yes",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if force {
+            a.push("--force");
+        }
+        run(&a)
+    };
+    let today_key = || {
+        let store = bluezoned::store::Store::open(&d).unwrap();
+        store.own_keys_in_days(today..=today).unwrap()[0]
+            .daily_key
+            .to_hex()
+    };
+    let before = today_key();
+    let err = fails(&f0(&zip, false));
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(today_key(), before, "a refused export rotated the keys");
+    ok(&f0(&zip, true));
+    assert!(std::fs::read_to_string(&zip).unwrap().contains(&before));
+    assert_ne!(today_key(), before);
+    let target = tmp.path().join("target");
+    std::fs::write(&target, "precious").unwrap();
+    let link = tmp.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for force in [false, true] {
+        fails(&f0(&link, force));
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
 }

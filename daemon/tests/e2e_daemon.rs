@@ -1,4 +1,6 @@
-//! The `bluezoned` binary as a process: `run --radio sim` in real time, killed and stopped.
+//! The `bluezoned` binary as a process: `run --radio sim` in real time, killed and stopped, and
+//! working alongside the CLI run from other processes. Readiness and watchdog pings are read
+//! from a test-owned `NOTIFY_SOCKET`, as systemd would read them.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -212,4 +214,339 @@ fn run_with_bluez_fails_cleanly_without_bluetoothd() {
     let _ = bus.kill();
     let _ = bus.wait();
     assert!(err.contains("bluetoothd"), "{err}");
+}
+
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`.
+struct Notify {
+    sock: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl Notify {
+    fn bind(dir: &std::path::Path) -> Notify {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        Notify { sock, path }
+    }
+
+    /// Waits (generously: machines are loaded) for a message containing `what`.
+    fn wait_for(&self, what: &str, child: &mut Child) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == what)
+                {
+                    return;
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("daemon exited ({status}) before sending {what}");
+            }
+        }
+        panic!("no {what} from the daemon within 120 s");
+    }
+}
+
+fn cli(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts `run --radio sim` with a notify socket; `WATCHDOG_PID` must be the daemon's own pid,
+/// so it is started through `sh -c 'exec'` to learn it.
+fn start_notified(dir: &std::path::Path, notify: &Notify, watchdog_usec: Option<u64>) -> Child {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"if [ -n "$WD_USEC" ]; then export WATCHDOG_USEC="$WD_USEC" WATCHDOG_PID=$$; fi; exec "$@""#)
+        .arg("sh")
+        .arg(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["run", "--radio", "sim"])
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(u) = watchdog_usec {
+        cmd.env("WD_USEC", u.to_string());
+    }
+    cmd.spawn().unwrap()
+}
+
+fn stop(mut child: Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+fn status_json(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&cli(dir, &["status", "--json"])).unwrap()
+}
+
+/// A case list imported by another process while the daemon runs is matched by the daemon.
+#[test]
+fn cases_imported_while_running_are_matched() {
+    use bluezone_protocol::bluezone::SlotsPerDay;
+    use bluezone_protocol::DailyKey;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    cli(&dir, &["init"]);
+    // Yesterday 10:00–10:20 UTC: a sighting a minute of one case key's IDs, 1 m away.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day0 = (now / 86400 - 1) * 86400;
+    let key = DailyKey::from_bytes([0x42; 32]);
+    let mut log = String::new();
+    for m in 0..21 {
+        let t = day0 + 40 * 900 + m * 60;
+        log += &format!("{}\t-55\t{t}\n", key.id(SlotsPerDay::DEFAULT.slot(t)));
+    }
+    let f = tmp.path().join("log.tsv");
+    std::fs::write(&f, log).unwrap();
+    cli(
+        &dir,
+        &["log", "import", "--format", "tsv", f.to_str().unwrap()],
+    );
+
+    let notify = Notify::bind(tmp.path());
+    let mut child = start_notified(&dir, &notify, None);
+    notify.wait_for("READY=1", &mut child);
+    assert_eq!(status_json(&dir)["exposures"], 0);
+    let f0 = tmp.path().join("f0.json");
+    std::fs::write(
+        &f0,
+        format!(
+            r#"{{"data":[{{"daily_key":"{}","time_start":{day0},"max":96,"time_end":{}}}]}}"#,
+            key.to_hex(),
+            day0 + 86399
+        ),
+    )
+    .unwrap();
+    cli(&dir, &["cases", "import", f0.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if status_json(&dir)["exposures"] == 1 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited before matching"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not match the imported list within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(child);
+}
+
+/// Under a systemd watchdog the healthy daemon keeps pinging.
+#[test]
+fn a_healthy_daemon_feeds_the_watchdog() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let notify = Notify::bind(tmp.path());
+    let mut child = start_notified(&dir, &notify, Some(400_000));
+    notify.wait_for("READY=1", &mut child);
+    for _ in 0..3 {
+        notify.wait_for("WATCHDOG=1", &mut child);
+    }
+    stop(child);
+}
+
+/// A radio that reports every broadcast it is asked to put on air.
+struct Recorder(tokio::sync::mpsc::UnboundedSender<bluezoned::radio::Broadcast>);
+
+impl bluezoned::radio::Radio for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn run(self: Box<Self>, mut io: bluezoned::radio::RadioIo) -> bluezoned::radio::RadioFuture {
+        Box::pin(async move {
+            // Hold the whole of `io`: the logger ends when the sender of receptions is dropped.
+            let io = &mut io;
+            loop {
+                let b = *io.broadcast.borrow_and_update();
+                if b.epoch > 0 {
+                    let _ = self.0.send(b);
+                }
+                tokio::select! {
+                    _ = io.shutdown.cancelled() => return Ok(()),
+                    r = io.broadcast.changed() => if r.is_err() { return Ok(()) },
+                }
+            }
+        })
+    }
+}
+
+/// The service runs in this process on virtual time (starting now); `keys export` runs as
+/// another process; at the next ID switch the service broadcasts from the rotated key.
+#[tokio::test(start_paused = true)]
+async fn a_running_daemon_switches_to_keys_rotated_by_export() {
+    use bluezone_protocol::bluezone::SlotsPerDay;
+    use bluezone_protocol::time::utc_day;
+    use bluezone_protocol::DailyKey;
+    use bluezoned::clock::{SharedClock, VirtualClock};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    cli(&dir, &["init"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Far enough from midnight that the virtual boundary stays on the day `keys export` sees.
+    let start = now.min((utc_day(now) + 1) * 86400 - 1800);
+    let clock: SharedClock = Arc::new(VirtualClock::new(start));
+    // Paused time would auto-advance whenever the runtime idles while the store works on the
+    // blocking pool, racing hours ahead. A task that always yields keeps the runtime busy, so
+    // virtual time moves only by the explicit `advance` below.
+    let busy = tokio::spawn(async {
+        loop {
+            tokio::task::yield_now().await;
+        }
+    });
+    let shared = bluezoned::service::Shared::new(
+        Store::open(&dir).unwrap(),
+        bluezoned::config::Config::default(),
+        clock.clone(),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let service = tokio::spawn(bluezoned::service::run(
+        shared,
+        Box::new(Recorder(tx)),
+        shutdown.clone(),
+    ));
+    // The keys in use are learnt from what `keys export` publishes (the key of the day before
+    // it rotates), read by that other process as a user would run it. Two days, so that a
+    // boundary at midnight still finds the day's key.
+    let export = |dir: std::path::PathBuf| async move {
+        let out = tokio::task::spawn_blocking(move || {
+            cli(
+                &dir,
+                &[
+                    "keys",
+                    "export",
+                    "--days",
+                    "2",
+                    "--format",
+                    "bluezone-f0",
+                    "--yes",
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    utc_day(e["time_start"].as_i64().unwrap()),
+                    DailyKey::from_hex(e["daily_key"].as_str().unwrap()).unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let key_of = |keys: &[(i64, DailyKey)], t: i64| {
+        keys.iter()
+            .find(|(d, _)| *d == utc_day(t))
+            .map(|(_, k)| k.clone())
+            .unwrap_or_else(|| panic!("no key for day {} in {keys:?}", utc_day(t)))
+    };
+    let slot = |t: i64| SlotsPerDay::DEFAULT.slot(t);
+
+    let Some(first) = rx.recv().await else {
+        panic!("the service stopped: {:?}", service.await);
+    };
+    let t0 = clock.now();
+    let old = key_of(&export(dir.clone()).await, t0);
+    assert_eq!(first.bluezone, Some(old.id(slot(t0))));
+
+    while rx.try_recv().is_ok() {}
+    let boundary_ms = bluezone_protocol::broadcast::next_switch(t0, true, true) * 1000;
+    tokio::time::advance(std::time::Duration::from_millis(
+        (boundary_ms - clock.now_ms()) as u64 + 1,
+    ))
+    .await;
+    let next = rx.recv().await.unwrap();
+    let t1 = clock.now();
+    assert_eq!(t1, boundary_ms / 1000, "the switch happens at the boundary");
+    assert!(next.epoch > first.epoch && t1 > t0);
+    let new = key_of(&export(dir.clone()).await, t1);
+    assert_ne!(new.to_hex(), old.to_hex(), "the export rotated the key");
+    assert_eq!(next.bluezone, Some(new.id(slot(t1))));
+    busy.abort();
+    shutdown.cancel();
+    service.await.unwrap().unwrap();
+}
+
+/// A radio that fails for good after its first broadcast (an adapter that disappeared). It
+/// leaves its sender of receptions with the test, so that only the radio ends on its own.
+struct Failing(std::sync::Arc<std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>>);
+
+impl bluezoned::radio::Radio for Failing {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+    fn run(self: Box<Self>, mut io: bluezoned::radio::RadioIo) -> bluezoned::radio::RadioFuture {
+        Box::pin(async move {
+            let _ = io.broadcast.changed().await;
+            self.0.lock().unwrap().push(Box::new(io.heard.clone()));
+            Err(bluezoned::radio::RadioError::Failed(
+                "adapter hci0 disappeared".into(),
+            ))
+        })
+    }
+}
+
+/// A service task that dies stops the service with an error naming it (the process then exits
+/// non-zero and systemd restarts it), and the other tasks stop.
+#[tokio::test(start_paused = true)]
+async fn a_dying_task_ends_the_service_with_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    cli(&dir, &["init"]);
+    let clock: bluezoned::clock::SharedClock =
+        std::sync::Arc::new(bluezoned::clock::VirtualClock::new(1_596_844_800));
+    let shared = bluezoned::service::Shared::new(
+        Store::open(&dir).unwrap(),
+        bluezoned::config::Config::default(),
+        clock,
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let e = bluezoned::service::run(shared, Box::new(Failing(kept.clone())), shutdown.clone())
+        .await
+        .unwrap_err();
+    let msg = bluezoned::error_chain(&e);
+    assert!(
+        msg.starts_with("radio task failed: failing backend") && msg.contains("hci0 disappeared"),
+        "{msg}"
+    );
+    assert!(shutdown.is_cancelled(), "the other tasks were told to stop");
+    assert_eq!(kept.lock().unwrap().len(), 1);
 }

@@ -81,7 +81,7 @@ pub fn run(cmd: AuthorityCommand) -> Result<()> {
             let rt = runtime()?;
             rt.block_on(async move {
                 let shutdown = tokio_util::sync::CancellationToken::new();
-                crate::cmd::run::spawn_signal_handler(shutdown.clone());
+                tokio::spawn(crate::cmd::run::signals(shutdown.clone())?);
                 serve::serve(auth, &listen, output, clock, shutdown, |addr| {
                     // The ready line: tests and supervisors read the bound address from it.
                     println!("{}", serde_json::json!({ "listening": addr.to_string() }));

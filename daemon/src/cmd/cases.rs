@@ -2,23 +2,28 @@
 
 use std::path::{Path, PathBuf};
 
-use super::open_store;
+use super::{open_store, Env};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use bluezone_protocol::time::utc_day;
 
 use crate::caselist::{self, CaseList, Limits};
-use crate::check::{run_check, CheckConfig};
+use crate::check::run_check;
 use crate::cli::CasesCommand;
-use crate::clock::{Clock, SystemClock};
 use crate::ingest::{self, Ingest};
 use crate::store::resolve_data_dir;
 
-pub fn run(data_dir: Option<PathBuf>, cmd: CasesCommand) -> Result<()> {
+/// `inspect` reads only the file; `import` writes state, so it loads the configuration as `run`
+/// does (a bad configuration fails here, not later in the daemon).
+pub fn run(
+    data_dir: Option<PathBuf>,
+    env: impl FnOnce() -> Result<Env>,
+    cmd: CasesCommand,
+) -> Result<()> {
     match cmd {
         CasesCommand::Inspect { file, trust } => inspect(&file, &trust),
-        CasesCommand::Import { file, trust } => import(&resolve_data_dir(data_dir), &file, &trust),
+        CasesCommand::Import { file, trust } => import(env()?, &file, &trust),
         CasesCommand::List { json } => list(&resolve_data_dir(data_dir), json),
     }
 }
@@ -74,9 +79,15 @@ fn report_skipped(file: &Path, list: &CaseList) {
     }
 }
 
-fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {
+fn import(env: Env, file: &Path, trust: &[PathBuf]) -> Result<()> {
+    let Env {
+        dir,
+        mut config,
+        clock,
+        ..
+    } = env;
+    let dir = dir.as_path();
     // `--trust` flags, else the daemon's own `cases.trust`: the same anchors as the API's.
-    let mut config = crate::config::Config::load(None, dir)?;
     if !trust.is_empty() {
         config.cases.trust = trust.to_vec();
     }
@@ -91,7 +102,7 @@ fn import(dir: &Path, file: &Path, trust: &[PathBuf]) -> Result<()> {
     })?;
     report_skipped(file, &list.list);
     let mut store = open_store(dir)?;
-    let stored = ingest::store(&mut store, &list, utc_day(SystemClock.now()))
+    let stored = ingest::store(&mut store, &list, utc_day(clock.now()))
         .with_context(|| format!("storing {}", file.display()))?;
     let mut summary = list.summary();
     summary["id"] = json!(stored.id);
@@ -142,10 +153,11 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
 }
 
 /// `bluezoned check`: match every imported list against the log.
-pub fn check(data_dir: Option<PathBuf>, as_json: bool) -> Result<()> {
-    let dir = resolve_data_dir(data_dir);
-    let mut store = open_store(&dir)?;
-    let report = run_check(&mut store, &CheckConfig::default())?;
+/// It reads the same configuration as the daemon: it writes exposures (and their `notify`
+/// decision) to the same store.
+pub fn check(env: &Env, as_json: bool) -> Result<()> {
+    let mut store = open_store(&env.dir)?;
+    let report = run_check(&mut store, &env.config)?;
     if as_json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());

@@ -318,7 +318,7 @@ pub async fn simulate(n: usize, hours: u32, seed: u64, progress: bool) -> Result
         let own = store.own_keys_in_days(today - 13..=today)?;
         (
             write_f0(&keyexport::f0_list(&own)).into_bytes(),
-            keyexport::gaen_zip(&own, &authority, "VN")?,
+            keyexport::gaen_zip(&own, Some(&authority), "VN")?,
         )
     };
 
@@ -331,7 +331,7 @@ pub async fn simulate(n: usize, hours: u32, seed: u64, progress: bool) -> Result
             let list = cases.accept(bytes.clone(), None)?;
             ingest::store(&mut store, &list, today)?;
         }
-        let report = run_check(&mut store, &config.check_config())?;
+        let report = run_check(&mut store, &config)?;
         let best = |proto: &str| {
             report
                 .exposures

@@ -1,78 +1,73 @@
 //! `bluezoned run`: the daemon.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{RadioArg, RunArgs};
-use crate::clock::{SharedClock, SystemClock};
+use super::Env;
+use crate::cli::RunArgs;
+use crate::clock::SharedClock;
 use crate::config::{Backend, Config};
 use crate::radio::sim::phones;
 use crate::radio::sim::{DeviceModel, DeviceSpec, Medium, MediumConfig, Mobility, ScanConfig};
 use crate::radio::Radio;
-use crate::service::{self, Shared};
-use crate::store::{resolve_data_dir, Store};
+use crate::service::{self, Shared, Supervisor};
+use crate::store::Store;
 use crate::systemd;
 
-pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
-    let dir = resolve_data_dir(data_dir);
-    let mut config = Config::load(args.config.as_deref(), &dir)?;
-    if let Some(r) = args.radio {
-        config.radio.backend = match r {
-            RadioArg::Bluez => Backend::Bluez,
-            RadioArg::Sim => Backend::Sim,
-        };
-    }
-    if let Some(a) = args.api {
-        config.api.listen = Some(a);
-    }
-    if let Some(f) = args.api_token_file {
-        config.api.owner_token_file = Some(f);
-    }
+pub fn run(env: Env, args: RunArgs) -> Result<()> {
+    let Env {
+        dir,
+        mut config,
+        clock,
+    } = env;
     if !args.trust.is_empty() {
         config.cases.trust = args.trust;
     }
-    config.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(dir, config))
+    rt.block_on(serve(dir, config, clock))
 }
 
-async fn serve(dir: PathBuf, config: Config) -> Result<()> {
+async fn serve(dir: PathBuf, config: Config, clock: SharedClock) -> Result<()> {
     // `init` is idempotent: a fresh StateDirectory becomes a store on first start.
     let (store, report) =
         Store::init(&dir).with_context(|| format!("opening the store in {}", dir.display()))?;
     if !report.nothing_changed() {
         tracing::info!(dir = %dir.display(), "initialised a new store");
     }
-    let clock: SharedClock = Arc::new(SystemClock);
     let shutdown = CancellationToken::new();
     let radio: Box<dyn Radio> = match config.radio.backend {
         Backend::Sim => sim_radio(&config, clock.clone())?,
         Backend::Bluez => bluez_radio(&config, clock.clone()).await?,
     };
     let shared = Shared::new(store, config, clock);
-    let api = crate::api::start(shared.clone(), shutdown.clone()).await?;
-    let poller = crate::poll::spawn(shared.clone(), shutdown.clone())?;
-    spawn_signal_handler(shutdown.clone());
+    let mut sup = Supervisor::new(shutdown.clone());
+    // Signals first: a SIGTERM during startup still stops the daemon cleanly.
+    sup.spawn("signal handler", signals(shutdown.clone())?);
+    if let Some(api) = crate::api::Api::bind(shared.clone()).await? {
+        sup.spawn("api", api.run(shutdown.clone()));
+    }
+    if let Some(poller) = crate::poll::spawn(shared.clone(), shutdown.clone())? {
+        sup.spawn(
+            "poller",
+            async move { poller.await.context("poller task")? },
+        );
+    }
+    service::spawn(shared, radio, &mut sup);
+    if let Some(every) = systemd::watchdog_interval() {
+        sup.watchdog(every, Box::new(systemd::feed_watchdog));
+    }
     systemd::ready();
-    let watchdog = systemd::spawn_watchdog(shutdown.clone());
-    let result = service::run(shared, radio, shutdown.clone()).await;
-    shutdown.cancel();
-    if let Some(api) = api {
-        let _ = api.await;
-    }
-    if let Some(poller) = poller {
-        let _ = poller.await;
-    }
-    if let Some(w) = watchdog {
-        w.abort();
-    }
+    let result = sup.run().await;
     systemd::stopping();
+    match &result {
+        Ok(()) => tracing::info!("service stopped"),
+        Err(e) => tracing::error!(error = %crate::error_chain(e), "service failed"),
+    }
     result
 }
 
@@ -139,20 +134,22 @@ async fn bluez_radio(config: &Config, clock: SharedClock) -> Result<Box<dyn Radi
     Ok(Box::new(radio))
 }
 
-pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
+/// Installs the SIGTERM/SIGINT handlers now (failing startup if it cannot) and returns the task
+/// that turns the first signal into a shutdown.
+pub(crate) fn signals(
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            // Shut down for another reason (a task failed): nothing left to wait for.
+            _ = shutdown.cancelled() => return Ok(()),
         }
         shutdown.cancel();
-    });
+        Ok(())
+    })
 }

@@ -55,10 +55,15 @@ pub(super) fn init(data_dir: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn log(data_dir: Option<PathBuf>, cmd: LogCommand) -> Result<()> {
+pub(super) fn log(
+    data_dir: Option<PathBuf>,
+    env: impl FnOnce() -> Result<super::Env>,
+    cmd: LogCommand,
+) -> Result<()> {
     let dir = resolve_data_dir(data_dir);
     match cmd {
-        LogCommand::Import { format, file } => import(&dir, format, &file),
+        // Writing contact data reads the configuration (retention) as `run` does.
+        LogCommand::Import { format, file } => import(&env()?, format, &file),
         LogCommand::Export { format, days } => export(&dir, format, days),
     }
 }
@@ -78,8 +83,8 @@ pub(super) fn status(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn import(dir: &Path, format: LogFormat, file: &Path) -> Result<()> {
-    let mut store = super::open_store_for_write(dir)?;
+fn import(env: &super::Env, format: LogFormat, file: &Path) -> Result<()> {
+    let mut store = super::open_store_for_write(env)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let sightings =
         logfile::parse_log(format, &bytes).with_context(|| format!("{}", file.display()))?;

@@ -61,6 +61,7 @@ pub async fn run_capped(
             }
             _ = tick.tick() => {
                 flush(&shared, &mut dedup, max_pending).await?;
+                shared.logger_beat.beat();
                 dedup.forget_older_than(shared.clock.now() - dedup_s.clamp(1, i64::MAX / 2) * 2);
                 shared.metrics.dedup_entries.store(dedup.peers() as u64, Ordering::Relaxed);
             }

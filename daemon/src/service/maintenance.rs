@@ -14,22 +14,59 @@ use crate::check;
 
 /// How often retention runs (it is cheap when there is nothing to purge).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often the store is asked whether case lists changed (another process, e.g. `cases
+/// import`, wrote them). One small query; a new list is matched within this delay.
+const CASE_LISTS_POLL: Duration = Duration::from_secs(5);
+
+/// Changes whenever a case list is added or removed: their count and highest id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CaseListsGeneration {
+    count: usize,
+    max_id: Option<i64>,
+}
+
+async fn case_lists_generation(shared: &Arc<Shared>) -> Result<Option<CaseListsGeneration>> {
+    let r = shared.with_store(|s| s.case_lists()).await?;
+    Ok(match r {
+        Ok(lists) => Some(CaseListsGeneration {
+            count: lists.len(),
+            max_id: lists.iter().map(|l| l.id).max(),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the case lists");
+            None
+        }
+    })
+}
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
     // Match once at start if lists are already stored (e.g. after a restart).
-    let mut want_match = shared
-        .with_store(|s| s.case_lists().map(|l| !l.is_empty()).unwrap_or(false))
-        .await?;
+    let mut matched = CaseListsGeneration::default();
+    let mut want_match = case_lists_generation(&shared).await? != Some(matched);
     let mut retention = tokio::time::interval(RETENTION_EVERY);
+    let mut poll = tokio::time::interval(CASE_LISTS_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if want_match {
             want_match = false;
+            // Read before matching: a list stored during the match changes it again.
+            if let Some(g) = case_lists_generation(&shared).await? {
+                matched = g;
+            }
             match_once(&shared).await?;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = retention.tick() => purge(&shared).await?,
             _ = shared.match_now.notified() => want_match = true,
+            _ = poll.tick() => {
+                if let Some(g) = case_lists_generation(&shared).await? {
+                    if g != matched {
+                        tracing::info!(case_lists = g.count, "case lists changed in the store");
+                        want_match = true;
+                    }
+                }
+            }
         }
     }
 }
@@ -56,7 +93,7 @@ async fn purge(shared: &Arc<Shared>) -> Result<()> {
 
 /// Matches all stored case lists; exposures that became notifying wake the notification task.
 pub async fn match_once(shared: &Arc<Shared>) -> Result<()> {
-    let cfg = shared.config.check_config();
+    let cfg = shared.config.clone();
     // The store is held only to read and to write back: matching millions of keys must not
     // stall the logger's writes or the API.
     let report = async {

@@ -1,6 +1,7 @@
 //! The service loop: what `bluezoned run` (and every simulated device of `demo`) runs.
 //!
-//! Tasks, joined by channels and stopped by one cancellation token:
+//! Tasks, joined by channels, supervised together ([`supervisor`]) and stopped by one
+//! cancellation token:
 //! - [`advertiser`]: puts the current Bluezone ID and GAEN RPI on air, switching exactly at slot
 //!   and interval boundaries.
 //! - the radio backend (a [`Radio`]): advertises the [`Broadcast`], reports what it hears (sightings).
@@ -10,12 +11,16 @@
 //! - [`notify`]: delivers due exposure notifications to the hook, one at a time, with retries.
 //!
 //! On shutdown every task finishes its current write, the logger flushes what it holds, and
-//! `run` returns.
+//! `run` returns. A task that ends on its own stops the others and `run` returns an error naming
+//! it.
 
 pub mod advertiser;
 pub mod logger;
 pub mod maintenance;
 pub mod notify;
+pub mod supervisor;
+
+pub use supervisor::{Heartbeat, Supervisor};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,6 +71,8 @@ pub struct Shared {
     pub notify_now: Notify,
     /// Exposures of the latest match.
     pub exposures: Mutex<Vec<ExposureReport>>,
+    /// Beats after every flush round of the logger; the watchdog is fed only while it is fresh.
+    pub logger_beat: Arc<Heartbeat>,
 }
 
 impl Shared {
@@ -78,6 +85,7 @@ impl Shared {
             match_now: Notify::new(),
             notify_now: Notify::new(),
             exposures: Mutex::new(Vec::new()),
+            logger_beat: Heartbeat::new(),
         })
     }
 
@@ -108,41 +116,56 @@ impl Shared {
     }
 }
 
-/// Runs the service until `shutdown` fires or the radio fails for good.
+/// Runs the service until `shutdown` fires or one of its tasks ends on its own.
 pub async fn run(
     shared: Arc<Shared>,
     radio: Box<dyn Radio>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let mut sup = Supervisor::new(shutdown);
+    spawn(shared, radio, &mut sup);
+    sup.run().await
+}
+
+/// Spawns the radio, advertiser, logger and maintenance tasks under `sup` (which may already
+/// supervise others: the API, the poller), and makes the logger's flushes a condition of
+/// feeding the watchdog.
+pub fn spawn(shared: Arc<Shared>, radio: Box<dyn Radio>, sup: &mut Supervisor) {
+    let shutdown = sup.shutdown().clone();
     let (btx, brx) = watch::channel(Broadcast::default());
     let (htx, hrx) = mpsc::channel(8192);
     let radio_name = radio.name();
-    let radio_task = tokio::spawn(radio.run(RadioIo {
+    let io = RadioIo {
         broadcast: brx,
         heard: htx,
         shutdown: shutdown.clone(),
-    }));
-    let adv = tokio::spawn(advertiser::run(shared.clone(), btx, shutdown.clone()));
-    let log = tokio::spawn(logger::run(shared.clone(), hrx, shutdown.clone()));
-    let maint = tokio::spawn(maintenance::run(shared.clone(), shutdown.clone()));
-    let notifier = tokio::spawn(notify::run(shared.clone(), shutdown.clone()));
+    };
+    sup.spawn("radio", async move {
+        radio
+            .run(io)
+            .await
+            .with_context(|| format!("{radio_name} backend"))
+    });
+    sup.spawn(
+        "advertiser",
+        advertiser::run(shared.clone(), btx, shutdown.clone()),
+    );
+    sup.spawn("logger", logger::run(shared.clone(), hrx, shutdown.clone()));
+    sup.spawn(
+        "maintenance",
+        maintenance::run(shared.clone(), shutdown.clone()),
+    );
+    sup.spawn("notify", notify::run(shared.clone(), shutdown.clone()));
+    sup.require_heartbeat(
+        "logger",
+        shared.logger_beat.clone(),
+        logger_stuck_after(shared.config.flush_interval()),
+    );
     tracing::info!(radio = radio_name, "service started");
+}
 
-    // The radio ends on shutdown, or early on an error it could not recover from; either way
-    // the rest of the service stops with it.
-    let radio_result = radio_task.await;
-    shutdown.cancel();
-    let (a, l, m, n) = tokio::join!(adv, log, maint, notifier);
-    a.context("advertiser panicked")??;
-    l.context("logger panicked")??;
-    m.context("maintenance panicked")??;
-    n.context("notification task panicked")??;
-    match radio_result {
-        Ok(Ok(())) => {
-            tracing::info!("service stopped");
-            Ok(())
-        }
-        Ok(Err(e)) => Err(e).with_context(|| format!("{radio_name} radio")),
-        Err(e) => Err(anyhow::anyhow!("{radio_name} radio task failed: {e}")),
-    }
+/// The logger beats once per flush interval; a flush may take a few seconds on a loaded disk
+/// before the logger counts as stuck.
+fn logger_stuck_after(flush_interval: std::time::Duration) -> std::time::Duration {
+    flush_interval * 2 + std::time::Duration::from_secs(5)
 }

@@ -12,12 +12,12 @@
 //!
 //! A device accepts the list only if a signature verifies under one of its trust anchors.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 
 use crate::bluezone::f0::{parse_f0, F0Error, F0Limits, F0Parsed};
 use crate::gaen::export::{
-    read_zip_entry, sign_detached, verify_detached, ExportError, ExportLimits, ExportSigner,
-    SignatureStatus, TrustedKey,
+    read_zip_entry, sign_detached, verify_detached, zip_entries, ExportError, ExportLimits,
+    ExportSigner, SignatureStatus, TrustedKey,
 };
 
 /// The list's entry name inside the zip.
@@ -77,24 +77,7 @@ pub fn parse_signed_f0(
 /// timestamps, so the output is a function of the input.
 pub fn write_signed_f0(json: &[u8], signer: &ExportSigner) -> Result<Vec<u8>, ExportError> {
     let sig = sign_detached(json, signer, 1, 1)?;
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .last_modified_time(zip::DateTime::default());
-    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, data) in [(F0_JSON, json), (F0_SIG, sig.as_slice())] {
-        writer
-            .start_file(name, options)
-            .map_err(|source| ExportError::Write { name, source })?;
-        writer.write_all(data).map_err(|e| ExportError::Write {
-            name,
-            source: zip::result::ZipError::Io(e),
-        })?;
-    }
-    let out = writer.finish().map_err(|source| ExportError::Write {
-        name: F0_SIG,
-        source,
-    })?;
-    Ok(out.into_inner())
+    zip_entries(&[(F0_JSON, json), (F0_SIG, &sig)])
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub mod write;
 
 pub use read::{parse_export, read_zip_entry, verify_detached};
 pub use trust::{ExportSigner, KeyError, TrustedKey};
-pub use write::{sign_detached, write_export};
+pub use write::{sign_detached, write_export, write_unsigned_export, zip_entries};
 
 /// Name of the zip entry holding the header and the key export protobuf.
 pub const EXPORT_BIN: &str = "export.bin";

@@ -26,6 +26,27 @@ pub fn write_export(file: &ExportFile, signer: &ExportSigner) -> Result<Vec<u8>,
     if !listed {
         signature_infos.push(info_to_proto(&signer.signature_info()));
     }
+    let bin = export_bin(file, signature_infos)?;
+    let sig = sign_detached(&bin, signer, file.batch_num, file.batch_size)?;
+    zip_entries(&[(EXPORT_BIN, &bin), (EXPORT_SIG, &sig)])
+}
+
+/// Writes an unsigned export zip: `export.bin` (with `signature_infos` as given) and an empty
+/// signature list in `export.sig`, written like [`write_export`]. It is what a device hands to a
+/// health authority, which checks the keys and signs what it publishes; [`parse_export`] refuses
+/// it under trust anchors (no signatures).
+pub fn write_unsigned_export(file: &ExportFile) -> Result<Vec<u8>, ExportError> {
+    let infos = file.signature_infos.iter().map(info_to_proto).collect();
+    let bin = export_bin(file, infos)?;
+    let no_signatures = proto::TEKSignatureList::default().encode_to_vec();
+    zip_entries(&[(EXPORT_BIN, &bin), (EXPORT_SIG, &no_signatures)])
+}
+
+/// `export.bin`: the header and the encoded message.
+fn export_bin(
+    file: &ExportFile,
+    signature_infos: Vec<proto::SignatureInfo>,
+) -> Result<Vec<u8>, ExportError> {
     let message = proto::TemporaryExposureKeyExport {
         start_timestamp: Some(file.start_timestamp),
         end_timestamp: Some(file.end_timestamp),
@@ -39,14 +60,19 @@ pub fn write_export(file: &ExportFile, signer: &ExportSigner) -> Result<Vec<u8>,
     let mut bin = Vec::with_capacity(EXPORT_HEADER.len() + message.encoded_len());
     bin.extend_from_slice(EXPORT_HEADER);
     bin.extend_from_slice(&message.encode_to_vec());
+    Ok(bin)
+}
 
-    let sig = sign_detached(&bin, signer, file.batch_num, file.batch_size)?;
-
+/// A zip of deflated entries with fixed timestamps, so the output is a function of the input
+/// (export zips, and signed F0 zips in `bluezone::signed`).
+pub fn zip_entries(entries: &[(&'static str, &[u8])]) -> Result<Vec<u8>, ExportError> {
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .last_modified_time(zip::DateTime::default());
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, data) in [(EXPORT_BIN, &bin), (EXPORT_SIG, &sig)] {
+    let mut last = EXPORT_BIN;
+    for &(name, data) in entries {
+        last = name;
         writer
             .start_file(name, options)
             .map_err(|source| ExportError::Write { name, source })?;
@@ -55,10 +81,9 @@ pub fn write_export(file: &ExportFile, signer: &ExportSigner) -> Result<Vec<u8>,
             source: ZipError::Io(e),
         })?;
     }
-    let out = writer.finish().map_err(|source| ExportError::Write {
-        name: EXPORT_SIG,
-        source,
-    })?;
+    let out = writer
+        .finish()
+        .map_err(|source| ExportError::Write { name: last, source })?;
     Ok(out.into_inner())
 }
 
