@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bluezone_protocol::bluezone::F0Entry;
+use bluezone_protocol::gaen::revision::{revise, PublishedKey};
+use bluezone_protocol::gaen::Enin;
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
 use bluezone_protocol::matching::score::{Infectiousness, ScoredReportType};
 use bluezone_protocol::matching::{
@@ -19,7 +21,7 @@ use serde::Serialize;
 
 use crate::caselist::{self, CaseList, Limits};
 use crate::config::Config;
-use crate::store::{ExposureKey, ReadOut, Store};
+use crate::store::{DeliveryState, ExposureKey, ReadOut, Store};
 
 /// One exposure as reported by `check --json`, the API and the hook.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -62,6 +64,11 @@ pub struct CheckReport {
     /// Exposures (per case key and day) whose notification became due in this run.
     #[serde(skip)]
     pub new_exposures: Vec<ExposureReport>,
+    /// GAEN keys (lower-case hex) revoked by a publication: [`persist`] withdraws their exposures.
+    #[serde(skip)]
+    pub revoked_keys: Vec<String>,
+    /// Exposures withdrawn in this run.
+    pub withdrawn: usize,
 }
 
 impl CheckReport {
@@ -82,10 +89,14 @@ struct Cases {
     gaen: Vec<GaenKey>,
     gaen_info: Vec<CaseInfo>,
     gaen_list: Vec<i64>,
+    /// Lower-case hex TEKs that some publication revoked: their exposures are withdrawn.
+    revoked: Vec<String>,
 }
 
 /// Reads every stored case list. The lists were verified when imported; duplicates across lists
-/// (the same key in several daily files) are matched once.
+/// (the same key in several daily files) are matched once. GAEN keys are resolved across
+/// publications as the reference server defines revisions ([`revise`]): the latest publication
+/// of a key wins, and a revoked key matches nothing and withdraws what it matched before.
 fn load_cases(store: &Store) -> Result<Cases> {
     let mut cases = Cases {
         f0: Vec::new(),
@@ -93,9 +104,10 @@ fn load_cases(store: &Store) -> Result<Cases> {
         gaen: Vec::new(),
         gaen_info: Vec::new(),
         gaen_list: Vec::new(),
+        revoked: Vec::new(),
     };
+    let mut published: Vec<PublishedKey> = Vec::new();
     let mut seen_f0: HashSet<([u8; 32], i64, i64)> = HashSet::new();
-    let mut seen_gaen: HashSet<([u8; 16], u32)> = HashSet::new();
     let limits = Limits::default();
     for info in store.case_lists()? {
         let bytes = store
@@ -112,20 +124,27 @@ fn load_cases(store: &Store) -> Result<Cases> {
                     }
                 }
             }
+            // Case-list ids grow with import order.
             CaseList::GaenExport(x) => {
-                for k in &x.file.keys {
-                    if seen_gaen.insert((*k.tek.as_bytes(), k.rolling_start)) {
-                        cases.gaen.push(GaenKey::from(k));
-                        cases.gaen_info.push(CaseInfo {
-                            report_type: k.report_type,
-                            days_since_onset: k.days_since_onset,
-                        });
-                        cases.gaen_list.push(info.id);
-                    }
-                }
+                published.extend(PublishedKey::all_of(&x.file, info.id as u64));
             }
         }
     }
+    let revised = revise(published);
+    for k in revised.keys {
+        cases.gaen.push(GaenKey {
+            tek: k.tek.clone(),
+            rolling_start: Enin(k.rolling_start),
+            rolling_period: k.rolling_period,
+            revoked: false,
+        });
+        cases.gaen_info.push(CaseInfo {
+            report_type: k.report_type,
+            days_since_onset: k.days_since_onset,
+        });
+        cases.gaen_list.push(k.publication.import_order as i64);
+    }
+    cases.revoked = revised.revoked.iter().map(|k| k.tek.to_hex()).collect();
     Ok(cases)
 }
 
@@ -210,6 +229,8 @@ pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
         corrupt_chunks: input.readout.corrupt,
         match_time,
         new_exposures: Vec::new(),
+        revoked_keys: cases.revoked.clone(),
+        withdrawn: 0,
     }
 }
 
@@ -219,6 +240,26 @@ pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
 /// daemon's notification task delivers them.
 pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
     report.new_exposures.clear();
+    report.withdrawn = 0;
+    // Only revoked keys that have a live exposure cost a withdrawal (each reads the exposures).
+    let live: HashSet<String> = if report.revoked_keys.is_empty() {
+        HashSet::new()
+    } else {
+        store
+            .exposures::<serde::de::IgnoredAny>()?
+            .exposures
+            .iter()
+            .filter(|e| e.key.protocol == "gaen" && e.delivery.state != DeliveryState::Withdrawn)
+            .map(|e| e.key.case_key.to_ascii_lowercase())
+            .collect()
+    };
+    for key in report.revoked_keys.iter().filter(|k| live.contains(*k)) {
+        let n = store.withdraw_exposure("gaen", key, "the key was revoked (report type REVOKED)")?;
+        if n > 0 {
+            tracing::warn!(exposures = n, "exposure withdrawn: its key was revoked");
+        }
+        report.withdrawn += n;
+    }
     for e in &report.exposures {
         let key = ExposureKey {
             protocol: e.protocol.to_string(),

@@ -366,6 +366,18 @@ impl Config {
         self.scoring
             .validate()
             .map_err(|e| ConfigError::Scoring(e.to_string()))?;
+        // Replay resistance cannot be switched off (security L2).
+        if self.scoring.min_distinct_ids == 0 {
+            return Err(ConfigError::Scoring(
+                "scoring.min_distinct_ids: expected at least 1, got 0".into(),
+            ));
+        }
+        if !(0.0..=24.0 * 60.0).contains(&self.scoring.notify_weighted_minutes) {
+            return Err(ConfigError::Scoring(format!(
+                "scoring.notify_weighted_minutes: expected 0 to 1440, got {}",
+                self.scoring.notify_weighted_minutes
+            )));
+        }
         if !(0..=3600).contains(&self.matching.skew_s) {
             return Err(invalid(
                 "matching.skew_s",

@@ -405,8 +405,10 @@ fn import_and_check_report_the_right_exposures() {
     assert_eq!(bz["sightings"], 21);
     assert_eq!(bz["first_seen"], day0 + 40 * 900);
     assert_eq!(bz["last_seen"], day0 + 40 * 900 + 20 * 60);
-    assert_eq!(bz["duration_s"], 1200);
-    assert_eq!(bz["min_attenuation_db"], 40); // -15 dBm assumed tx, -55 dBm received
+    // GAEN v2 scan instances: the first counts its default 120 s, each later one the 60 s since
+    // the previous.
+    assert_eq!(bz["duration_s"], 120 + 20 * 60);
+    assert_eq!(bz["min_attenuation_db"], 30); // -25 dBm assumed tx, -55 dBm received
     assert_eq!(bz["notify"], true);
     let ga = ex.iter().find(|e| e["protocol"] == "gaen").unwrap();
     assert_eq!(ga["case_key"], k.tek.to_hex());
@@ -549,8 +551,10 @@ fn keys_export_needs_yes_writes_one_day_entries_and_rotates() {
     std::io::Read::read_to_end(&mut z.by_name("export.bin").unwrap(), &mut bin).unwrap();
     assert!(bin.starts_with(b"EK Export v1    "));
     assert_eq!(z.by_name("export.sig").unwrap().size(), 0, "no signature");
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(&run(&["cases", "inspect", unsigned.to_str().unwrap()]))).unwrap();
+    // `inspect` prints the summary of an unverified file and exits non-zero.
+    let o = run(&["cases", "inspect", unsigned.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["signature"], "unverified", "{v}");
     assert_eq!(v["key_id"], serde_json::Value::Null, "{v}");
     assert!(fails(&run(&[

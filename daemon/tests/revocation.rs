@@ -1,0 +1,114 @@
+//! GAEN revocations from the command line (issue: exposure decisions §4; security M4): a key
+//! confirmed in one publication and revoked in a later one produces no exposure, and an exposure
+//! already stored for it is withdrawn; both import orders end the same.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bluezone_protocol::gaen::export::{write_export, ExportFile, ExportKey, ExportSigner, ReportType};
+use bluezone_protocol::gaen::{self, Enin, Metadata};
+use bluezone_protocol::Tek;
+use serde_json::Value;
+
+const DAY0: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bluezoned"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn signer() -> ExportSigner {
+    ExportSigner::new("310", "v1", p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap())
+}
+
+fn tek() -> Tek {
+    Tek::from_bytes([0x5a; 16])
+}
+
+/// An export publishing the key with `report_type`, in `keys` or in `revised_keys`.
+fn export(end: u64, report_type: ReportType, revised: bool) -> Vec<u8> {
+    let key = ExportKey {
+        report_type,
+        ..ExportKey::new(tek(), (DAY0 / 600) as u32)
+    };
+    let (keys, revised_keys) = if revised { (vec![], vec![key]) } else { (vec![key], vec![]) };
+    let file = ExportFile {
+        start_timestamp: end - 86_400,
+        end_timestamp: end,
+        region: "VN".into(),
+        batch_num: 1,
+        batch_size: 1,
+        keys,
+        revised_keys,
+        ..ExportFile::default()
+    };
+    write_export(&file, &signer()).unwrap()
+}
+
+/// A store that heard the key's RPIs for 25 minutes, 1 m away, over three intervals.
+fn store_with_contact(dir: &Path, tmp: &Path) {
+    ok(run(dir, &["init"]));
+    let sched = gaen::key_schedule(&tek(), Enin((DAY0 / 600) as u32), 144, Metadata::v1_0(-20));
+    let mut log = String::new();
+    for m in 0..25i64 {
+        let (enin, rpi, _aem) = sched[60 + (m / 10) as usize];
+        log += &format!("{rpi} -60 {}\n", enin.to_unix() + (m % 10) * 60);
+    }
+    let f = tmp.join("log.tsv");
+    std::fs::write(&f, log).unwrap();
+    ok(run(dir, &["log", "import", "--format", "tsv", f.to_str().unwrap()]));
+}
+
+fn import(dir: &Path, tmp: &Path, name: &str, bytes: Vec<u8>) {
+    let f = tmp.join(name);
+    std::fs::write(&f, bytes).unwrap();
+    let pem = tmp.join("trust.pem");
+    std::fs::write(&pem, signer().public_key_pem().unwrap()).unwrap();
+    ok(run(dir, &["cases", "import", f.to_str().unwrap(), "--trust", pem.to_str().unwrap()]));
+}
+
+fn check(dir: &Path) -> Value {
+    serde_json::from_str(&ok(run(dir, &["check", "--json"]))).unwrap()
+}
+
+#[test]
+fn confirmed_then_revoked_withdraws_the_exposure() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("d");
+    store_with_contact(&dir, t.path());
+    import(&dir, t.path(), "a.zip", export(DAY0 as u64 + 86_400, ReportType::ConfirmedTest, false));
+    let first = check(&dir);
+    let e = &first["exposures"][0];
+    assert_eq!(e["protocol"], "gaen");
+    assert_eq!(e["notify"], true, "{first}");
+
+    import(&dir, t.path(), "b.zip", export(DAY0 as u64 + 2 * 86_400, ReportType::Revoked, true));
+    let second = check(&dir);
+    assert_eq!(second["exposures"].as_array().unwrap().len(), 0, "{second}");
+    assert_eq!(second["withdrawn"], 1, "{second}");
+    // Withdrawn once: a later run has nothing left to withdraw, and nothing comes back.
+    let third = check(&dir);
+    assert_eq!(third["withdrawn"], 0);
+    assert_eq!(third["exposures"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn revoked_then_older_confirmed_ends_the_same() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("d");
+    store_with_contact(&dir, t.path());
+    import(&dir, t.path(), "b.zip", export(DAY0 as u64 + 2 * 86_400, ReportType::Revoked, true));
+    assert_eq!(check(&dir)["exposures"].as_array().unwrap().len(), 0);
+    import(&dir, t.path(), "a.zip", export(DAY0 as u64 + 86_400, ReportType::ConfirmedTest, false));
+    let r = check(&dir);
+    assert_eq!(r["exposures"].as_array().unwrap().len(), 0, "{r}");
+}
