@@ -254,7 +254,8 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
             .collect()
     };
     for key in report.revoked_keys.iter().filter(|k| live.contains(*k)) {
-        let n = store.withdraw_exposure("gaen", key, "the key was revoked (report type REVOKED)")?;
+        let n =
+            store.withdraw_exposure("gaen", key, "the key was revoked (report type REVOKED)")?;
         if n > 0 {
             tracing::warn!(exposures = n, "exposure withdrawn: its key was revoked");
         }

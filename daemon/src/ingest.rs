@@ -14,7 +14,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bluezone_protocol::gaen::export::TrustedKey;
+use bluezone_protocol::bluezone::signed;
+use bluezone_protocol::gaen::export::{ExportLimits, TrustedKey};
 use bluezone_protocol::time::utc_day;
 
 use crate::caselist::{self, CaseList, Format, Limits};
@@ -33,9 +34,9 @@ pub enum Error {
     WrongFormat { expected: Format, got: Format },
     #[error("not a case list: expected a Bluezone F0 JSON object or a GAEN export zip")]
     Unrecognised,
-    #[error("GAEN export refused: no trusted signing key is configured (cases.trust)")]
+    #[error("signed case list refused: no trusted signing key is configured (cases.trust)")]
     NoTrustAnchor,
-    #[error("GAEN export refused: no signature verifies under a key of cases.trust")]
+    #[error("signed case list refused: no signature verifies under a key of cases.trust")]
     Unverified,
     /// The content is malformed or over a format limit; `reason` names the field.
     #[error("invalid {format}: {reason}", format = .format.as_str())]
@@ -137,7 +138,9 @@ impl Ingest {
         self.max_bytes
     }
 
-    /// Checks `bytes` completely; `only` refuses another format (the poller takes GAEN only).
+    /// Checks `bytes` completely; `only` refuses another format. A signed F0 zip (a health
+    /// authority's publication, `bluezone::signed`) must verify under the trust anchors; its
+    /// `f0.json` is what is accepted and stored.
     pub fn accept(&self, bytes: Vec<u8>, only: Option<Format>) -> Result<Accepted, Error> {
         if bytes.is_empty() {
             return Err(Error::Empty);
@@ -148,6 +151,15 @@ impl Ingest {
                 limit: self.max_bytes,
             });
         }
+        let bytes = if signed::is_signed_f0(&bytes) {
+            if self.trusted.is_empty() {
+                return Err(Error::NoTrustAnchor);
+            }
+            signed::verified_json(&bytes, &self.trusted, &ExportLimits::DEFAULT)
+                .map_err(|_| Error::Unverified)?
+        } else {
+            bytes
+        };
         let got = caselist::detect(&bytes).map_err(|_| Error::Unrecognised)?;
         if let Some(expected) = only.filter(|&f| f != got) {
             return Err(Error::WrongFormat { expected, got });

@@ -323,7 +323,14 @@ impl Poller {
             }
         };
         report.fetched += 1;
-        let r = ingest::ingest(&self.shared, &self.ingest, bytes, Some(Format::GaenExport)).await;
+        // From the network only signed files: GAEN exports, and F0 lists inside a health
+        // authority's signed zip (a plain F0 JSON is refused: anyone could have placed it).
+        let only = if bluezone_protocol::bluezone::signed::is_signed_f0(&bytes) {
+            Format::BluezoneF0
+        } else {
+            Format::GaenExport
+        };
+        let r = ingest::ingest(&self.shared, &self.ingest, bytes, Some(only)).await;
         match r {
             Ok(got) => {
                 if got.new {

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use bluezone_protocol::gaen::export::{write_export, ExportFile, ExportKey, ExportSigner, ReportType};
+use bluezone_protocol::gaen::export::{
+    write_export, ExportFile, ExportKey, ExportSigner, ReportType,
+};
 use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezone_protocol::Tek;
 use serde_json::Value;
@@ -27,7 +29,11 @@ fn ok(o: Output) -> String {
 }
 
 fn signer() -> ExportSigner {
-    ExportSigner::new("310", "v1", p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap())
+    ExportSigner::new(
+        "310",
+        "v1",
+        p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap(),
+    )
 }
 
 fn tek() -> Tek {
@@ -40,7 +46,11 @@ fn export(end: u64, report_type: ReportType, revised: bool) -> Vec<u8> {
         report_type,
         ..ExportKey::new(tek(), (DAY0 / 600) as u32)
     };
-    let (keys, revised_keys) = if revised { (vec![], vec![key]) } else { (vec![key], vec![]) };
+    let (keys, revised_keys) = if revised {
+        (vec![], vec![key])
+    } else {
+        (vec![key], vec![])
+    };
     let file = ExportFile {
         start_timestamp: end - 86_400,
         end_timestamp: end,
@@ -65,7 +75,10 @@ fn store_with_contact(dir: &Path, tmp: &Path) {
     }
     let f = tmp.join("log.tsv");
     std::fs::write(&f, log).unwrap();
-    ok(run(dir, &["log", "import", "--format", "tsv", f.to_str().unwrap()]));
+    ok(run(
+        dir,
+        &["log", "import", "--format", "tsv", f.to_str().unwrap()],
+    ));
 }
 
 fn import(dir: &Path, tmp: &Path, name: &str, bytes: Vec<u8>) {
@@ -73,7 +86,16 @@ fn import(dir: &Path, tmp: &Path, name: &str, bytes: Vec<u8>) {
     std::fs::write(&f, bytes).unwrap();
     let pem = tmp.join("trust.pem");
     std::fs::write(&pem, signer().public_key_pem().unwrap()).unwrap();
-    ok(run(dir, &["cases", "import", f.to_str().unwrap(), "--trust", pem.to_str().unwrap()]));
+    ok(run(
+        dir,
+        &[
+            "cases",
+            "import",
+            f.to_str().unwrap(),
+            "--trust",
+            pem.to_str().unwrap(),
+        ],
+    ));
 }
 
 fn check(dir: &Path) -> Value {
@@ -85,13 +107,23 @@ fn confirmed_then_revoked_withdraws_the_exposure() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("d");
     store_with_contact(&dir, t.path());
-    import(&dir, t.path(), "a.zip", export(DAY0 as u64 + 86_400, ReportType::ConfirmedTest, false));
+    import(
+        &dir,
+        t.path(),
+        "a.zip",
+        export(DAY0 as u64 + 86_400, ReportType::ConfirmedTest, false),
+    );
     let first = check(&dir);
     let e = &first["exposures"][0];
     assert_eq!(e["protocol"], "gaen");
     assert_eq!(e["notify"], true, "{first}");
 
-    import(&dir, t.path(), "b.zip", export(DAY0 as u64 + 2 * 86_400, ReportType::Revoked, true));
+    import(
+        &dir,
+        t.path(),
+        "b.zip",
+        export(DAY0 as u64 + 2 * 86_400, ReportType::Revoked, true),
+    );
     let second = check(&dir);
     assert_eq!(second["exposures"].as_array().unwrap().len(), 0, "{second}");
     assert_eq!(second["withdrawn"], 1, "{second}");
@@ -106,9 +138,19 @@ fn revoked_then_older_confirmed_ends_the_same() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("d");
     store_with_contact(&dir, t.path());
-    import(&dir, t.path(), "b.zip", export(DAY0 as u64 + 2 * 86_400, ReportType::Revoked, true));
+    import(
+        &dir,
+        t.path(),
+        "b.zip",
+        export(DAY0 as u64 + 2 * 86_400, ReportType::Revoked, true),
+    );
     assert_eq!(check(&dir)["exposures"].as_array().unwrap().len(), 0);
-    import(&dir, t.path(), "a.zip", export(DAY0 as u64 + 86_400, ReportType::ConfirmedTest, false));
+    import(
+        &dir,
+        t.path(),
+        "a.zip",
+        export(DAY0 as u64 + 86_400, ReportType::ConfirmedTest, false),
+    );
     let r = check(&dir);
     assert_eq!(r["exposures"].as_array().unwrap().len(), 0, "{r}");
 }

@@ -73,6 +73,23 @@ pub fn parse_signed_f0(
     Ok(VerifiedF0 { parsed, signature })
 }
 
+/// The exact bytes of `f0.json` once a signature over them verifies under one of `trusted`
+/// (which must not be empty): what a device stores after fetching a signed list.
+pub fn verified_json(
+    zip_bytes: &[u8],
+    trusted: &[TrustedKey],
+    zip_limits: &ExportLimits,
+) -> Result<Vec<u8>, SignedF0Error> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip_bytes))
+        .map_err(|e| SignedF0Error::Container(ExportError::Zip(e)))?;
+    let json = read_zip_entry(&mut archive, F0_JSON, zip_limits.max_export_bin_bytes)
+        .map_err(SignedF0Error::Container)?;
+    let sig = read_zip_entry(&mut archive, F0_SIG, zip_limits.max_export_sig_bytes)
+        .map_err(SignedF0Error::Container)?;
+    verify_detached(&json, &sig, F0_SIG, trusted, zip_limits).map_err(SignedF0Error::Container)?;
+    Ok(json)
+}
+
 /// Writes `json` (an F0 list as published) and its signature by `signer` into a zip with fixed
 /// timestamps, so the output is a function of the input.
 pub fn write_signed_f0(json: &[u8], signer: &ExportSigner) -> Result<Vec<u8>, ExportError> {
@@ -122,6 +139,17 @@ mod tests {
     #[test]
     fn a_changed_list_fails_verification() {
         let json = write_f0(&list());
+        let zip = write_signed_f0(json.as_bytes(), &signer(1)).unwrap();
+        let lim = ExportLimits::DEFAULT;
+        assert_eq!(
+            verified_json(&zip, &[signer(1).trusted_key()], &lim).unwrap(),
+            json.as_bytes()
+        );
+        assert!(verified_json(&zip, &[signer(2).trusted_key()], &lim).is_err());
+        assert!(
+            verified_json(&zip, &[], &lim).is_err(),
+            "no trust anchor: nothing verifies"
+        );
         let sig = sign_detached(json.as_bytes(), &signer(1), 1, 1).unwrap();
         let tampered = json.replace("1596844800", "1596844801");
         assert!(verify_detached(
