@@ -283,6 +283,8 @@ async fn status(State(st): State<Arc<ApiState>>, caller: Option<Extension<Caller
         "matches_run": Metrics::get(&m.matches_run),
         "case_lists_stored": Metrics::get(&m.case_lists_stored),
         "store_errors": Metrics::get(&m.store_errors),
+        // Operational: whether our adverts carry a fixed (linkable) address.
+        "radio_privacy": st.shared.radio_privacy.get(),
     });
     if is_owner(caller) {
         let counts = st.counts.get(&st.shared);

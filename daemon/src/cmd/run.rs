@@ -40,11 +40,34 @@ async fn serve(dir: PathBuf, config: Config, clock: SharedClock) -> Result<()> {
         tracing::info!(dir = %dir.display(), "initialised a new store");
     }
     let shutdown = CancellationToken::new();
-    let radio: Box<dyn Radio> = match config.radio.backend {
-        Backend::Sim => sim_radio(&config, clock.clone())?,
-        Backend::Bluez => bluez_radio(&config, clock.clone()).await?,
+    let (radio, privacy): (Box<dyn Radio>, _) = match config.radio.backend {
+        Backend::Sim => (sim_radio(&config, clock.clone())?, None),
+        Backend::Bluez => {
+            let (radio, privacy) = bluez_radio(&config, clock.clone()).await?;
+            (radio, Some(privacy))
+        }
     };
+    // `status --json` reads it from the data dir; /v1/status from `Shared`.
+    let status_file = dir.join(RADIO_STATUS_FILE);
+    match &privacy {
+        Some(p) => {
+            let text = serde_json::to_vec(p).context("encoding the radio status")?;
+            let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+                .with_context(|| format!("writing {}", status_file.display()))?;
+            std::io::Write::write_all(&mut tmp, &text)
+                .and_then(|()| tmp.as_file().sync_all())
+                .with_context(|| format!("writing {}", status_file.display()))?;
+            tmp.persist(&status_file)
+                .with_context(|| format!("writing {}", status_file.display()))?;
+        }
+        None => {
+            let _ = std::fs::remove_file(&status_file);
+        }
+    }
     let shared = Shared::new(store, config, clock);
+    if let Some(p) = privacy {
+        let _ = shared.radio_privacy.set(p);
+    }
     let mut sup = Supervisor::new(shutdown.clone());
     // Signals first: a SIGTERM during startup still stops the daemon cleanly.
     sup.spawn("signal handler", signals(shutdown.clone())?);
@@ -113,7 +136,13 @@ pub(crate) fn scan_config(config: &Config) -> ScanConfig {
     }
 }
 
-async fn bluez_radio(config: &Config, clock: SharedClock) -> Result<Box<dyn Radio>> {
+/// Where `run` records what the radio learned at start (address privacy), for `status --json`.
+pub(crate) const RADIO_STATUS_FILE: &str = "radio-status.json";
+
+async fn bluez_radio(
+    config: &Config,
+    clock: SharedClock,
+) -> Result<(Box<dyn Radio>, crate::radio::bluez::privacy::AdapterPrivacy)> {
     use crate::config::Protocol;
     use crate::radio::bluez::{BluezConfig, BluezRadio};
     let r = &config.radio;
@@ -131,7 +160,8 @@ async fn bluez_radio(config: &Config, clock: SharedClock) -> Result<Box<dyn Radi
     // `connect` fails within 10 s, naming D-Bus, bluetoothd or the adapter, when one is missing.
     let radio = BluezRadio::connect(bluez, clock).await?;
     tracing::info!(adapter = %radio.adapter(), "BlueZ radio ready");
-    Ok(Box::new(radio))
+    let privacy = radio.privacy().clone();
+    Ok((Box::new(radio), privacy))
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (failing startup if it cannot) and returns the task

@@ -201,7 +201,14 @@ fn date(day: i64) -> String {
 }
 
 fn status_json(store: &Store, st: &StoreStats) -> serde_json::Value {
+    // What the running daemon's radio reported at start (BlueZ only), if it did.
+    let radio_privacy = store
+        .path()
+        .parent()
+        .and_then(|d| std::fs::read(d.join(super::run::RADIO_STATUS_FILE)).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
     serde_json::json!({
+        "radio_privacy": radio_privacy,
         "store": store.path().display().to_string(),
         "store_bytes": st.store_bytes,
         "schema_version": st.schema_version,

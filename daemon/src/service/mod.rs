@@ -69,6 +69,8 @@ pub struct Shared {
     pub match_now: Notify,
     /// Wakes the notification task (an exposure became due).
     pub notify_now: Notify,
+    /// What the BlueZ backend learned about our address privacy (none on the simulated radio).
+    pub radio_privacy: std::sync::OnceLock<crate::radio::bluez::privacy::AdapterPrivacy>,
     /// Exposures of the latest match.
     pub exposures: Mutex<Vec<ExposureReport>>,
     /// Beats after every flush round of the logger; the watchdog is fed only while it is fresh.
@@ -86,6 +88,7 @@ impl Shared {
             notify_now: Notify::new(),
             exposures: Mutex::new(Vec::new()),
             logger_beat: Heartbeat::new(),
+            radio_privacy: std::sync::OnceLock::new(),
         })
     }
 
