@@ -340,7 +340,7 @@ fn publication_signs_batches_and_revocations_reach_the_next_one() {
     let files = index(&dir);
     assert_eq!(files.len(), 2, "{files:?}");
     let zip = std::fs::read(dir.join("public").join(&files[0])).unwrap();
-    let e = parse_export(&zip, &[key.clone()], &ExportLimits::DEFAULT)
+    let e = parse_export(&zip, std::slice::from_ref(&key), &ExportLimits::DEFAULT)
         .expect("signed by the authority");
     assert!(e.is_verified());
     assert_eq!(e.file.keys.len(), 4);
@@ -355,7 +355,7 @@ fn publication_signs_batches_and_revocations_reach_the_next_one() {
     let f0 = std::fs::read(dir.join("public").join(&files[1])).unwrap();
     let v = parse_signed_f0(
         &f0,
-        &[key.clone()],
+        std::slice::from_ref(&key),
         &ExportLimits::DEFAULT,
         &Default::default(),
     )

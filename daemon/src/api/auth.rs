@@ -42,8 +42,9 @@ pub enum Role {
     Owner,
 }
 
-/// Token digests of one class. `Debug` shows only the count.
-struct Tokens(Vec<[u8; 32]>);
+/// Token digests of one class (also the authority's official tokens). `Debug` shows only the
+/// count.
+pub(crate) struct Tokens(Vec<[u8; 32]>);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,7 +53,7 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    fn load(key: &str, path: &Path) -> Result<Tokens> {
+    pub(crate) fn load(key: &str, path: &Path) -> Result<Tokens> {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(path)
             .with_context(|| format!("{key}: reading {}", path.display()))?;
@@ -93,8 +94,12 @@ impl Tokens {
         Ok(Tokens(tokens))
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Constant time over every configured token.
-    fn accepts(&self, presented: &[u8]) -> bool {
+    pub(crate) fn accepts(&self, presented: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut ok = subtle::Choice::from(0u8);
         for t in &self.0 {

@@ -16,8 +16,8 @@
 //! Uploads go through [`crate::ingest`] like every other case list. Errors are JSON
 //! `{"error": "..."}`. Nothing here logs a token or a body.
 
-mod auth;
-mod listen;
+pub(crate) mod auth;
+pub(crate) mod listen;
 mod metrics;
 mod routes;
 

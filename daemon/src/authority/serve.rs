@@ -8,7 +8,6 @@
 //!
 //! Publications run every `publish.interval_s`, on `SIGHUP`, never two at once.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,10 +29,10 @@ use super::publish::{publish, PublishReport};
 use super::tokens::{OfficialTokens, TokenId};
 use super::upload::parse_upload;
 use super::Authority;
+use crate::api::auth::{bearer, FailureLimit};
+use crate::api::listen::Peer;
 use crate::clock::SharedClock;
 
-/// Failed authentications one peer may make per minute before it gets 429.
-const AUTH_FAILURES_PER_MINUTE: u32 = 10;
 /// Time allowed to receive an upload's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,7 +42,7 @@ struct ServeState {
     db: Mutex<Db>,
     out: Output,
     clock: SharedClock,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: FailureLimit,
     publishing: tokio::sync::Mutex<()>,
 }
 
@@ -74,7 +73,7 @@ pub async fn serve(
         db: Mutex::new(db),
         out,
         clock,
-        failures: Mutex::new(HashMap::new()),
+        failures: FailureLimit::default(),
         publishing: tokio::sync::Mutex::new(()),
     });
     let app = Router::new()
@@ -137,42 +136,24 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 impl ServeState {
     /// The token's id, or the response to send (401, or 429 for a peer that keeps failing).
-    fn authenticate(&self, headers: &HeaderMap, peer: IpAddr) -> Result<TokenId, Response> {
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Result<TokenId, (StatusCode, &'static str)> {
         let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, since)) = failures.get(&peer) {
-            if now.duration_since(*since) < Duration::from_secs(60)
-                && *n >= AUTH_FAILURES_PER_MINUTE
-            {
-                return Err(error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many failed authentications; try again in a minute",
-                ));
-            }
+        let peer = Peer::Ip(peer);
+        if self.failures.blocked(peer, now) {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications; try again in a minute",
+            ));
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty());
-        match presented.and_then(|t| self.tokens.check(t.as_bytes())) {
+        match bearer(headers).and_then(|t| self.tokens.check(t)) {
             Some(id) => Ok(id),
             None => {
-                let e = failures.entry(peer).or_insert((0, now));
-                if now.duration_since(e.1) >= Duration::from_secs(60) {
-                    *e = (0, now);
-                }
-                e.0 += 1;
-                // Bound the table: forget the oldest peers when it grows.
-                if failures.len() > 10_000 {
-                    failures.retain(|_, (_, since)| {
-                        now.duration_since(*since) < Duration::from_secs(60)
-                    });
-                }
-                Err(error(
+                self.failures.failed(peer, now);
+                Err((
                     StatusCode::UNAUTHORIZED,
                     "a valid official bearer token is required",
                 ))
@@ -189,7 +170,7 @@ async fn upload(
 ) -> Response {
     let token = match state.authenticate(&headers, peer.ip()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, why)) => return error(status, why),
     };
     let max = state.auth.config.api.max_upload_bytes;
     let declared = headers
@@ -274,7 +255,7 @@ async fn revoke(
 ) -> Response {
     let token = match state.authenticate(&headers, peer.ip()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, why)) => return error(status, why),
     };
     let Ok(case) = id.parse::<i64>() else {
         return error(StatusCode::BAD_REQUEST, "case id: expected a number");

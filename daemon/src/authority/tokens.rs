@@ -3,13 +3,11 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-/// Shortest token accepted: 128 bits as hex.
-pub const MIN_TOKEN_HEX: usize = 32;
+use crate::api::auth::Tokens;
 
 /// A new token: 256 random bits as 64 hex characters.
 pub fn new_token() -> String {
@@ -18,39 +16,15 @@ pub fn new_token() -> String {
     hex::encode(b)
 }
 
-/// The tokens of one file. `Debug` shows only the count.
-pub struct OfficialTokens(Vec<[u8; 32]>);
-
-impl std::fmt::Debug for OfficialTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OfficialTokens({} configured)", self.0.len())
-    }
-}
+/// The officials' tokens: the device API's token rules (a private file, at least 128 bits per
+/// token, digests compared in constant time). `Debug` shows only the count.
+#[derive(Debug)]
+pub struct OfficialTokens(Tokens);
 
 impl OfficialTokens {
-    /// Reads one token per line (blank lines and `#` comments skipped). The file must not be
-    /// accessible by group or others, and every token must carry at least 128 bits.
+    /// Reads one token per line (blank lines and `#` comments skipped); at least one.
     pub fn load(path: &Path) -> Result<OfficialTokens> {
-        super::check_private(path)?;
-        let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        );
-        let mut tokens = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            if t.len() < MIN_TOKEN_HEX {
-                bail!(
-                    "{} line {}: token too short ({} characters); expected at least {MIN_TOKEN_HEX} (128 bits as hex)",
-                    path.display(),
-                    i + 1,
-                    t.len()
-                );
-            }
-            tokens.push(Sha256::digest(t.as_bytes()).into());
-        }
+        let tokens = Tokens::load(super::TOKENS_FILE, path)?;
         if tokens.is_empty() {
             bail!("{} holds no token; expected one per line", path.display());
         }
@@ -59,12 +33,10 @@ impl OfficialTokens {
 
     /// The id of the presented token (a digest prefix for the audit log), if it is configured.
     pub fn check(&self, presented: &[u8]) -> Option<TokenId> {
-        let digest: [u8; 32] = Sha256::digest(presented).into();
-        let mut ok = subtle::Choice::from(0u8);
-        for t in &self.0 {
-            ok |= t.ct_eq(&digest);
-        }
-        bool::from(ok).then(|| TokenId(hex::encode(&Sha256::digest(digest)[..8])))
+        self.0.accepts(presented).then(|| {
+            let digest = Sha256::digest(presented);
+            TokenId(hex::encode(&Sha256::digest(digest)[..8]))
+        })
     }
 }
 
@@ -83,11 +55,15 @@ mod tests {
         let p = d.path().join("t");
         std::fs::write(&p, "short\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(format!("{:#}", OfficialTokens::load(&p).unwrap_err()).contains("too short"));
+        assert!(format!("{:#}", OfficialTokens::load(&p).unwrap_err()).contains("at least 32"));
         let good = new_token();
         std::fs::write(&p, format!("# c\n{good}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(format!("{:#}", OfficialTokens::load(&p).unwrap_err()).contains("group or others"));
+        std::fs::write(&p, "# only a comment\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(format!("{:#}", OfficialTokens::load(&p).unwrap_err()).contains("no token"));
+        std::fs::write(&p, format!("# c\n{good}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let t = OfficialTokens::load(&p).unwrap();
         let id = t.check(good.as_bytes()).expect("configured token accepted");
