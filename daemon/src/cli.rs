@@ -188,8 +188,8 @@ pub enum CasesCommand {
     /// Detect the format, check the file, print a JSON summary.
     Inspect {
         file: PathBuf,
-        /// Trusted GAEN signing key: PEM file. The key id and version are taken from
-        /// `KEYID.VERSION.pem`-style names or from `--trust-id`; see README.
+        /// Trusted signing key: `PATH` (a PEM public key, trusted whatever key id a file names)
+        /// or `KEY_ID:VERSION=PATH` (only for files naming that id and version).
         #[arg(long = "trust", value_name = "PEM")]
         trust: Vec<PathBuf>,
     },

@@ -614,6 +614,7 @@ async fn exposures_status_and_metrics_after_a_match() {
             "case_lists_stored",
             "store_errors",
             "counts_ready",
+            "radio_privacy",
         ]),
         "counts only"
     );
@@ -769,7 +770,8 @@ async fn upload_tokens_cannot_read_exposures_or_store_counts() {
                 "uptime_s",
                 "matches_run",
                 "case_lists_stored",
-                "store_errors"
+                "store_errors",
+                "radio_privacy"
             ]),
             "{status}"
         );

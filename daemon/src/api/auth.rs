@@ -54,11 +54,19 @@ impl std::fmt::Debug for Tokens {
 
 impl Tokens {
     pub(crate) fn load(key: &str, path: &Path) -> Result<Tokens> {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+        Self::load_with(key, path, credentials.as_deref())
+    }
+
+    /// [`Tokens::load`] with the credentials directory given (tests).
+    fn load_with(key: &str, path: &Path, credentials: Option<&Path>) -> Result<Tokens> {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(path)
             .with_context(|| format!("{key}: reading {}", path.display()))?;
         let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
+        // systemd hands `LoadCredential=` files to a DynamicUser by ACL, so they show 0440:
+        // systemd protects that directory; the mode rule is for files we are pointed at.
+        if mode & 0o077 != 0 && !credentials.is_some_and(|c| is_within(path, c)) {
             bail!(
                 "{key}: {} is readable or writable by group or others (mode {:o}); \
                  expected 0600 or 0400 (chmod go= it)",
@@ -106,6 +114,14 @@ impl Tokens {
             ok |= t.ct_eq(&digest);
         }
         bool::from(ok)
+    }
+}
+
+/// Whether `path` lies in `dir`, both resolved (no `..` or symlink tricks).
+fn is_within(path: &Path, dir: &Path) -> bool {
+    match (std::fs::canonicalize(dir), std::fs::canonicalize(path)) {
+        (Ok(dir), Ok(path)) => path.starts_with(dir),
+        _ => false,
     }
 }
 
@@ -286,5 +302,25 @@ mod tests {
             !e.contains("short-token"),
             "the token is never in an error: {e}"
         );
+    }
+
+    /// systemd's `LoadCredential=` file shows mode 0440 (an ACL for the DynamicUser): accepted
+    /// inside `$CREDENTIALS_DIRECTORY`, refused anywhere else.
+    #[test]
+    fn a_0440_token_file_is_accepted_only_in_the_credentials_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let creds = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        for d in [creds.path(), other.path()] {
+            let f = d.join(OWNER_CREDENTIAL);
+            std::fs::write(&f, "0123456789abcdef0123456789abcdef\n").unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o440)).unwrap();
+        }
+        let inside = creds.path().join(OWNER_CREDENTIAL);
+        let t = Tokens::load_with("k", &inside, Some(creds.path())).unwrap();
+        assert!(t.accepts(b"0123456789abcdef0123456789abcdef"));
+        let outside = other.path().join(OWNER_CREDENTIAL);
+        assert!(Tokens::load_with("k", &outside, Some(creds.path())).is_err());
+        assert!(Tokens::load_with("k", &inside, None).is_err());
     }
 }

@@ -138,17 +138,6 @@ pub struct Server {
     pub task: tokio::task::JoinHandle<Result<()>>,
 }
 
-/// Starts the API if `api.listen` is set.
-pub async fn start(
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
-    let Some(api) = Api::bind(shared).await? else {
-        return Ok(None);
-    };
-    Ok(Some(tokio::spawn(api.run(shutdown))))
-}
-
 /// Binds `listen` and serves the API until `shutdown` fires.
 pub async fn serve(
     shared: Arc<Shared>,

@@ -8,17 +8,17 @@
 //!
 //! Publications run every `publish.interval_s`, on `SIGHUP`, never two at once.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ use super::tokens::{OfficialTokens, TokenId};
 use super::upload::parse_upload;
 use super::Authority;
 use crate::api::auth::{bearer, FailureLimit};
-use crate::api::listen::Peer;
+use crate::api::listen::{self, Listen, Listener, Peer, ServeLimits};
 use crate::clock::SharedClock;
 
 /// Time allowed to receive an upload's body.
@@ -58,12 +58,6 @@ pub async fn serve(
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen {listen}: expected IP:PORT, e.g. 127.0.0.1:8420"))?;
-    if !addr.ip().is_loopback() && !auth.config.api.allow_remote {
-        bail!(
-            "--listen {listen} is not a loopback address: tokens would cross the network in clear; \
-             put a TLS proxy in front and set api.allow_remote = true in authority.toml"
-        );
-    }
     let tokens = OfficialTokens::load(&auth.tokens_path())?;
     let db = Db::open(&auth.database_path())?;
     out.prepare().await?;
@@ -81,21 +75,20 @@ pub async fn serve(
         .route("/v1/cases/:id/revoke", post(revoke))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
+    // The device API's listener: header-read timeout, connection cap, a bounded shutdown, and
+    // loopback only unless `api.allow_remote`.
+    let (listener, local) =
+        Listener::bind(&Listen::Tcp(addr), state.auth.config.api.allow_remote).await?;
+    let Listen::Tcp(local) = local else {
+        unreachable!("a TCP address binds a TCP listener")
+    };
     tracing::info!(listen = %local, "authority API listening");
     ready(local);
 
     let schedule = tokio::spawn(schedule(state.clone(), shutdown.clone()));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await
-    .context("serving the authority API")?;
+    listen::serve(listener, app, ServeLimits::default(), shutdown.clone())
+        .await
+        .context("serving the authority API")?;
     shutdown.cancel();
     schedule.await.context("publication schedule")?
 }
@@ -139,10 +132,9 @@ impl ServeState {
     fn authenticate(
         &self,
         headers: &HeaderMap,
-        peer: IpAddr,
+        peer: Peer,
     ) -> Result<TokenId, (StatusCode, &'static str)> {
         let now = Instant::now();
-        let peer = Peer::Ip(peer);
         if self.failures.blocked(peer, now) {
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
@@ -164,11 +156,11 @@ impl ServeState {
 
 async fn upload(
     State(state): State<Arc<ServeState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let token = match state.authenticate(&headers, peer.ip()) {
+    let token = match state.authenticate(&headers, peer) {
         Ok(t) => t,
         Err((status, why)) => return error(status, why),
     };
@@ -249,11 +241,11 @@ async fn upload(
 
 async fn revoke(
     State(state): State<Arc<ServeState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let token = match state.authenticate(&headers, peer.ip()) {
+    let token = match state.authenticate(&headers, peer) {
         Ok(t) => t,
         Err((status, why)) => return error(status, why),
     };
