@@ -41,7 +41,7 @@ pub use medium::{
     BroadcastSchedule, DeviceHandle, DeviceId, DeviceModel, DeviceSpec, Medium, MediumConfig,
     Mobility, Position, SimStats, Waypoint, MIN_DISTANCE_M,
 };
-pub use scanner::{ScanConfig, SimRadio, GATT_CACHE_SLOT_SECONDS};
+pub use scanner::{ScanConfig, SimRadio};
 
 /// Errors of the simulation's API (never of the simulated air, which just loses packets).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

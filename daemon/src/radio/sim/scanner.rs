@@ -2,13 +2,13 @@
 //! the daemon's broadcast on the medium, wakes on its scan schedule, hears what the medium lets
 //! through, and reads Bluezone-iOS peers over (simulated) GATT.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bluezone_protocol::adv::Advert;
-use bluezone_protocol::{PeerId, RollingId, Sighting};
+use bluezone_protocol::bluezone::{IosReadCache, ReadDecision};
+use bluezone_protocol::{PeerId, Sighting};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
@@ -18,9 +18,6 @@ use super::medium::{DeviceHandle, DeviceId, DeviceModel, Medium, MediumConfig, S
 use super::{mix, standard_normal, SimError};
 use crate::clock::{self, SharedClock};
 use crate::radio::{Broadcast, Radio, RadioError, RadioFuture, RadioIo};
-
-/// Length of the slot during which a GATT-read Bluezone-iOS ID stays cached (bluezone.md §1).
-pub const GATT_CACHE_SLOT_SECONDS: i64 = 900;
 
 /// The scanner's duty cycle, on the device's own clock: a `window` starting at every multiple of
 /// `interval` (shifted by `phase`). Within a window the radio wakes `max_packets_per_window`
@@ -107,53 +104,6 @@ impl Schedule {
     }
 }
 
-/// Per-address GATT cache entry of a scanner.
-#[derive(Clone, Copy, Debug)]
-struct GattEntry {
-    slot: i64,
-    id: Option<RollingId>,
-    last_attempt_window: i64,
-}
-
-/// The scanner's Bluezone-iOS read cache (bluezone.md §1): one successful read per address per
-/// 15-minute slot; a failed read is retried in the next window, not at every packet.
-#[derive(Debug, Default)]
-struct GattCache {
-    entries: HashMap<u64, GattEntry>,
-}
-
-impl GattCache {
-    /// The ID of the iOS peer at `address`, reading it with `read` when this slot has none yet
-    /// and this window has not tried. `read` returns whether the read succeeded.
-    fn id(
-        &mut self,
-        address: u64,
-        slot: i64,
-        window: i64,
-        read: impl FnOnce() -> Option<RollingId>,
-    ) -> Option<RollingId> {
-        let fresh = GattEntry {
-            slot,
-            id: None,
-            last_attempt_window: i64::MIN,
-        };
-        let entry = self.entries.entry(address).or_insert(fresh);
-        if entry.slot != slot {
-            *entry = fresh;
-        }
-        if entry.id.is_none() && entry.last_attempt_window != window {
-            entry.last_attempt_window = window;
-            entry.id = read();
-        }
-        entry.id
-    }
-
-    /// Forgets slots before `slot`.
-    fn expire(&mut self, slot: i64) {
-        self.entries.retain(|_, e| e.slot >= slot);
-    }
-}
-
 /// The simulated Bluetooth backend of one bluezoned device: what the daemon runs in simulations
 /// and tests instead of BlueZ.
 pub struct SimRadio {
@@ -162,7 +112,8 @@ pub struct SimRadio {
     clock: SharedClock,
     schedule: Schedule,
     rng: StdRng,
-    gatt: GattCache,
+    /// Bluezone-iOS IDs read over (simulated) GATT: the protocol's one-read-per-slot rule.
+    gatt: IosReadCache<u64>,
     /// Counters not yet added to the medium's (added when the next frame is fetched).
     stats: SimStats,
 }
@@ -209,25 +160,21 @@ impl SimRadio {
             clock,
             schedule,
             rng: StdRng::seed_from_u64(seed),
-            gatt: GattCache::default(),
+            gatt: IosReadCache::new(),
             stats: SimStats::default(),
         })
     }
 
     /// Hears everything audible in `frame` (one wake-up of a scan window). Holds no lock: the
     /// frame is this instant's snapshot of the air.
-    fn scan_point(
-        &mut self,
-        frame: &Frame,
-        cfg: &MediumConfig,
-        window_start_ms: i64,
-    ) -> Vec<Sighting> {
+    fn scan_point(&mut self, frame: &Frame, cfg: &MediumConfig) -> Vec<Sighting> {
         let mut out = Vec::new();
         let Some(me) = frame.entries.get(self.device.0).filter(|e| e.present) else {
             return out;
         };
         let stamp = self.clock.now();
-        let slot = stamp.div_euclid(GATT_CACHE_SLOT_SECONDS);
+        // A failed read is retried in the next scan window, not at every packet.
+        let retry_s = (self.schedule.interval_ms / 1000).max(1);
         let window_ms = self.schedule.window_ms as f64;
         let points = self.schedule.points as f64;
         let stats = &mut self.stats;
@@ -261,21 +208,25 @@ impl SimRadio {
                     Some(Advert::BluezoneAndroid { id }) => (PeerId::Bluezone(*id), None),
                     Some(Advert::Gaen { rpi, aem }) => (PeerId::Gaen(*rpi), Some(*aem)),
                     Some(Advert::BluezoneIos { .. }) => {
-                        let rng = &mut self.rng;
-                        let read = || {
-                            let value = air.gatt_value;
-                            if rng.gen::<f64>() >= cfg.packet_loss && value.is_some() {
-                                peer.gatt_served.fetch_add(1, Ordering::Relaxed);
-                                stats.gatt_reads += 1;
-                                value
-                            } else {
-                                stats.gatt_failures += 1;
-                                None
+                        match self.gatt.decide(&air.address, stamp, retry_s) {
+                            ReadDecision::Known(id) => (PeerId::Bluezone(id), None),
+                            ReadDecision::Wait => continue,
+                            ReadDecision::Read => {
+                                let served = self.rng.gen::<f64>() >= cfg.packet_loss;
+                                match air.gatt_value.filter(|_| served) {
+                                    Some(id) => {
+                                        peer.gatt_served.fetch_add(1, Ordering::Relaxed);
+                                        stats.gatt_reads += 1;
+                                        self.gatt.read_ok(air.address, id, stamp, stamp);
+                                        (PeerId::Bluezone(id), None)
+                                    }
+                                    None => {
+                                        stats.gatt_failures += 1;
+                                        self.gatt.read_failed(air.address, stamp);
+                                        continue;
+                                    }
+                                }
                             }
-                        };
-                        match self.gatt.id(air.address, slot, window_start_ms, read) {
-                            Some(id) => (PeerId::Bluezone(id), None),
-                            None => continue,
                         }
                     }
                     None => {
@@ -304,9 +255,8 @@ impl SimRadio {
         let _on_air = OnAirGuard::install(&self.medium, self.device, broadcast)?;
         let config = self.medium.config();
         let mut after = self.clock.now_ms();
-        let mut window = i64::MIN;
         loop {
-            let (t, window_start) = self.schedule.next_point(after);
+            let (t, _window_start) = self.schedule.next_point(after);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
@@ -318,12 +268,7 @@ impl SimRadio {
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            if window_start != window {
-                window = window_start;
-                self.gatt
-                    .expire(self.clock.now().div_euclid(GATT_CACHE_SLOT_SECONDS));
-            }
-            let receptions = self.scan_point(&frame, &config, window_start);
+            let receptions = self.scan_point(&frame, &config);
             drop(frame);
             let send_all = async {
                 for reception in receptions {
