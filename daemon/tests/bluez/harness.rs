@@ -216,7 +216,7 @@ impl Bus {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting dbus-daemon");
-        let client = wait_for("the private bus", Duration::from_secs(10), || {
+        let client = wait_for("the private bus", Duration::from_secs(60), || {
             let mut ch = Channel::open_private(&bus_address()).ok()?;
             ch.register().ok()?;
             Some(Connection::from(ch))
@@ -245,7 +245,7 @@ impl Bus {
             .spawn()
             .expect("starting python3 -m dbusmock");
         self.mock = Some(mock);
-        wait_for("the mock to own org.bluez", Duration::from_secs(15), || {
+        wait_for("the mock to own org.bluez", Duration::from_secs(60), || {
             let (has,): (bool,) = self
                 .client()
                 .with_proxy(
