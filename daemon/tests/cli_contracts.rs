@@ -1,42 +1,13 @@
 //! The command-line contracts of issues 2, 4 and 7: `ids`, `cases inspect|import|list`, `check`,
 //! `keys export`, run as a user would run them.
 
-use std::process::{Command, Output};
-
 use bluezone_protocol::bluezone::SlotsPerDay;
 use bluezone_protocol::gaen::export::{parse_export, ExportLimits, TrustedKey};
 use bluezone_protocol::gaen::{self, Metadata};
 use bluezone_protocol::DailyKey;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bluezoned");
-
 mod support;
-use support::testdata;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run bluezoned")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(o: &Output) -> String {
-    assert!(
-        !o.status.success(),
-        "unexpectedly succeeded: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::{bin, fails, ok, run, testdata};
 
 #[test]
 fn ids_bluezone_equals_the_vector_file_line_for_line() {
@@ -447,7 +418,7 @@ fn import_and_check_report_the_right_exposures() {
         cfg.to_str().unwrap(),
     ]));
     assert_eq!(notifying(&out), [false, false], "{out}");
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["--data-dir", dir, "check", "--json"])
         .env("BLUEZONED_CONFIG", &cfg)
         .output()

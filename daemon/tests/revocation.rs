@@ -3,7 +3,6 @@
 //! already stored for it is withdrawn; both import orders end the same.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use bluezone_protocol::gaen::export::{
     write_export, ExportFile, ExportKey, ExportSigner, ReportType,
@@ -14,26 +13,11 @@ use serde_json::Value;
 
 const DAY0: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
 
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bluezoned"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
+mod support;
+use support::{signer as export_signer, Cli};
 
 fn signer() -> ExportSigner {
-    ExportSigner::new(
-        "310",
-        "v1",
-        p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap(),
-    )
+    export_signer("310", "v1", 3)
 }
 
 fn tek() -> Tek {
@@ -66,7 +50,7 @@ fn export(end: u64, report_type: ReportType, revised: bool) -> Vec<u8> {
 
 /// A store that heard the key's RPIs for 25 minutes, 1 m away, over three intervals.
 fn store_with_contact(dir: &Path, tmp: &Path) {
-    ok(run(dir, &["init"]));
+    Cli::at(dir).init();
     let sched = gaen::key_schedule(&tek(), Enin((DAY0 / 600) as u32), 144, Metadata::v1_0(-20));
     let mut log = String::new();
     for m in 0..25i64 {
@@ -75,10 +59,7 @@ fn store_with_contact(dir: &Path, tmp: &Path) {
     }
     let f = tmp.join("log.tsv");
     std::fs::write(&f, log).unwrap();
-    ok(run(
-        dir,
-        &["log", "import", "--format", "tsv", f.to_str().unwrap()],
-    ));
+    Cli::at(dir).ok(&["log", "import", "--format", "tsv", f.to_str().unwrap()]);
 }
 
 fn import(dir: &Path, tmp: &Path, name: &str, bytes: Vec<u8>) {
@@ -86,20 +67,17 @@ fn import(dir: &Path, tmp: &Path, name: &str, bytes: Vec<u8>) {
     std::fs::write(&f, bytes).unwrap();
     let pem = tmp.join("trust.pem");
     std::fs::write(&pem, signer().public_key_pem().unwrap()).unwrap();
-    ok(run(
-        dir,
-        &[
-            "cases",
-            "import",
-            f.to_str().unwrap(),
-            "--trust",
-            pem.to_str().unwrap(),
-        ],
-    ));
+    Cli::at(dir).ok(&[
+        "cases",
+        "import",
+        f.to_str().unwrap(),
+        "--trust",
+        pem.to_str().unwrap(),
+    ]);
 }
 
 fn check(dir: &Path) -> Value {
-    serde_json::from_str(&ok(run(dir, &["check", "--json"]))).unwrap()
+    Cli::at(dir).json(&["check", "--json"])
 }
 
 #[test]

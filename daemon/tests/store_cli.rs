@@ -3,62 +3,27 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bluezone_protocol::bluezone::SlotsPerDay;
 use bluezone_protocol::time::utc_day;
 use bluezoned::store::{KeyLocation, Store, DB_FILE, KEY_FILE};
 
+mod support;
+use support::{fails, now, ok, Cli};
+
 fn bluezoned(data: &Path, args: &[&str]) -> Output {
-    bluezoned_env(data, args, &[])
+    Cli::at(data).run(args)
 }
 
 fn bluezoned_env(data: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bluezoned"));
-    c.arg("--data-dir").arg(data).args(args);
-    for v in [
-        "STATE_DIRECTORY",
-        "CREDENTIALS_DIRECTORY",
-        "BLUEZONED_DATA_DIR",
-        "RUST_LOG",
-    ] {
-        c.env_remove(v);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
+    let mut c = Cli::at(data).cmd(args);
+    c.envs(env.iter().copied());
     c.output().unwrap()
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn fails(o: &Output) -> String {
-    assert!(
-        !o.status.success(),
-        "expected failure, stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
-
 fn status_json(data: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(&bluezoned(data, &["status", "--json"]))).unwrap()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    Cli::at(data).json(&["status", "--json"])
 }
 
 #[test]
