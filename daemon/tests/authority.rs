@@ -4,40 +4,26 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use bluezone_protocol::bluezone::f0::write_f0;
 use bluezone_protocol::bluezone::signed::parse_signed_f0;
 use bluezone_protocol::bluezone::{F0Entry, F0List, SlotsPerDay};
 use bluezone_protocol::gaen::export::{
-    parse_export, write_export, ExportFile, ExportKey, ExportLimits, ExportSigner, ReportType,
-    TrustedKey,
+    parse_export, write_export, ExportFile, ExportKey, ExportLimits, ReportType, TrustedKey,
 };
 use bluezone_protocol::ids::{DailyKey, Tek};
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bluezoned"))
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+mod support;
+use support::{bin, http, ok, signer, Running};
 
 fn init(dir: &Path) -> String {
-    let out = bin()
+    ok(&bin()
         .args(["authority", "init", "--dir"])
         .arg(dir)
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap());
     token(dir)
 }
 
@@ -58,63 +44,39 @@ fn trusted(dir: &Path) -> TrustedKey {
 
 /// A running `authority serve`; killed on drop.
 struct Server {
-    child: Child,
+    _child: Running,
     addr: String,
 }
 
 impl Server {
     fn start(dir: &Path) -> Server {
-        let mut child = bin()
-            .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Running::spawn(
+            bin()
+                .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
+                .arg(dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
         // The ready line ({"listening": ADDR}) is the signal; no sleeping.
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        BufReader::new(child.0.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
         let v: Value = serde_json::from_str(&line).expect("ready line");
         Server {
-            child,
+            _child: child,
             addr: v["listening"].as_str().unwrap().to_string(),
         }
     }
 
     /// One HTTP/1.1 request on its own connection (`Connection: close`).
     fn post(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
-        let mut sock = std::net::TcpStream::connect(&self.addr).unwrap();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            sock,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        sock.write_all(&body).unwrap();
-        let mut resp = Vec::new();
-        sock.read_to_end(&mut resp).unwrap();
-        let text = String::from_utf8_lossy(&resp);
-        let status = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        http::post(&self.addr, path, token, &body)
     }
 }
 
 fn f0_body(seed: u8) -> Vec<u8> {
-    let day = now().div_euclid(86_400) - 1;
+    let day = support::now().div_euclid(86_400) - 1;
     write_f0(&F0List {
         entries: vec![F0Entry {
             daily_key: DailyKey::from_bytes([seed; 32]),
@@ -127,12 +89,8 @@ fn f0_body(seed: u8) -> Vec<u8> {
 }
 
 fn gaen_body(seed: u8, n: usize) -> Vec<u8> {
-    let day = now().div_euclid(86_400) - 1;
-    let signer = ExportSigner::new(
-        "device",
-        "1",
-        p256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap(),
-    );
+    let day = support::now().div_euclid(86_400) - 1;
+    let signer = signer("device", "1", 9);
     let keys = (0..n)
         .map(|i| ExportKey {
             report_type: ReportType::ConfirmedTest,
@@ -153,17 +111,12 @@ fn gaen_body(seed: u8, n: usize) -> Vec<u8> {
 }
 
 fn publish(dir: &Path) -> Value {
-    let out = bin()
+    let out = ok(&bin()
         .args(["authority", "publish", "--json", "--dir"])
         .arg(dir)
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .unwrap());
+    serde_json::from_str(&out).unwrap()
 }
 
 fn index(dir: &Path) -> Vec<String> {

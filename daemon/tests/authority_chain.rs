@@ -4,10 +4,10 @@
 //! the case's IDs reports a notifying exposure, the other none → `revoke` → the next publication
 //! → the GAEN exposure is withdrawn.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bluezone_protocol::bluezone::SlotsPerDay;
@@ -15,21 +15,8 @@ use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezoned::store::Store;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bluezoned"))
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+mod support;
+use support::{bin, http, now, ok, Cli, Running};
 
 /// A static file server for `root` on loopback (what a CDN is to devices): GET only.
 fn static_server(root: PathBuf) -> String {
@@ -77,45 +64,18 @@ fn static_server(root: PathBuf) -> String {
     addr
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A device daemon (simulated radio) that polls the published root and trusts the authority.
-fn device(dir: &Path, url: &str, trust: &Path) -> Daemon {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("bluezoned.toml"),
-        format!(
+fn device(dir: &Path, url: &str, trust: &Path) -> Running {
+    Cli::at(dir)
+        .config(&format!(
             "[poll]\nurl = \"{url}\"\n[cases]\ntrust = [\"{}\"]\n",
             trust.display()
-        ),
-    )
-    .unwrap();
-    Daemon(
-        bin()
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["run", "--radio", "sim"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+        ))
+        .spawn(&["--radio", "sim"])
 }
 
 fn case_lists(dir: &Path) -> usize {
-    let o = bin()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["cases", "list", "--json"])
-        .output()
-        .unwrap();
+    let o = Cli::at(dir).run(&["cases", "list", "--json"]);
     serde_json::from_slice::<Value>(&o.stdout)
         .ok()
         .and_then(|v| v["case_lists"].as_array().map(Vec::len))
@@ -135,34 +95,18 @@ fn wait_for_lists(dir: &Path, n: usize) {
 }
 
 fn check(dir: &Path) -> Value {
-    serde_json::from_str(&ok(bin()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["check", "--json"])
-        .output()
-        .unwrap()))
-    .unwrap()
+    Cli::at(dir).json(&["check", "--json"])
 }
 
 fn post(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let text = String::from_utf8_lossy(&resp);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (
-        text[9..12].parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    http::post(addr, path, Some(token), body)
 }
 
 #[test]
 fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let t = tempfile::tempdir().unwrap();
     let auth = t.path().join("authority");
-    ok(bin()
+    ok(&bin()
         .args(["authority", "init", "--dir"])
         .arg(&auth)
         .output()
@@ -176,12 +120,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
 
     // The case's device: yesterday's own keys (as its advertiser made them), then `keys export`.
     let case = t.path().join("case");
-    ok(bin()
-        .arg("--data-dir")
-        .arg(&case)
-        .arg("init")
-        .output()
-        .unwrap());
+    Cli::at(&case).init();
     let yesterday = now().div_euclid(86_400) - 1;
     let own = {
         let mut s = Store::open(&case).unwrap();
@@ -191,27 +130,29 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let f0 = t.path().join("f0.json");
     let zip = t.path().join("keys.zip");
     for (format, out) in [("bluezone-f0", &f0), ("gaen-zip", &zip)] {
-        ok(bin()
-            .arg("--data-dir")
-            .arg(&case)
-            .args([
-                "keys", "export", "--days", "2", "--format", format, "--yes", "--out",
-            ])
-            .arg(out)
-            .output()
-            .unwrap());
+        Cli::at(&case).ok(&[
+            "keys",
+            "export",
+            "--days",
+            "2",
+            "--format",
+            format,
+            "--yes",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
     }
 
     // The official uploads both files.
-    let mut serve = bin()
-        .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&auth)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = Running::spawn(
+        bin()
+            .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(&auth)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let mut ready = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
+    BufReader::new(serve.0.stdout.take().unwrap())
         .read_line(&mut ready)
         .unwrap();
     let api = serde_json::from_str::<Value>(&ready).unwrap()["listening"]
@@ -223,7 +164,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let (st, v) = post(&api, "/v1/cases", &token, &std::fs::read(&zip).unwrap());
     assert_eq!(st, 201, "{v}");
     let gaen_case = v["case"].as_i64().unwrap();
-    ok(bin()
+    ok(&bin()
         .args(["authority", "publish", "--dir"])
         .arg(&auth)
         .output()
@@ -233,7 +174,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let b = t.path().join("b");
     let c = t.path().join("c");
     for d in [&b, &c] {
-        ok(bin().arg("--data-dir").arg(d).arg("init").output().unwrap());
+        Cli::at(d).init();
     }
     let t0 = yesterday * 86_400 + 10 * 3600;
     let sched = gaen::key_schedule(
@@ -251,13 +192,8 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
         log += &format!("{rpi} -60 {ts}\n");
     }
     std::fs::write(t.path().join("b.tsv"), log).unwrap();
-    ok(bin()
-        .arg("--data-dir")
-        .arg(&b)
-        .args(["log", "import", "--format", "tsv"])
-        .arg(t.path().join("b.tsv"))
-        .output()
-        .unwrap());
+    let b_tsv = t.path().join("b.tsv");
+    Cli::at(&b).ok(&["log", "import", "--format", "tsv", b_tsv.to_str().unwrap()]);
 
     let cdn = format!("http://{}/", static_server(auth.join("public")));
     let trust = auth.join("signing-key.pub.pem");
@@ -280,10 +216,9 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     // The official revokes the GAEN case; the next publication withdraws it on B.
     let (st, _) = post(&api, &format!("/v1/cases/{gaen_case}/revoke"), &token, b"");
     assert_eq!(st, 200);
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
     std::thread::sleep(Duration::from_millis(1100)); // a new window end second
-    ok(bin()
+    ok(&bin()
         .args(["authority", "publish", "--dir"])
         .arg(&auth)
         .output()
