@@ -2,7 +2,6 @@
 //! uploads the file to another daemon over HTTP, and that daemon, which logged the person,
 //! reports a notifying exposure.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,9 @@ use bluezoned::service::{self, maintenance, Shared};
 use bluezoned::store::Store;
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bluezoned");
+mod support;
+use support::{http, write_private, Cli};
+
 /// The owner's token, and the health official's (upload only).
 const TOKEN: &str = "owner-e2e-token-0123456789abcdef01234";
 const UPLOAD: &str = "official-e2e-token-0123456789abcdef0";
@@ -73,29 +74,17 @@ fn an_exported_f0_uploaded_to_another_daemon_notifies() {
 
     // The person who tested positive exports their keys.
     let f0 = tmp.path().join("f0.json");
-    let out = Command::new(BIN)
-        .args([
-            "--data-dir",
-            a.to_str().unwrap(),
-            "keys",
-            "export",
-            "--days",
-            "14",
-        ])
-        .args([
-            "--format",
-            "bluezone-f0",
-            "--out",
-            f0.to_str().unwrap(),
-            "--yes",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Cli::at(&a).ok(&[
+        "keys",
+        "export",
+        "--days",
+        "14",
+        "--format",
+        "bluezone-f0",
+        "--out",
+        f0.to_str().unwrap(),
+        "--yes",
+    ]);
 
     // An official uploads it to the other daemon's API.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -103,11 +92,9 @@ fn an_exported_f0_uploaded_to_another_daemon_notifies() {
         .build()
         .unwrap();
     rt.block_on(async {
-        use std::os::unix::fs::PermissionsExt;
         let private = |name: &str, token: &str| {
             let p = tmp.path().join(name);
-            std::fs::write(&p, format!("{token}\n")).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            write_private(&p, &format!("{token}\n"));
             p
         };
         let mut cfg = Config::default();
@@ -121,7 +108,7 @@ fn an_exported_f0_uploaded_to_another_daemon_notifies() {
         let Listen::Tcp(addr) = server.local else {
             panic!("{}", server.local)
         };
-        let http = reqwest::Client::new();
+        let http = http::client();
         let r = http
             .post(format!("http://{addr}/v1/case-lists"))
             .bearer_auth(UPLOAD)

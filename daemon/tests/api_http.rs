@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 mod support;
+use support::{http::client, write_private};
 
 /// Owner tokens (two lines of one file) and an upload token (a health official's).
 const TOKEN: &str = "owner-token-0123456789abcdef0123456789";
@@ -43,12 +44,6 @@ struct Daemon {
     base: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-fn write_private(path: &std::path::Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 impl Daemon {
@@ -147,10 +142,6 @@ impl Daemon {
             .unwrap()
             .unwrap();
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 fn f0_json(keys: &[[u8; 32]], day: i64) -> Vec<u8> {

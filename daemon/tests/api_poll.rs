@@ -20,6 +20,7 @@ use bluezoned::store::Store;
 use serde_json::Value;
 
 mod support;
+use support::{http::client, write_private};
 const ZIP2: &str = "google-server-example-2keys";
 const ZIP140: &str = "google-internals-sample-140keys";
 const LAST_MODIFIED: &str = "Tue, 24 Nov 2026 09:00:00 GMT";
@@ -132,10 +133,6 @@ fn config() -> Config {
     let mut c = Config::default();
     c.cases.trust = vec![sample(ZIP2, "pub.pem"), sample(ZIP140, "pub.pem")];
     c
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 fn poller(shared: &Arc<Shared>, addr: SocketAddr) -> Poller {
@@ -435,15 +432,13 @@ fn free_port() -> SocketAddr {
 /// a request head does not keep SIGTERM from stopping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_binary_serves_the_api_and_polls() {
-    use std::os::unix::fs::PermissionsExt;
     let token = "binary-test-token-0123456789abcdef";
     let (ks, keys_addr) = start_key_server().await;
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("{token}\n")).unwrap();
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_private(&tokens, &format!("{token}\n"));
     let api = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bluezoned"))
+    let mut child = support::bin()
         .args(["--log-json", "--data-dir"])
         .arg(dir.path().join("data"))
         .args([
@@ -462,8 +457,6 @@ async fn daemon_binary_serves_the_api_and_polls() {
         .env("BLUEZONED_POLL_URL", format!("http://{keys_addr}/keys/"))
         .env("RUST_LOG", "info")
         .env_remove("BLUEZONED_API")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("CREDENTIALS_DIRECTORY")
         .env("NO_PROXY", "127.0.0.1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

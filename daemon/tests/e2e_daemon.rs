@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bluezoned::store::Store;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bluezoned");
+mod support;
+use support::{bin, Cli, BIN};
 
 /// A fast-cycling configuration so a few seconds produce many acknowledged batches.
 const FAST: &str = r#"
@@ -30,7 +31,7 @@ struct Daemon {
 fn start(dir: &std::path::Path) -> Daemon {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("bluezoned.toml"), FAST).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(["--data-dir", dir.to_str().unwrap(), "run", "--radio", "sim"])
         .env("RUST_LOG", "bluezoned=debug")
         .stdin(Stdio::null())
@@ -131,7 +132,7 @@ fn a_bad_config_key_is_a_startup_error_naming_it() {
         "[radio]\nscan_windw_ms = 5\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = bin()
         .args([
             "--data-dir",
             tmp.path().to_str().unwrap(),
@@ -153,7 +154,7 @@ fn run_with_bluez_fails_cleanly_without_bluetoothd() {
     let data = tmp.path().join("d");
     let run = |bus: &str| {
         let t = Instant::now();
-        let out = Command::new(BIN)
+        let out = bin()
             .args([
                 "--data-dir",
                 data.to_str().unwrap(),
@@ -252,18 +253,7 @@ impl Notify {
 }
 
 fn cli(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    Cli::at(dir).ok(args)
 }
 
 /// Starts `run --radio sim` with a notify socket; `WATCHDOG_PID` must be the daemon's own pid,
@@ -296,7 +286,7 @@ fn stop(mut child: Child) {
 }
 
 fn status_json(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&cli(dir, &["status", "--json"])).unwrap()
+    Cli::at(dir).json(&["status", "--json"])
 }
 
 /// A case list imported by another process while the daemon runs is matched by the daemon.
