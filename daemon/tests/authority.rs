@@ -50,22 +50,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
-        let mut child = Running::spawn(
-            bin()
-                .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
-                .arg(dir)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null()),
-        );
-        // The ready line ({"listening": ADDR}) is the signal; no sleeping.
-        let mut line = String::new();
-        BufReader::new(child.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line).expect("ready line");
+        let (child, addr) = support::authority_serve(dir);
         Server {
             _child: child,
-            addr: v["listening"].as_str().unwrap().to_string(),
+            addr,
         }
     }
 

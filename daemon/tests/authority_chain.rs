@@ -7,7 +7,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bluezone_protocol::bluezone::SlotsPerDay;
@@ -144,21 +143,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     }
 
     // The official uploads both files.
-    let mut serve = Running::spawn(
-        bin()
-            .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(&auth)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
-    let mut ready = String::new();
-    BufReader::new(serve.0.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let api = serde_json::from_str::<Value>(&ready).unwrap()["listening"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (serve, api) = support::authority_serve(&auth);
     let (st, _) = post(&api, "/v1/cases", &token, &std::fs::read(&f0).unwrap());
     assert_eq!(st, 201);
     let (st, v) = post(&api, "/v1/cases", &token, &std::fs::read(&zip).unwrap());

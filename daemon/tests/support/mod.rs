@@ -151,6 +151,29 @@ impl Drop for Running {
     }
 }
 
+/// `bluezoned authority serve` on 127.0.0.1 (port 0) for the authority in `dir`, once it printed
+/// its ready line (`{"listening": ADDR}`): the process and ADDR. No sleeping, no log reading.
+pub fn authority_serve(dir: &Path) -> (Running, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Running::spawn(
+        bin()
+            .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: Value = serde_json::from_str(&line).expect("ready line");
+    let addr = v["listening"]
+        .as_str()
+        .expect("listening address")
+        .to_string();
+    (child, addr)
+}
+
 /// Seconds since the Unix epoch, for tests whose data must be recent (retention, `--days`).
 pub fn now() -> i64 {
     std::time::SystemTime::now()
