@@ -1,10 +1,11 @@
 //! The health authority's commands as an authority runs them: `authority init`, `serve` (the
 //! officials' API on loopback), `publish`, and a publication killed between its files and its index.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use bluezone_protocol::bluezone::f0::write_f0;
 use bluezone_protocol::bluezone::signed::parse_signed_f0;
@@ -337,8 +338,42 @@ fn publication_signs_batches_and_revocations_reach_the_next_one() {
         .all(|k| k.report_type == ReportType::Revoked));
 }
 
+/// Set (to the authority's directory) in the child process of the crash test below.
+const CRASH_CHILD_ENV: &str = "BLUEZONED_TEST_PUBLISH_CHILD";
+const CRASH_TEST: &str =
+    "a_publication_killed_before_its_index_leaves_the_old_index_and_the_next_completes";
+
+/// The crash test's child role: publish as `authority publish` does, and die (SIGKILL, no
+/// unwinding, no further write) at the moment the files are written and the index is not.
+fn publish_and_die_before_the_index(dir: &Path) -> ! {
+    use bluezoned::authority::{db::Db, output::Output, publish, Authority};
+    let auth = Authority::open(dir).unwrap();
+    let out = Output::parse(&auth.out_location(None)).unwrap();
+    let db = std::sync::Mutex::new(Db::open(&auth.database_path()).unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(publish::publish_observed(
+        &auth,
+        &db,
+        &out,
+        support::now(),
+        |step| {
+            if step == publish::Step::FilesWritten {
+                // SAFETY: kill(2) on this very process; SIGKILL cannot be caught.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
+        },
+    ));
+    panic!("the publication ended without reaching its files-written step: {result:?}");
+}
+
 #[test]
 fn a_publication_killed_before_its_index_leaves_the_old_index_and_the_next_completes() {
+    if let Some(dir) = std::env::var_os(CRASH_CHILD_ENV) {
+        publish_and_die_before_the_index(Path::new(&dir));
+    }
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("auth");
     let tok = init(&dir);
@@ -352,19 +387,20 @@ fn a_publication_killed_before_its_index_leaves_the_old_index_and_the_next_compl
         let s = Server::start(&dir);
         assert_eq!(s.post("/v1/cases", Some(&tok), gaen_body(80, 2)).0, 201);
     }
-    let mut child = bin()
-        .args(["authority", "publish", "--dir"])
-        .arg(&dir)
-        .env("BLUEZONED_AUTHORITY_PAUSE_BEFORE_INDEX", "1")
-        .stderr(Stdio::piped())
+    // The publication runs in a child process (this test binary again, in the child role),
+    // which kills itself with SIGKILL once its files are written and before its index.
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([CRASH_TEST, "--exact", "--test-threads=1"])
+        .env(CRASH_CHILD_ENV, &dir)
         .stdout(Stdio::null())
-        .spawn()
+        .stderr(Stdio::null())
+        .status()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("paused before index.txt"), "{line}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the child publication died at its step: {status}"
+    );
     let zips = std::fs::read_dir(dir.join("public"))
         .unwrap()
         .filter(|e| {
@@ -376,8 +412,6 @@ fn a_publication_killed_before_its_index_leaves_the_old_index_and_the_next_compl
         })
         .count();
     assert_eq!(zips, 2, "the new file was written");
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
     assert_eq!(
         std::fs::read(dir.join("public/index.txt")).unwrap(),
         before,

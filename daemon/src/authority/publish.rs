@@ -44,9 +44,18 @@ pub struct PublishReport {
     pub removed: Vec<String>,
 }
 
-/// Test hook: with this variable set, a publication stops (sleeps) after writing its files and
-/// before `index.txt`, so a test can SIGKILL it at exactly that point.
-pub const PAUSE_BEFORE_INDEX_ENV: &str = "BLUEZONED_AUTHORITY_PAUSE_BEFORE_INDEX";
+/// A point inside a publication that a caller of [`publish_observed`] is told about.
+///
+/// This is how the crash test stops a publication at an exact point without a test switch in
+/// the shipped program: it calls `publish_observed` from a child process and kills that process
+/// (SIGKILL) when told [`Step::FilesWritten`]. `publish` passes an observer that does nothing.
+/// (A `cfg(test)` hook is invisible to integration tests, a cargo feature would build a second
+/// binary, and killing `authority publish` when its files appear races with its index write.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Every new file of the window is written; `index.txt` is not yet replaced.
+    FilesWritten,
+}
 
 /// Publishes the window ending at `now`.
 pub async fn publish(
@@ -54,6 +63,17 @@ pub async fn publish(
     db: &std::sync::Mutex<Db>,
     out: &Output,
     now: i64,
+) -> Result<PublishReport> {
+    publish_observed(auth, db, out, now, |_| {}).await
+}
+
+/// [`publish`], telling `observe` each [`Step`] it reaches.
+pub async fn publish_observed(
+    auth: &Authority,
+    db: &std::sync::Mutex<Db>,
+    out: &Output,
+    now: i64,
+    mut observe: impl FnMut(Step),
 ) -> Result<PublishReport> {
     let cfg = &auth.config.publish;
     let lock = || db.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,10 +192,7 @@ pub async fn publish(
         out.put(&row.path, bytes).await?;
         report.files.push(row.path.clone());
     }
-    if std::env::var_os(PAUSE_BEFORE_INDEX_ENV).is_some() {
-        eprintln!("paused before index.txt");
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    }
+    observe(Step::FilesWritten);
 
     // 2. index.txt: files still holding a key inside the retention period, newest last.
     let (keep, unlisted): (Vec<FileRow>, Vec<FileRow>) =
