@@ -136,15 +136,23 @@ async fn hold_all(
     for (i, layout) in wanted.iter().enumerate() {
         match register(adapter, layout, cfg).await {
             Ok(h) => handles.push(h),
-            Err(e) if i > 0 && is_max_reached(&e) => return Outcome::NeedAlternate,
-            Err(e) => return Outcome::Failed(e),
+            Err(e) if i > 0 && is_max_reached(&e) => {
+                release(adapter, handles).await;
+                return Outcome::NeedAlternate;
+            }
+            Err(e) => {
+                release(adapter, handles).await;
+                return Outcome::Failed(e);
+            }
         }
     }
     if !wanted.is_empty() {
         let names: Vec<_> = wanted.iter().map(Layout::label).collect();
         debug!(adapter = %adapter.name(), "advertising {}", names.join(" + "));
     }
-    changed(rx).await
+    let outcome = changed(rx).await;
+    release(adapter, handles).await;
+    outcome
 }
 
 /// One layout at a time, in turn, until the broadcast changes.
@@ -159,14 +167,43 @@ async fn alternate(
             Ok(h) => h,
             Err(e) => return Outcome::Failed(e),
         };
-        tokio::select! {
-            outcome = changed(rx) => return outcome,
-            _ = tokio::time::sleep(cfg.alternate_period) => {}
+        let outcome = tokio::select! {
+            outcome = changed(rx) => Some(outcome),
+            _ = tokio::time::sleep(cfg.alternate_period) => None,
+        };
+        release(adapter, vec![handle]).await;
+        if let Some(outcome) = outcome {
+            return outcome;
         }
-        drop(handle);
     }
     // `wanted` is empty: nothing to put on air.
     changed(rx).await
+}
+
+/// Takes `handles` off the air and waits (at most [`UNREGISTER_GRACE`]) until bluetoothd
+/// reports them gone (`ActiveInstances`). bluer unregisters a dropped advertisement from a
+/// spawned task, so a registration sent right after the drop races it; on a full adapter it is
+/// refused, and [`register`] retries. Waiting here keeps alternation from turning every switch
+/// into refused calls (the contract tests count them) and a gap off air.
+async fn release(adapter: &bluer::Adapter, handles: Vec<AdvertisementHandle>) {
+    if handles.is_empty() {
+        return;
+    }
+    let Ok(active) = adapter.active_advertising_instances().await else {
+        return;
+    };
+    let target = active.saturating_sub(handles.len() as u8);
+    drop(handles);
+    let released = async {
+        while adapter
+            .active_advertising_instances()
+            .await
+            .is_ok_and(|n| n > target)
+        {
+            tokio::time::sleep(UNREGISTER_POLL).await;
+        }
+    };
+    let _ = tokio::time::timeout(UNREGISTER_GRACE, released).await;
 }
 
 /// Whether the adapter can put out the tx power we ask for. The GAEN metadata announces the
