@@ -23,7 +23,9 @@ Both need the caller's bus name, which dbusmock's dynamic methods do not see, so
 
 Introspection lists child nodes after all interfaces, as bluetoothd does.
 
-Extra Mock methods on `/` for the tests: `GetAdvertisements(adapter)`, `GetGattCharacteristics(adapter)`.
+Extra Mock methods on `/` for the tests: `GetAdvertisements(adapter)`,
+`GetAdvertisementRegistrations(adapter)`, `GetAdvertisementsRefusedFull(adapter)`,
+`GetGattCharacteristics(adapter)`.
 '''
 
 import time
@@ -162,6 +164,7 @@ def _handlers():
             err(_err('AlreadyExists', 'Already Exists'))
             return
         if len(st['adverts']) + len(st['pending']) >= st['max']:
+            st['refused_full'] += 1
             err(_err('NotPermitted', 'Maximum advertisements reached'))
             return
         st['pending'].add(key)
@@ -274,7 +277,7 @@ def AddLEAdapter(self, device_name, system_name, max_adverts, reported_instances
     adapter = mockobject.objects[path]
     adapter.le = {
         'max': int(max_adverts), 'reported': int(reported_instances),
-        'adverts': {}, 'pending': set(), 'apps': {}, 'history': [],
+        'adverts': {}, 'pending': set(), 'apps': {}, 'history': [], 'refused_full': 0,
         'watched': set(), 'watches': [],
     }
     adapter.AddProperties(ADV_MANAGER_IFACE, {
@@ -322,6 +325,12 @@ def GetAdvertisements(_self, device_name):
 def GetAdvertisementRegistrations(_self, device_name):
     '''How many advertisements were ever registered on the adapter.'''
     return dbus.UInt32(len(_adapter_state(device_name)['history']))
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='s', out_signature='u')
+def GetAdvertisementsRefusedFull(_self, device_name):
+    '''How many registrations were refused with "Maximum advertisements reached".'''
+    return dbus.UInt32(_adapter_state(device_name)['refused_full'])
 
 
 @dbus.service.method(MOCK_IFACE, in_signature='s', out_signature='a(soosas)')

@@ -443,6 +443,18 @@ impl Bus {
         n
     }
 
+    /// How many registrations the adapter refused with "Maximum advertisements reached".
+    pub fn refused_full(&self, adapter: &str) -> u32 {
+        let (n,): (u32,) = self.call(
+            "org.bluez",
+            "/",
+            BLUEZ_MOCK_IFACE,
+            "GetAdvertisementsRefusedFull",
+            (adapter,),
+        );
+        n
+    }
+
     /// (owner, app path, characteristic path, UUID, flags) of registered GATT characteristics.
     pub fn characteristics(
         &self,
