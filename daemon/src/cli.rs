@@ -232,9 +232,6 @@ pub enum LogFormat {
     Tsv,
 }
 
-#[derive(Args, Debug)]
-pub struct Nothing;
-
 /// `bluezoned authority …` (README "For health authorities").
 #[derive(Subcommand, Debug)]
 pub enum AuthorityCommand {
