@@ -164,8 +164,19 @@ pub struct DemoArgs {
 pub enum IdsCommand {
     /// One line per slot of the day: `<slot start> <id hex>`.
     Bluezone {
-        #[arg(long, value_name = "HEX64")]
-        daily_key: String,
+        /// The daily key as hex, or `-` to read it from standard input. A key given on the
+        /// command line is visible to other local users (`/proc/PID/cmdline`) and kept in shell
+        /// history: prefer `-` or `--daily-key-file`.
+        #[arg(
+            long,
+            value_name = "HEX64|-",
+            required_unless_present = "daily_key_file",
+            conflicts_with = "daily_key_file"
+        )]
+        daily_key: Option<String>,
+        /// Read the daily key (hex, surrounding whitespace ignored) from this file.
+        #[arg(long, value_name = "FILE")]
+        daily_key_file: Option<PathBuf>,
         /// Any unix time within the UTC day.
         #[arg(long, value_name = "UNIX_SECONDS")]
         day: i64,
@@ -174,8 +185,19 @@ pub enum IdsCommand {
     },
     /// 144 lines: `<enin> <rpi hex> <aem hex>`.
     Gaen {
-        #[arg(long, value_name = "HEX32")]
-        tek: String,
+        /// The TEK as hex, or `-` to read it from standard input. A TEK given on the command
+        /// line is visible to other local users (`/proc/PID/cmdline`) and kept in shell
+        /// history: prefer `-` or `--tek-file`.
+        #[arg(
+            long,
+            value_name = "HEX32|-",
+            required_unless_present = "tek_file",
+            conflicts_with = "tek_file"
+        )]
+        tek: Option<String>,
+        /// Read the TEK (hex, surrounding whitespace ignored) from this file.
+        #[arg(long, value_name = "FILE")]
+        tek_file: Option<PathBuf>,
         #[arg(long, value_name = "N")]
         enin: u32,
         #[arg(long, value_name = "HEX8", default_value = "40000000")]

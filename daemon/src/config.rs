@@ -148,6 +148,11 @@ pub struct PollConfig {
     /// Base URL of a GAEN-style key server (serving `index.txt` and the zips it lists).
     pub url: Option<String>,
     pub interval_s: u64,
+    /// PEM file of CA certificates trusted for the key server's TLS, besides `tls_roots`
+    /// (a private or enterprise CA).
+    pub ca_file: Option<PathBuf>,
+    /// Which root certificates the poller trusts besides `ca_file`.
+    pub tls_roots: TlsRoots,
 }
 
 impl Default for PollConfig {
@@ -155,8 +160,24 @@ impl Default for PollConfig {
         PollConfig {
             url: None,
             interval_s: 3600,
+            ca_file: None,
+            tls_roots: TlsRoots::Builtin,
         }
     }
+}
+
+/// Root certificates for the poller's TLS (`poll.tls_roots`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsRoots {
+    /// The Mozilla roots compiled into the binary (webpki-roots): updated only by a rebuild.
+    #[default]
+    Builtin,
+    /// The operating system's trust store (`/etc/ssl/certs`, or `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR`), read at startup.
+    System,
+    /// None: only `poll.ca_file`.
+    None,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -388,6 +409,13 @@ impl Config {
         if self.cases.max_bytes == 0 {
             return Err(invalid("cases.max_bytes", "at least 1", 0));
         }
+        if self.poll.tls_roots == TlsRoots::None && self.poll.ca_file.is_none() {
+            return Err(invalid(
+                "poll.tls_roots",
+                "\"builtin\" or \"system\" unless poll.ca_file names the CA certificates",
+                "\"none\"",
+            ));
+        }
         if self.poll.interval_s < 60 {
             return Err(invalid(
                 "poll.interval_s",
@@ -504,6 +532,7 @@ mod tests {
             ),
             ("[matching]\nskew_s = -1", "matching.skew_s"),
             ("[poll]\ninterval_s = 1", "poll.interval_s"),
+            ("[poll]\ntls_roots = \"none\"", "poll.tls_roots"),
         ];
         for (text, key) in refused {
             let e = Config::parse(text).unwrap_err();
@@ -519,9 +548,24 @@ mod tests {
             "[radio]\ndedup_s = 1\nstall_timeout_s = 1",
             "[scoring]\nmin_distinct_ids = 1",
             "[scoring]\nnotify_weighted_minutes = 0.0",
+            "[poll]\ntls_roots = \"system\"",
+            "[poll]\ntls_roots = \"none\"\nca_file = \"/etc/bluezoned/ca.pem\"",
         ] {
             Config::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         }
+    }
+
+    /// Security L12: the poller's TLS roots are configurable; an unknown value names the key.
+    #[test]
+    fn poll_tls_roots() {
+        assert_eq!(Config::default().poll.tls_roots, TlsRoots::Builtin);
+        let c = Config::parse("[poll]\ntls_roots = \"system\"\nca_file = \"/x.pem\"").unwrap();
+        assert_eq!(c.poll.tls_roots, TlsRoots::System);
+        assert_eq!(c.poll.ca_file.as_deref(), Some(Path::new("/x.pem")));
+        let e = Config::parse("[poll]\ntls_roots = \"os\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_roots"), "{e}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::caselist::Format;
+use crate::config::{PollConfig, TlsRoots};
 use crate::ingest::{self, Ingest};
 use crate::service::Shared;
 
@@ -92,6 +93,7 @@ pub struct Poller {
     shared: Arc<Shared>,
     base: Url,
     client: reqwest::Client,
+    tls: Tls,
     ingest: Ingest,
     state_path: PathBuf,
     state: PollState,
@@ -150,12 +152,14 @@ impl Poller {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let state_path = dir.join(STATE_FILE);
-        let client = build_client(&base, false)?;
+        let tls = Tls::load(&shared.config.poll)?;
+        let client = build_client(&base, false, &tls)?;
         let state = load_state(&state_path, &base);
         Ok(Poller {
             shared,
             base,
             client,
+            tls,
             ingest,
             state_path,
             state,
@@ -167,7 +171,7 @@ impl Poller {
 
     /// The same client without system proxies (tests on loopback).
     pub fn without_proxy(mut self) -> Result<Poller> {
-        self.client = build_client(&self.base, true)?;
+        self.client = build_client(&self.base, true, &self.tls)?;
         Ok(self)
     }
 
@@ -439,9 +443,67 @@ fn host_is_loopback(u: &Url) -> bool {
         || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
+/// The certificates the poller's TLS trusts: `poll.tls_roots` and `poll.ca_file`, read once.
+#[derive(Clone)]
+struct Tls {
+    roots: TlsRoots,
+    /// `poll.ca_file`'s certificates, then (for `system`) the system's.
+    extra: Vec<reqwest::Certificate>,
+}
+
+impl Tls {
+    fn load(cfg: &PollConfig) -> Result<Tls> {
+        let mut extra = Vec::new();
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("poll.ca_file: reading {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "poll.ca_file: {}: not a PEM certificate bundle: {e}",
+                    path.display()
+                )
+            })?;
+            if certs.is_empty() {
+                bail!(
+                    "poll.ca_file: {} holds no certificate (expected PEM blocks \
+                     \"-----BEGIN CERTIFICATE-----\")",
+                    path.display()
+                );
+            }
+            extra.extend(certs);
+        }
+        if cfg.tls_roots == TlsRoots::System {
+            let found = rustls_native_certs::load_native_certs();
+            let before = extra.len();
+            for der in found.certs {
+                // A system store may hold a certificate reqwest cannot use; skip it.
+                if let Ok(c) = reqwest::Certificate::from_der(&der) {
+                    extra.push(c);
+                }
+            }
+            if extra.len() == before {
+                let why = found
+                    .errors
+                    .first()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                bail!(
+                    "poll.tls_roots = \"system\": no certificate found in the system trust store \
+                     (SSL_CERT_FILE, SSL_CERT_DIR or the distribution's CA bundle){why}"
+                );
+            }
+        }
+        Ok(Tls {
+            roots: cfg.tls_roots,
+            extra,
+        })
+    }
+}
+
 /// Redirects only within the base's origin (scheme, host, port), at most [`MAX_REDIRECTS`];
 /// none at all when the URL carries a user or password, which reqwest would send again.
-fn build_client(base: &Url, no_proxy: bool) -> Result<reqwest::Client> {
+/// Trusts the compiled-in roots only for `poll.tls_roots = "builtin"`, plus [`Tls`]'s.
+fn build_client(base: &Url, no_proxy: bool, tls: &Tls) -> Result<reqwest::Client> {
     let origin = base.origin();
     let has_credentials = !base.username().is_empty() || base.password().is_some();
     let policy = if has_credentials {
@@ -461,10 +523,15 @@ fn build_client(base: &Url, no_proxy: bool) -> Result<reqwest::Client> {
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("bluezoned/", env!("CARGO_PKG_VERSION")))
         .redirect(policy);
+    b = b.tls_built_in_root_certs(tls.roots == TlsRoots::Builtin);
+    for c in &tls.extra {
+        b = b.add_root_certificate(c.clone());
+    }
     if no_proxy {
         b = b.no_proxy();
     }
-    b.build().context("poll: building the HTTP client")
+    b.build()
+        .context("poll: building the HTTP client (poll.ca_file, poll.tls_roots)")
 }
 
 fn load_state(path: &Path, base: &Url) -> PollState {

@@ -920,6 +920,64 @@ async fn connections_over_the_cap_are_closed() {
     d.stop().await;
 }
 
+/// Security M1 (per-peer cap): a peer holding its cap's worth of idle connections gets its next
+/// one closed at once, though the global cap has room; the connections it holds still work, and
+/// a place freed is usable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_peer_cap_are_closed() {
+    let limits = ServeLimits {
+        max_connections: 64,
+        max_connections_per_peer: 3,
+        // Idle connections must outlive a slow machine's test.
+        header_read_timeout: Duration::from_secs(300),
+        ..ServeLimits::default()
+    };
+    let d = Daemon::start_with(|_| {}, limits).await;
+    async fn get_status(s: &mut tokio::net::TcpStream) -> std::io::Result<[u8; 12]> {
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await?;
+        Ok(buf)
+    }
+    // Idle: nothing sent. Accepted in order, each takes its place before the next is accepted.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(d.addr).await.unwrap());
+    }
+    let mut fourth = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), fourth.read_to_end(&mut out))
+        .await
+        .expect("the fourth connection of one peer is closed");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    for s in &mut held {
+        assert_eq!(&get_status(s).await.unwrap(), b"HTTP/1.1 200");
+    }
+    // One place freed: a new connection is served.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+        match get_status(&mut s).await {
+            Ok(b) => {
+                assert_eq!(&b, b"HTTP/1.1 200");
+                break;
+            }
+            // The server may not have seen the close yet.
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("a freed place was not given back: {e}"),
+        }
+    }
+    drop(held);
+    d.stop().await;
+}
+
 /// Security L19: uploads whose bodies stall hold a queue place, not a parser, so a complete
 /// upload behind them is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,100 @@ fn ids_bluezone_equals_the_vector_file_line_for_line() {
     .contains("max"));
 }
 
+fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run bluezoned");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Security L15: a daily key or TEK need not be on the command line (`/proc/PID/cmdline`, shell
+/// history): `-` reads it from standard input, `--daily-key-file`/`--tek-file` from a file. Each
+/// prints exactly what the key on the command line prints; errors never echo the key.
+#[test]
+fn ids_secrets_from_stdin_or_a_file() {
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let tek = "75c734c6dd1a782de7a965da5eb93125";
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("daily.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let tek_file = dir.path().join("tek");
+    std::fs::write(&tek_file, format!("  {tek}\n")).unwrap();
+
+    let bz = |k: &[&str]| -> Vec<String> {
+        ["ids", "bluezone"]
+            .iter()
+            .chain(k)
+            .chain(&["--day", "1596844800"])
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let argv = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>();
+    let on_argv = ok(&run(&argv(&bz(&["--daily-key", key]))));
+    assert_eq!(on_argv.lines().count(), 96);
+    let stdin = ok(&run_with_stdin(
+        &argv(&bz(&["--daily-key", "-"])),
+        format!("{key}\n").as_bytes(),
+    ));
+    assert_eq!(stdin, on_argv);
+    let file = ok(&run(&argv(&bz(&[
+        "--daily-key-file",
+        key_file.to_str().unwrap(),
+    ]))));
+    assert_eq!(file, on_argv);
+
+    let on_argv = ok(&run(&["ids", "gaen", "--tek", tek, "--enin", "2642976"]));
+    assert_eq!(on_argv.lines().count(), 144);
+    let stdin = ok(&run_with_stdin(
+        &["ids", "gaen", "--tek", "-", "--enin", "2642976"],
+        tek.as_bytes(),
+    ));
+    assert_eq!(stdin, on_argv);
+    let file = ok(&run(&[
+        "ids",
+        "gaen",
+        "--tek-file",
+        tek_file.to_str().unwrap(),
+        "--enin",
+        "2642976",
+    ]));
+    assert_eq!(file, on_argv);
+
+    // Bad input: a clear error naming the source, never the secret's text.
+    let e = fails(&run_with_stdin(&argv(&bz(&["--daily-key", "-"])), b""));
+    assert!(e.contains("--daily-key - (standard input): empty"), "{e}");
+    let e = fails(&run_with_stdin(
+        &argv(&bz(&["--daily-key", "-"])),
+        format!("{}\n", &key[..62]).as_bytes(),
+    ));
+    assert!(e.contains("standard input") && e.contains("64 hex"), "{e}");
+    assert!(!e.contains(&key[..62]), "the key was echoed: {e}");
+    let missing = dir.path().join("missing");
+    let e = fails(&run(&argv(&bz(&[
+        "--daily-key-file",
+        missing.to_str().unwrap(),
+    ]))));
+    assert!(
+        e.contains("--daily-key-file") && e.contains("missing"),
+        "{e}"
+    );
+    let e = fails(&run(&argv(&bz(&[
+        "--daily-key",
+        key,
+        "--daily-key-file",
+        key_file.to_str().unwrap(),
+    ]))));
+    assert!(e.contains("cannot be used with"), "{e}");
+    let e = fails(&run(&["ids", "gaen", "--enin", "1"]));
+    assert!(e.contains("--tek"), "{e}");
+}
+
 #[test]
 fn ids_gaen_equals_the_official_vectors_line_for_line() {
     let text = std::fs::read_to_string(testdata("gaen/en-v1.2-vectors.txt")).unwrap();

@@ -540,3 +540,100 @@ async fn a_dying_task_ends_the_service_with_an_error_naming_it() {
     assert!(shutdown.is_cancelled(), "the other tasks were told to stop");
     assert_eq!(kept.lock().unwrap().len(), 1);
 }
+
+/// Security L9 (reload): the device API's token file is read again on SIGHUP. A running
+/// `run --radio sim` whose token file is rotated accepts the new token and refuses the old one
+/// (401) after a SIGHUP, and keeps running.
+#[test]
+fn sighup_reloads_the_api_tokens() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    const OLD: &str = "old-owner-token-0123456789abcdef0123";
+    const NEW: &str = "new-owner-token-fedcba9876543210fedc";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = tmp.path().join("tokens");
+    let write_tokens = |token: &str| {
+        // Rotated as an admin would: a new file renamed over the old one.
+        let next = tmp.path().join("tokens.new");
+        std::fs::write(&next, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&next, &tokens).unwrap();
+    };
+    write_tokens(OLD);
+    std::fs::write(
+        dir.join("bluezoned.toml"),
+        format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\nowner_token_file = \"{}\"\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", dir.to_str().unwrap(), "run", "--radio", "sim"])
+        .env("RUST_LOG", "bluezoned=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_line = |what: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no log line {what:?} within 60 s: {e}"),
+            }
+        }
+    };
+    let listening = wait_line("HTTP API listening");
+    let addr: std::net::SocketAddr = listening
+        .split("listen=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .expect("listen address in the log")
+        .parse()
+        .unwrap();
+    let status_of = |token: &str| -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "GET /v1/exposures HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        String::from_utf8_lossy(&head[9..]).into_owned()
+    };
+    assert_eq!(status_of(OLD), "200");
+    assert_eq!(status_of(NEW), "401");
+
+    write_tokens(NEW);
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_line("API tokens reloaded");
+    assert_eq!(status_of(NEW), "200");
+    assert_eq!(status_of(OLD), "401");
+
+    // A file that became unusable on reload keeps the tokens in use.
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let failed = wait_line("reloading the API tokens failed");
+    assert!(failed.contains("group or others"), "{failed}");
+    assert_eq!(status_of(NEW), "200");
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -701,3 +701,60 @@ fn counts_are_filled_when_a_v2_store_is_opened() {
     assert_eq!(store.stats().unwrap().schema_version, 3);
     assert_eq!(store.counts().unwrap().days, vec![(D0, 2), (D0 + 2, 1)]);
 }
+
+/// H3 as systemd really does it: `write_credential()` makes the file 0400 and grants the
+/// service user read access with a named-user ACL (`user::r, user:UID:r, group::-, mask::r,
+/// other::-`), so `stat` shows 0440. The ACL is written as the `system.posix_acl_access` xattr
+/// (no `setfacl` needed); a filesystem without ACLs skips the test, saying so.
+#[test]
+fn a_credential_key_readable_through_a_posix_acl_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let creds = tmp.path().join("creds");
+    fs::create_dir(&creds).unwrap();
+    let key = creds.join(KEY_FILE);
+    fs::write(&key, [0x21u8; 32]).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
+    // struct posix_acl_xattr_header { u32 version = 2 } + entries { u16 tag, u16 perm, u32 id },
+    // little-endian, sorted by tag.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 4u16, u32::MAX), // ACL_USER_OBJ r
+        (0x02, 4, 65_534),         // ACL_USER nobody r (the DynamicUser)
+        (0x04, 0, u32::MAX),       // ACL_GROUP_OBJ -
+        (0x10, 4, u32::MAX),       // ACL_MASK r
+        (0x20, 0, u32::MAX),       // ACL_OTHER -
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    let path = std::ffi::CString::new(key.as_os_str().as_encoded_bytes()).unwrap();
+    let name = c"system.posix_acl_access";
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        eprintln!(
+            "skipped: this filesystem takes no POSIX ACL ({})",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o440, "the ACL mask shows in the group bits");
+    let cred = KeyLocation::resolve(&data, Some(&creds));
+    assert_eq!(cred.source, KeySource::Credential);
+    let (mut store, _) = Store::init_at(&data, cred.clone()).unwrap();
+    store.insert_sightings(&[bz(3, D0, 30)]).unwrap();
+    drop(store);
+    let store = Store::open_at(&data, cred).unwrap();
+    assert_eq!(store.sightings_in_days(D0, D0).unwrap().sightings.len(), 1);
+}

@@ -78,3 +78,82 @@ proptest! {
         }
     }
 }
+
+fn extreme_time() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        any::<i64>(),
+        prop::sample::select(vec![
+            i64::MIN,
+            i64::MIN + 1,
+            -1,
+            0,
+            EARLIEST_TIME - 1,
+            EARLIEST_TIME,
+            LATEST_TIME,
+            LATEST_TIME + 1,
+            i64::MAX - 86_400,
+            i64::MAX,
+        ]),
+        EARLIEST_TIME..=LATEST_TIME,
+    ]
+}
+
+proptest! {
+    /// Security L1: any `time_start`/`time_end` either gives an entry with exactly those times,
+    /// inside the accepted window, that the matcher handles without wrapping, or skips the entry
+    /// with an error naming the field and the value; the other entries are kept.
+    #[test]
+    fn extreme_entry_times_are_kept_exactly_or_refused_by_name(
+        start in extreme_time(),
+        end in extreme_time(),
+    ) {
+        use bluezone_protocol::matching::{bluezone::match_f0, MatchConfig, ObservationIndex};
+        use bluezone_protocol::{PeerId, Sighting};
+        let key = DailyKey::from_bytes([3; 32]);
+        let good = format!(
+            r#"{{"daily_key":"{}","time_start":1596844800,"time_end":1596931199,"max":96}}"#,
+            "11".repeat(32)
+        );
+        let doc = format!(
+            r#"{{"data":[{good},{{"daily_key":"{}","time_start":{start},"time_end":{end},"max":96}}]}}"#,
+            key.to_hex()
+        );
+        let parsed = parse_f0(doc.as_bytes(), &F0Limits::default()).unwrap();
+        let in_window = |t: i64| (EARLIEST_TIME..=LATEST_TIME).contains(&t);
+        if in_window(start) && in_window(end) && end >= start {
+            prop_assert_eq!(parsed.list.entries.len(), 2);
+            let e = &parsed.list.entries[1];
+            prop_assert_eq!((e.time_start, e.time_end), (start, end));
+            prop_assert!(e.days() >= 1);
+            // A sighting of the entry's first ID, at its start: the matcher finds it, and no
+            // hit lies outside the entry's time.
+            let s = Sighting {
+                peer: PeerId::Bluezone(key.id(SlotsPerDay::DEFAULT.slot(start))),
+                time: start,
+                rssi: -60,
+                tx_power: None,
+                aem: None,
+            };
+            let index = ObservationIndex::build(std::slice::from_ref(&s), 1);
+            let (hits, _) = match_f0(std::slice::from_ref(e), &index, &MatchConfig::default());
+            prop_assert!(!hits.is_empty(), "the entry's first ID at its start is found");
+        } else {
+            prop_assert_eq!(parsed.list.entries.len(), 1, "the good entry is kept");
+            prop_assert_eq!(parsed.skipped.len(), 1);
+            let skip = &parsed.skipped[0];
+            prop_assert_eq!(skip.index, 1);
+            let msg = skip.to_string();
+            let (field, values) = if !in_window(start) {
+                ("time_start", vec![start])
+            } else if !in_window(end) {
+                ("time_end", vec![end])
+            } else {
+                ("time_end", vec![start, end])
+            };
+            prop_assert_eq!(skip.field, field, "{}", msg);
+            for v in values {
+                prop_assert!(msg.contains(&v.to_string()), "{}", msg);
+            }
+        }
+    }
+}

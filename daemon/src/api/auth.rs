@@ -167,6 +167,11 @@ impl Auth {
         Ok(Auth { owner, upload })
     }
 
+    /// How many owner and upload tokens are configured.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.owner.0.len(), self.upload.0.len())
+    }
+
     /// The role a presented token grants, if any. Every class is checked, so the time does not
     /// tell which class (or whether any) matched.
     pub(crate) fn role(&self, presented: &[u8]) -> Option<Role> {

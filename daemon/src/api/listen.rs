@@ -5,9 +5,10 @@
 //! shutdown, so connections are served with hyper directly: a timer-driven header-read timeout
 //! (which also ends an idle keep-alive connection, since hyper re-arms it while it waits for the
 //! next request head), a cap on open connections (a connection over it is closed at once, so
-//! fds cannot be exhausted), and on shutdown a grace period after which every connection is
-//! dropped, finished or not.
+//! fds cannot be exhausted), a smaller cap per peer (one client cannot take every place), and on
+//! shutdown a grace period after which every connection is dropped, finished or not.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,11 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// Open connections at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Open connections at once from one peer (an IP address, or a Unix-socket user id); one
+    /// more from that peer is closed as soon as it is accepted, so one client cannot take all
+    /// of `max_connections`. On loopback every local client (and a local TLS proxy) is the
+    /// same peer, `127.0.0.1` or `::1`.
+    pub max_connections_per_peer: usize,
     /// After shutdown starts, open connections get this long to finish, then are dropped.
     pub shutdown_grace: Duration,
 }
@@ -39,6 +45,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             // Well under the unit's LimitNOFILE, leaving fds for the store, D-Bus and the poller.
             max_connections: 256,
+            max_connections_per_peer: 64,
             shutdown_grace: Duration::from_secs(3),
         }
     }
@@ -156,6 +163,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_peer = PeerSlots::new(limits.max_connections_per_peer);
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -173,6 +181,14 @@ pub(crate) async fn serve(
                 }
             }
         };
+        let Some(peer_slot) = per_peer.try_acquire(peer) else {
+            tracing::warn!(
+                limit = limits.max_connections_per_peer,
+                "HTTP API: per-peer connection cap reached; closing a new connection"
+            );
+            drop(io);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(
                 limit = limits.max_connections,
@@ -187,7 +203,7 @@ pub(crate) async fn serve(
             app.clone(),
             limits,
             shutdown.clone(),
-            slot,
+            (slot, peer_slot),
         ));
         while conns.try_join_next().is_some() {}
     }
@@ -210,6 +226,67 @@ fn listener_cleanup(listener: &Listener) -> std::io::Result<()> {
     match listener {
         Listener::Unix(_, path) => std::fs::remove_file(path),
         Listener::Tcp(_) => Ok(()),
+    }
+}
+
+/// Open connections per peer, with a cap. A place is held by a [`PeerSlot`] and given back
+/// when it drops; a peer with no open connection is forgotten.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerSlots {
+    cap: usize,
+    open: Arc<std::sync::Mutex<HashMap<Peer, usize>>>,
+}
+
+/// One connection's place in [`PeerSlots`].
+#[derive(Debug)]
+pub(crate) struct PeerSlot {
+    peer: Peer,
+    open: Arc<std::sync::Mutex<HashMap<Peer, usize>>>,
+}
+
+impl PeerSlots {
+    pub(crate) fn new(cap: usize) -> PeerSlots {
+        PeerSlots {
+            cap,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more connection of `peer`, unless it already has `cap` open.
+    pub(crate) fn try_acquire(&self, peer: Peer) -> Option<PeerSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(peer).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peer,
+            open: self.open.clone(),
+        })
+    }
+
+    #[cfg(test)]
+    fn open(&self, peer: Peer) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&peer).copied().unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    fn peers(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -240,7 +317,7 @@ async fn connection(
     app: Router,
     limits: ServeLimits,
     stop: CancellationToken,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slots: (tokio::sync::OwnedSemaphorePermit, PeerSlot),
 ) {
     use tower::Service;
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
@@ -263,5 +340,39 @@ async fn connection(
     };
     if let Err(e) = r {
         tracing::debug!(error = %e, "HTTP API connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Security M1 (per-peer cap): one peer gets at most `cap` places whatever it does; other
+    /// peers are not affected, and a place comes back when its connection ends.
+    #[test]
+    fn per_peer_slots() {
+        let slots = PeerSlots::new(3);
+        let a = Peer::Ip("127.0.0.1".parse().unwrap());
+        let b = Peer::Ip("::1".parse().unwrap());
+        let u = Peer::Uid(1000);
+        let mut held: Vec<PeerSlot> = (0..3).map(|_| slots.try_acquire(a).unwrap()).collect();
+        for _ in 0..100 {
+            assert!(
+                slots.try_acquire(a).is_none(),
+                "a fourth place for one peer"
+            );
+        }
+        assert_eq!(slots.open(a), 3);
+        let others: Vec<PeerSlot> = [b, b, b, u, u, u, Peer::Unknown]
+            .iter()
+            .map(|p| slots.try_acquire(*p).expect("another peer is served"))
+            .collect();
+        assert!(slots.try_acquire(b).is_none());
+        held.pop();
+        assert_eq!(slots.open(a), 2);
+        held.push(slots.try_acquire(a).expect("a freed place is reusable"));
+        drop(held);
+        drop(others);
+        assert_eq!(slots.peers(), 0, "peers without connections are forgotten");
     }
 }

@@ -1,6 +1,9 @@
 //! `/metrics` (Prometheus text) and the store counts behind `/v1/status`.
 //!
-//! Store counts need the store to decrypt every chunk, so no request computes them: a request
+//! Store counts come from [`Store::counts`](crate::store::Store::counts), which reads counters
+//! and row counts and never opens a sealed value (security L20: a request must not make the
+//! store decrypt, whatever was injected over the radio); distinct IDs and notifying exposures
+//! come from the last match, held in memory. Still, no request waits for the store: a request
 //! reads the last counts and, when they may be out of date, starts one refresh in the
 //! background. Everything that says something about the owner's contacts or health (sightings,
 //! IDs, exposures) is shown only to an owner token; without one, only operational counters.
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::service::{Metrics, Shared};
 
 /// Counts are refreshed at most this often (a logger flush changes them every few seconds, and
-/// each refresh holds the store lock while it decrypts)…
+/// each refresh takes the store lock, if only for a few `COUNT(*)`s)…
 const STATS_MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// …and at least this often while they are asked for, even if no counter moved (retention).
 const STATS_MAX_AGE: Duration = Duration::from_secs(60);
@@ -59,7 +62,8 @@ impl CountsCache {
             tokio::spawn(async move {
                 let r = shared.with_store(read_counts).await;
                 match r {
-                    Ok(Ok(c)) => {
+                    Ok(Ok(mut c)) => {
+                        from_last_match(&shared, &mut c);
                         *me.last.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some((key, Instant::now(), c));
                     }
@@ -73,27 +77,30 @@ impl CountsCache {
     }
 }
 
+/// Counts from the store without decrypting anything: counters and row counts only.
 fn read_counts(s: &mut crate::store::Store) -> Result<StoreCounts, crate::store::StoreError> {
-    let st = s.stats()?;
-    let notifying = s
-        .exposures::<serde::de::IgnoredAny>()?
-        .exposures
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.delivery.state,
-                crate::store::DeliveryState::Pending | crate::store::DeliveryState::Delivered
-            )
-        })
-        .count();
+    let c = s.counts()?;
     Ok(StoreCounts {
-        sightings: st.sightings,
-        distinct_ids: st.distinct_ids,
-        case_lists: st.case_lists,
-        exposures: st.exposures,
-        notifying,
-        store_bytes: st.store_bytes,
+        sightings: usize::try_from(c.sightings).unwrap_or(usize::MAX),
+        distinct_ids: 0,
+        case_lists: c.case_lists,
+        exposures: c.exposures,
+        notifying: 0,
+        store_bytes: c.store_bytes,
     })
+}
+
+/// What only a decryption could count, taken from the last match instead: the distinct IDs it
+/// indexed and its exposures over the notification threshold.
+fn from_last_match(shared: &Shared, c: &mut StoreCounts) {
+    c.distinct_ids = Metrics::get(&shared.metrics.ids_indexed) as usize;
+    c.notifying = shared
+        .exposures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|e| e.notify)
+        .count();
 }
 
 enum Kind {
@@ -188,7 +195,7 @@ const OWNER_STORE: &[StoreRow] = &[
     ),
     (
         "bluezoned_store_distinct_ids",
-        "Distinct peer IDs held in the store.",
+        "Distinct peer IDs read by the last match.",
         |s| s.distinct_ids as f64,
     ),
     (
@@ -201,7 +208,7 @@ const OWNER_STORE: &[StoreRow] = &[
     }),
     (
         "bluezoned_notifying_exposures",
-        "Stored exposures over the notification threshold.",
+        "Exposures over the notification threshold in the last match.",
         |s| s.notifying as f64,
     ),
 ];
@@ -249,4 +256,52 @@ pub(crate) fn render(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluezone_protocol::{PeerId, RollingId, Sighting};
+
+    fn batch(n: usize, tag: u8, time: i64) -> Vec<Sighting> {
+        (0..n)
+            .map(|i| Sighting {
+                peer: PeerId::Bluezone(RollingId([tag, i as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
+                time: time + i as i64,
+                rssi: -60,
+                tx_power: None,
+                aem: None,
+            })
+            .collect()
+    }
+
+    /// Security L20: the counts behind `/v1/status` and `/metrics` open no sealed value. A store
+    /// whose only sightings chunk and exposure row no longer open (as if the day key were
+    /// gone) still gives every count: what was read decrypted nothing. Counting by decryption
+    /// would skip the chunk (0 sightings) and fail on the exposure.
+    #[test]
+    fn counts_open_no_sealed_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = crate::store::Store::init(dir.path()).unwrap();
+        store.insert_sightings(&batch(7, 1, 1_700_000_000)).unwrap();
+        store.insert_sightings(&batch(5, 2, 1_700_000_100)).unwrap();
+        let conn = store.conn_for_tests();
+        // Garble every sealed value: no chunk, day key or exposure can be opened any more.
+        conn.execute_batch(
+            "UPDATE sightings SET blob = zeroblob(length(blob));
+             UPDATE day_keys SET wrapped = zeroblob(length(wrapped));
+             INSERT INTO exposures (day, key_hash, blob) VALUES (19000, 'x', x'00112233');",
+        )
+        .unwrap();
+        assert_eq!(
+            store.for_each_chunk(i64::MIN, i64::MAX, |_, _| {}).unwrap(),
+            2,
+            "both chunks are unreadable"
+        );
+        let c = read_counts(&mut store).unwrap();
+        assert_eq!(c.sightings, 12);
+        assert_eq!(c.exposures, 1);
+        assert_eq!(c.case_lists, 0);
+        assert!(c.store_bytes > 0);
+    }
 }

@@ -24,7 +24,7 @@ mod routes;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,8 @@ const UPLOAD_QUEUE: usize = 8;
 
 pub(crate) struct ApiState {
     shared: Arc<Shared>,
-    auth: auth::Auth,
+    /// Replaced as a whole on SIGHUP (the token files read again).
+    auth: std::sync::RwLock<Arc<auth::Auth>>,
     failures: auth::FailureLimit,
     ingest: Ingest,
     upload_queue: Semaphore,
@@ -65,7 +66,7 @@ impl ApiState {
             Listen::Unix(_) => None,
         };
         Ok(Arc::new(ApiState {
-            auth,
+            auth: std::sync::RwLock::new(Arc::new(auth)),
             failures: auth::FailureLimit::default(),
             ingest,
             upload_queue: Semaphore::new(UPLOAD_QUEUE),
@@ -75,6 +76,26 @@ impl ApiState {
             listen_host,
             shared,
         }))
+    }
+
+    /// The tokens in use.
+    fn auth(&self) -> Arc<auth::Auth> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the token files again; on an error the tokens in use stay (and it is logged).
+    fn reload_tokens(&self) {
+        match auth::Auth::load(&self.shared.config.api) {
+            Ok(a) => {
+                let (owner, upload) = a.counts();
+                *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(a);
+                tracing::info!(owner, upload, "SIGHUP: API tokens reloaded");
+            }
+            Err(e) => tracing::error!(
+                error = %crate::error_chain(&e),
+                "SIGHUP: reloading the API tokens failed; the previous tokens stay in use"
+            ),
+        }
     }
 
     /// `host` is `NAME` or `NAME:PORT`, NAME a loopback name or the listen address.
@@ -97,6 +118,10 @@ pub struct Api {
     listener: listen::Listener,
     app: axum::Router,
     limits: ServeLimits,
+    state: Arc<ApiState>,
+    /// Installed at bind, so a SIGHUP from then on reloads the tokens instead of ending the
+    /// process (SIGHUP's default action).
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Api {
@@ -117,18 +142,40 @@ impl Api {
         let (listener, local) =
             listen::Listener::bind(&want, shared.config.api.allow_remote).await?;
         let state = ApiState::load(shared, &local)?;
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler (API token reload)")?;
         tracing::info!(listen = %local, "HTTP API listening");
         Ok(Api {
             local,
             listener,
-            app: routes::router(state),
+            app: routes::router(state.clone()),
             limits,
+            state,
+            hup,
         })
     }
 
-    /// Serves until `shutdown`; returns within `limits.shutdown_grace` of it.
+    /// Serves until `shutdown`; returns within `limits.shutdown_grace` of it. A SIGHUP reads
+    /// the token files again (a rotated token takes effect without a restart).
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        listen::serve(self.listener, self.app, self.limits, shutdown).await
+        let Api {
+            listener,
+            app,
+            limits,
+            state,
+            mut hup,
+            ..
+        } = self;
+        let reload = async move {
+            while hup.recv().await.is_some() {
+                state.reload_tokens();
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = listen::serve(listener, app, limits, shutdown) => r,
+            () = reload => Ok(()),
+        }
     }
 }
 

@@ -108,7 +108,7 @@ async fn authenticate(State(st): State<Arc<ApiState>>, mut req: Request, next: N
                     "too many failed authentications; try again in a minute",
                 );
             }
-            match st.auth.role(token) {
+            match st.auth().role(token) {
                 Some(r) => Some(r),
                 None => {
                     st.failures.failed(peer, now);
