@@ -36,7 +36,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()>
     loop {
         if want_match {
             want_match = false;
-            match_once(&shared, &mut matcher, std::mem::take(&mut sightings_due)).await?;
+            match_changes(&shared, &mut matcher, std::mem::take(&mut sightings_due)).await?;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -84,9 +84,15 @@ async fn purge(shared: &Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-/// Matches what changed since the last match ([`Incremental`]); exposures that became
-/// notifying wake the notification task.
-pub async fn match_once(
+/// Matches everything stored, as at start (a fresh [`Incremental`]: every list against the
+/// whole log).
+pub async fn match_once(shared: &Arc<Shared>) -> Result<()> {
+    match_changes(shared, &mut Incremental::new(), true).await
+}
+
+/// Matches what changed since `matcher`'s last match; exposures that became notifying wake the
+/// notification task.
+pub async fn match_changes(
     shared: &Arc<Shared>,
     matcher: &mut Incremental,
     sightings_due: bool,
@@ -184,8 +190,9 @@ pub async fn match_once(
             .map(|n| (n.protocol, n.case_key.as_str(), n.day))
             .collect();
         held.retain(|e| {
-            !(e.protocol == "gaen" && revoked.contains(e.case_key.as_str()))
-                && !replaced.contains(&(e.protocol, e.case_key.as_str(), e.day))
+            let gone = e.protocol == "gaen" && revoked.contains(e.case_key.as_str());
+            let newer = replaced.contains(&(e.protocol, e.case_key.as_str(), e.day));
+            !gone && !newer
         });
         held.extend(r.exposures.iter().cloned());
     }

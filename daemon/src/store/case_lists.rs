@@ -190,7 +190,8 @@ impl Store {
     pub fn case_list_compact(&self, id: i64) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let sql = self.sql("reading case list");
         let tx = self.conn.unchecked_transaction().map_err(&sql)?;
-        let row: Option<(String, String, i64, i64, Option<Vec<u8>>)> = tx
+        type Row = (String, String, i64, i64, Option<Vec<u8>>);
+        let row: Option<Row> = tx
             .query_row(
                 "SELECT content_hash, format, entries, imported_day, compact FROM case_lists WHERE id = ?1",
                 [id],

@@ -164,21 +164,6 @@ impl Store {
             .map_err(&sql)
     }
 
-    /// The UTC days, ascending, holding a chunk with id above `mark`.
-    pub fn sighting_days_after(&self, mark: i64) -> Result<Vec<i64>, StoreError> {
-        let sql = self.sql("listing sighting days");
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT DISTINCT day FROM sightings WHERE id > ?1 ORDER BY day")
-            .map_err(&sql)?;
-        let days = stmt
-            .query_map([mark], |r| r.get(0))
-            .map_err(&sql)?
-            .collect::<Result<Vec<i64>, _>>()
-            .map_err(&sql)?;
-        Ok(days)
-    }
-
     /// The UTC days holding sightings, ascending.
     pub fn sighting_days(&self) -> Result<Vec<i64>, StoreError> {
         let sql = self.sql("listing sighting days");
