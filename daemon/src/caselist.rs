@@ -1,6 +1,8 @@
 //! Case lists as they arrive (CLI import, HTTP upload, key-server poll): detect the format,
 //! check it completely, and describe it. Nothing here touches the store.
 
+pub mod compact;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;

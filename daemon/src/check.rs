@@ -4,13 +4,16 @@
 //! store read-out → [`ObservationIndex`] → Bluezone and GAEN matchers → scoring → exposures
 //! (persisted, one row per case key and UTC day).
 
+pub mod incremental;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bluezone_protocol::bluezone::F0Entry;
-use bluezone_protocol::gaen::revision::{revise, PublishedKey};
+use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
+use bluezone_protocol::gaen::export::ReportType;
 use bluezone_protocol::gaen::Enin;
+use bluezone_protocol::ids::{DailyKey, Tek};
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
 use bluezone_protocol::matching::score::{Infectiousness, ScoredReportType};
 use bluezone_protocol::matching::{
@@ -19,7 +22,8 @@ use bluezone_protocol::matching::{
 use rand::Rng;
 use serde::Serialize;
 
-use crate::caselist::{self, CaseList, Limits};
+use crate::caselist::compact::{self, Records};
+use crate::caselist::{self, Limits};
 use crate::config::Config;
 use crate::store::{DeliveryState, ExposureKey, ReadOut, Store};
 
@@ -83,7 +87,10 @@ impl CheckReport {
     }
 }
 
-struct Cases {
+/// The effective case keys, ready for the matchers (`f0_list`, `gaen_info` and `gaen_list` run
+/// beside `f0` and `gaen`).
+#[derive(Clone, Default)]
+pub(crate) struct Cases {
     f0: Vec<F0Entry>,
     f0_list: Vec<i64>,
     gaen: Vec<GaenKey>,
@@ -93,65 +100,172 @@ struct Cases {
     revoked: Vec<String>,
 }
 
-/// Reads every stored case list. The lists were verified when imported; duplicates across lists
-/// (the same key in several daily files) are matched once. GAEN keys are resolved across
-/// publications as the reference server defines revisions ([`revise`]): the latest publication
-/// of a key wins, and a revoked key matches nothing and withdraws what it matched before.
-fn load_cases(store: &Store) -> Result<Cases> {
-    let mut cases = Cases {
-        f0: Vec::new(),
-        f0_list: Vec::new(),
-        gaen: Vec::new(),
-        gaen_info: Vec::new(),
-        gaen_list: Vec::new(),
-        revoked: Vec::new(),
-    };
-    let mut published: Vec<PublishedKey> = Vec::new();
-    let mut seen_f0: HashSet<([u8; 32], i64, i64)> = HashSet::new();
-    let limits = Limits::default();
-    for info in store.case_lists()? {
-        let bytes = store
-            .case_list_bytes(info.id)
-            .with_context(|| format!("reading case list {}", info.id))?;
-        let list = caselist::parse(&bytes, &[], &limits)
-            .with_context(|| format!("stored case list {}", info.id))?;
-        match list {
-            CaseList::BluezoneF0(l) => {
-                for e in l.list.entries {
-                    if seen_f0.insert((*e.daily_key.as_bytes(), e.time_start, e.time_end)) {
-                        cases.f0.push(e);
-                        cases.f0_list.push(info.id);
-                    }
-                }
-            }
-            // Case-list ids grow with import order.
-            CaseList::GaenExport(x) => {
-                published.extend(PublishedKey::all_of(&x.file, info.id as u64));
+impl Cases {
+    /// Case keys (F0 entries, GAEN keys) in all.
+    pub(crate) fn len(&self) -> usize {
+        self.f0.len() + self.gaen.len()
+    }
+
+    /// The entries and keys for which `keep(list, [first, last] unix seconds in which a
+    /// sighting can count)` holds; no revocations.
+    pub(crate) fn select(&self, skew_s: i64, keep: impl Fn(i64, (i64, i64)) -> bool) -> Cases {
+        let mut out = Cases::default();
+        for (e, &list) in self.f0.iter().zip(&self.f0_list) {
+            if keep(list, (e.time_start - skew_s, e.time_end + skew_s)) {
+                out.f0.push(e.clone());
+                out.f0_list.push(list);
             }
         }
+        for ((k, info), &list) in self.gaen.iter().zip(&self.gaen_info).zip(&self.gaen_list) {
+            if keep(list, k.validity()) {
+                out.gaen.push(k.clone());
+                out.gaen_info.push(*info);
+                out.gaen_list.push(list);
+            }
+        }
+        out
     }
-    let revised = revise(published);
-    for k in revised.keys {
+
+    /// The entries and keys for which `keep(protocol, lower-case hex key)` holds.
+    pub(crate) fn select_keys(&self, keep: impl Fn(&str, &str) -> bool) -> Cases {
+        let mut out = Cases::default();
+        for (e, &list) in self.f0.iter().zip(&self.f0_list) {
+            if keep("bluezone", &e.daily_key.to_hex()) {
+                out.f0.push(e.clone());
+                out.f0_list.push(list);
+            }
+        }
+        for ((k, info), &list) in self.gaen.iter().zip(&self.gaen_info).zip(&self.gaen_list) {
+            if keep("gaen", &k.tek.to_hex()) {
+                out.gaen.push(k.clone());
+                out.gaen_info.push(*info);
+                out.gaen_list.push(list);
+            }
+        }
+        out
+    }
+}
+
+/// Reads the compact form of every stored case list (`caselist::compact`; a list stored
+/// without one, because its original did not parse, is parsed here and fails as before).
+fn load_records(store: &Store) -> Result<Records> {
+    let mut records = Records::default();
+    for info in store.case_lists()? {
+        let compact = store
+            .case_list_compact(info.id)
+            .with_context(|| format!("reading case list {}", info.id))?;
+        let compact = match compact {
+            Some(c) => c,
+            None => {
+                let bytes = store
+                    .case_list_bytes(info.id)
+                    .with_context(|| format!("reading case list {}", info.id))?;
+                let list = caselist::parse(&bytes, &[], &Limits::default())
+                    .with_context(|| format!("stored case list {}", info.id))?;
+                compact::encode(&list)
+            }
+        };
+        compact::decode_into(&compact, info.id, &mut records)
+            .with_context(|| format!("stored case list {}", info.id))?;
+    }
+    Ok(records)
+}
+
+/// Reads every stored case list and resolves it to the effective case keys. The lists were
+/// verified when imported; duplicates across lists (the same key in several daily files) are
+/// matched once, as published by the first list holding them. GAEN keys are resolved across
+/// publications as the reference server defines revisions
+/// ([`revise`](bluezone_protocol::gaen::revision::revise)): the latest publication of a key
+/// wins, and a revoked key matches nothing and withdraws what it matched before.
+pub(crate) fn load_cases(store: &Store) -> Result<Cases> {
+    Ok(resolve(&load_records(store)?))
+}
+
+/// De-duplication and revision by sorting (keys are random: no hashing needed), in one pass
+/// when the records are already in key order (as a single export from a server is).
+fn resolve(r: &Records) -> Cases {
+    let mut cases = Cases::default();
+
+    // F0: the first occurrence of each (daily key, start, end), in list order.
+    let f0_id = |i: u32| {
+        let e = &r.f0[i as usize];
+        (e.key, e.time_start, e.time_end)
+    };
+    let mut order: Vec<u32> = (0..r.f0.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| f0_id(a).cmp(&f0_id(b)).then(a.cmp(&b)));
+    order.dedup_by(|b, a| f0_id(*a) == f0_id(*b));
+    order.sort_unstable();
+    for i in order {
+        let e = &r.f0[i as usize];
+        let Ok(max) = SlotsPerDay::new(i64::from(e.max)) else {
+            continue; // checked at import; a compact form is never written with another value
+        };
+        cases.f0.push(F0Entry {
+            daily_key: DailyKey::from_bytes(e.key),
+            time_start: e.time_start,
+            time_end: e.time_end,
+            max,
+        });
+        cases.f0_list.push(e.list);
+    }
+
+    // GAEN: per (TEK, rolling start) the winning publication: REVOKED first, then the
+    // latest (export end, import order, revised entry); of equals, the first seen.
+    let g = &r.gaen;
+    let id = |i: usize| (g[i].tek, g[i].rolling_start);
+    let rank = |i: usize| {
+        let k = &g[i];
+        (
+            k.report_type == ReportType::Revoked.to_i32(),
+            k.end_timestamp,
+            k.list,
+            k.revised,
+        )
+    };
+    let sorted = (1..g.len()).all(|i| id(i - 1) < id(i));
+    let order: Vec<u32> = if sorted {
+        (0..g.len() as u32).collect()
+    } else {
+        let mut o: Vec<u32> = (0..g.len() as u32).collect();
+        o.sort_unstable_by(|&a, &b| id(a as usize).cmp(&id(b as usize)).then(a.cmp(&b)));
+        o
+    };
+    let mut at = 0;
+    while at < order.len() {
+        let mut best = order[at] as usize;
+        let mut next = at + 1;
+        while next < order.len() && id(order[next] as usize) == id(best) {
+            if rank(order[next] as usize) > rank(best) {
+                best = order[next] as usize;
+            }
+            next += 1;
+        }
+        at = next;
+        let k = &g[best];
+        let report_type = ReportType::from_i32(k.report_type);
+        if report_type == ReportType::Revoked {
+            cases.revoked.push(hex::encode(k.tek));
+            continue;
+        }
         cases.gaen.push(GaenKey {
-            tek: k.tek.clone(),
+            tek: Tek::from_bytes(k.tek),
             rolling_start: Enin(k.rolling_start),
             rolling_period: k.rolling_period,
             revoked: false,
         });
         cases.gaen_info.push(CaseInfo {
-            report_type: k.report_type,
+            report_type,
             days_since_onset: k.days_since_onset,
         });
-        cases.gaen_list.push(k.publication.import_order as i64);
+        cases.gaen_list.push(k.list);
     }
-    cases.revoked = revised.revoked.iter().map(|k| k.tek.to_hex()).collect();
-    Ok(cases)
+    cases
 }
 
 /// What matching needs from the store, read in one go.
 pub struct CheckInput {
-    cases: Cases,
-    readout: ReadOut,
+    pub(crate) cases: Cases,
+    pub(crate) readout: ReadOut,
 }
 
 /// Reads every case list and the whole retained log (needs the store).

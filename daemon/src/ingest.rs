@@ -182,10 +182,10 @@ impl Ingest {
     }
 }
 
-/// Stores an accepted list under `day` (UTC day number), unless its content is there already.
+/// Stores an accepted list under `day` (UTC day number), unless its content is there already,
+/// with its compact form for matching (parsed once, here).
 pub fn store(store: &mut Store, list: &Accepted, day: i64) -> Result<Stored, Error> {
-    let (id, new) =
-        store.insert_case_list(day, list.format(), list.entries() as u64, &list.bytes)?;
+    let (id, new) = store.insert_parsed_case_list(day, &list.list, &list.bytes)?;
     Ok(Stored {
         id,
         format: list.format(),

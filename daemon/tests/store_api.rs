@@ -574,7 +574,7 @@ fn stats_count_per_day() {
     );
     assert_eq!(st.oldest_day, Some(D0));
     assert!(st.store_bytes > 0);
-    assert_eq!(st.schema_version, 3);
+    assert_eq!(st.schema_version, 4);
 }
 
 fn mode(p: &Path) -> u32 {
@@ -695,10 +695,13 @@ fn counts_are_filled_when_a_v2_store_is_opened() {
         .unwrap();
     drop(store);
     raw(dir.path())
-        .execute_batch("DROP TABLE day_counts; PRAGMA user_version = 2;")
+        .execute_batch(
+            "DROP TABLE day_counts; ALTER TABLE case_lists DROP COLUMN compact; \
+             PRAGMA user_version = 2;",
+        )
         .unwrap();
     let store = reopen(dir.path());
-    assert_eq!(store.stats().unwrap().schema_version, 3);
+    assert_eq!(store.stats().unwrap().schema_version, 4);
     assert_eq!(store.counts().unwrap().days, vec![(D0, 2), (D0 + 2, 1)]);
 }
 
@@ -757,4 +760,60 @@ fn a_credential_key_readable_through_a_posix_acl_is_accepted() {
     drop(store);
     let store = Store::open_at(&data, cred).unwrap();
     assert_eq!(store.sightings_in_days(D0, D0).unwrap().sightings.len(), 1);
+}
+
+/// A store written before compact case lists (schema v3) gets them derived from the stored
+/// originals on open: no row is lost, a list that parses gets its compact form (the records
+/// matching reads), one that does not keeps none and still opens as before.
+#[test]
+fn compact_case_lists_are_derived_when_a_v3_store_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = init(dir.path());
+    let key = hex::encode([7u8; 32]);
+    let f0 = format!(
+        r#"{{"data":[{{"daily_key":"{key}","time_start":1728000000,"max":96,"time_end":1728086399}}]}}"#
+    );
+    let (good, _) = store
+        .insert_case_list(D0, Format::BluezoneF0, 1, f0.as_bytes())
+        .unwrap();
+    let (bad, _) = store
+        .insert_case_list(D0, Format::GaenExport, 7, b"not a zip")
+        .unwrap();
+    assert!(store.case_list_compact(good).unwrap().is_some());
+    assert!(store.case_list_compact(bad).unwrap().is_none());
+    drop(store);
+    raw(dir.path())
+        .execute_batch("ALTER TABLE case_lists DROP COLUMN compact; PRAGMA user_version = 3;")
+        .unwrap();
+    let store = reopen(dir.path());
+    assert_eq!(store.stats().unwrap().schema_version, 4);
+    assert_eq!(store.case_lists().unwrap().len(), 2, "no row lost");
+    let compact = store.case_list_compact(good).unwrap().expect("derived");
+    let mut records = bluezoned::caselist::compact::Records::default();
+    bluezoned::caselist::compact::decode_into(&compact, good, &mut records).unwrap();
+    assert_eq!(records.f0.len(), 1);
+    assert_eq!(records.f0[0].key, [7u8; 32]);
+    assert_eq!(
+        (
+            records.f0[0].time_start,
+            records.f0[0].time_end,
+            records.f0[0].max
+        ),
+        (1728000000, 1728086399, 96)
+    );
+    assert!(store.case_list_compact(bad).unwrap().is_none());
+    assert_eq!(store.case_list_bytes(bad).unwrap(), b"not a zip");
+    // The compact form is sealed and bound to its row like the original.
+    drop(store);
+    raw(dir.path())
+        .execute("UPDATE case_lists SET compact = (SELECT compact FROM case_lists WHERE id = ?1) WHERE id = ?2", [good, bad])
+        .unwrap();
+    let store = reopen(dir.path());
+    assert!(matches!(
+        store.case_list_compact(bad),
+        Err(StoreError::Corrupt {
+            table: "case_lists",
+            ..
+        })
+    ));
 }

@@ -1,6 +1,7 @@
 //! Housekeeping: retention, and matching when case lists arrive (notifications are delivered
 //! by [`super::notify`], off this path).
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use bluezone_protocol::time::utc_day;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::check;
+use crate::check::{self, incremental::Incremental, CheckReport};
 
 /// How often retention runs (it is cheap when there is nothing to purge).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -18,57 +19,49 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// import`, wrote them). One small query; a new list is matched within this delay.
 const CASE_LISTS_POLL: Duration = Duration::from_secs(5);
 
-/// Changes whenever a case list is added or removed: their count and highest id.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct CaseListsGeneration {
-    count: usize,
-    max_id: Option<i64>,
-}
-
-async fn case_lists_generation(shared: &Arc<Shared>) -> Result<Option<CaseListsGeneration>> {
-    let r = shared.with_store(|s| s.case_lists()).await?;
-    Ok(match r {
-        Ok(lists) => Some(CaseListsGeneration {
-            count: lists.len(),
-            max_id: lists.iter().map(|l| l.id).max(),
-        }),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the case lists");
-            None
-        }
-    })
-}
+/// How often sightings logged since the last match are matched against the case keys that
+/// cover their days (new case lists are matched within [`CASE_LISTS_POLL`]).
+const SIGHTINGS_MATCH_EVERY: Duration = Duration::from_secs(900);
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
-    // Match once at start if lists are already stored (e.g. after a restart).
-    let mut matched = CaseListsGeneration::default();
-    let mut want_match = case_lists_generation(&shared).await? != Some(matched);
+    // Matches what is stored at start (e.g. after a restart), then only what changes.
+    let mut matcher = Incremental::new();
+    let mut want_match = true;
+    let mut sightings_due = true;
     let mut retention = tokio::time::interval(RETENTION_EVERY);
     let mut poll = tokio::time::interval(CASE_LISTS_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sightings = tokio::time::interval(SIGHTINGS_MATCH_EVERY);
+    sightings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if want_match {
             want_match = false;
-            // Read before matching: a list stored during the match changes it again.
-            if let Some(g) = case_lists_generation(&shared).await? {
-                matched = g;
-            }
-            match_once(&shared).await?;
+            match_changes(&shared, &mut matcher, std::mem::take(&mut sightings_due)).await?;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = retention.tick() => purge(&shared).await?,
             _ = shared.match_now.notified() => want_match = true,
-            _ = poll.tick() => {
-                if let Some(g) = case_lists_generation(&shared).await? {
-                    if g != matched {
-                        tracing::info!(case_lists = g.count, "case lists changed in the store");
-                        want_match = true;
-                    }
-                }
+            // A small query: the matcher reads more only if a list was added or removed.
+            _ = poll.tick() => want_match = true,
+            _ = sightings.tick() => {
+                want_match = true;
+                sightings_due = true;
             }
         }
     }
+}
+
+async fn compute_and_persist(
+    shared: &Arc<Shared>,
+    input: check::CheckInput,
+    cfg: &crate::config::Config,
+) -> Result<CheckReport> {
+    let cfg = cfg.clone();
+    let mut report = tokio::task::spawn_blocking(move || check::compute(&input, &cfg)).await?;
+    shared
+        .with_store(move |s| check::persist(s, &mut report).map(|()| report))
+        .await?
 }
 
 async fn purge(shared: &Arc<Shared>) -> Result<()> {
@@ -91,46 +84,120 @@ async fn purge(shared: &Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-/// Matches all stored case lists; exposures that became notifying wake the notification task.
+/// Matches everything stored, as at start (a fresh [`Incremental`]: every list against the
+/// whole log).
 pub async fn match_once(shared: &Arc<Shared>) -> Result<()> {
+    match_changes(shared, &mut Incremental::new(), true).await
+}
+
+/// Matches what changed since `matcher`'s last match; exposures that became notifying wake the
+/// notification task.
+pub async fn match_changes(
+    shared: &Arc<Shared>,
+    matcher: &mut Incremental,
+    sightings_due: bool,
+) -> Result<()> {
     let cfg = shared.config.clone();
-    // The store is held only to read and to write back: matching millions of keys must not
-    // stall the logger's writes or the API.
-    let report = async {
-        let input = shared.with_store(|s| check::load(s)).await??;
-        let mut report = tokio::task::spawn_blocking(move || check::compute(&input, &cfg)).await?;
-        shared
-            .with_store(move |s| check::persist(s, &mut report).map(|()| report))
-            .await?
-    }
-    .await;
-    let report = match report {
-        Ok(r) => r,
+    let skew = cfg.matching.skew_s;
+    let planned = {
+        let m = std::mem::take(matcher);
+        let (m, plan) = shared
+            .with_store(move |s| {
+                let plan = m.plan(s, sightings_due, skew);
+                (m, plan)
+            })
+            .await?;
+        *matcher = m;
+        plan
+    };
+    let mut plan = match planned {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(()),
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "matching failed");
+            tracing::error!(error = format!("{e:#}"), "reading what to match failed");
             return Ok(());
         }
     };
+    // The store is held only to read and to write back: matching millions of keys must not
+    // stall the logger's writes or the API.
+    let mut reports = Vec::new();
+    let outcome: Result<()> = async {
+        if let Some(full) = plan.full.take() {
+            reports.push(compute_and_persist(shared, full, &cfg).await?);
+        }
+        if let Some(probe) = plan.probe.take() {
+            let probe = Arc::new(probe);
+            let (p, c) = (probe.clone(), cfg.clone());
+            let found = tokio::task::spawn_blocking(move || check::compute(&p, &c)).await?;
+            let input = shared
+                .with_store(move |s| Incremental::rescore(s, &probe, &found).map(|i| (i, found)))
+                .await??;
+            let (input, found) = input;
+            if let Some(input) = input {
+                reports.push(compute_and_persist(shared, input, &cfg).await?);
+            }
+            reports.push(CheckReport {
+                exposures: Vec::new(),
+                ..found
+            });
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        // Not committed: the same work is planned again next time.
+        tracing::error!(error = format!("{e:#}"), "matching failed");
+        return Ok(());
+    }
+    matcher.commit(plan, &reports);
+    if reports.is_empty() {
+        return Ok(());
+    }
     let m = &shared.metrics;
-    m.ids_indexed
-        .store(report.distinct_ids as u64, Ordering::Relaxed);
-    m.keys_checked
-        .fetch_add(report.keys_checked, Ordering::Relaxed);
+    let keys: u64 = reports.iter().map(|r| r.keys_checked).sum();
+    let time: Duration = reports.iter().map(|r| r.match_time).sum();
+    let new: usize = reports.iter().map(|r| r.new_exposures.len()).sum();
+    // The run over the whole log (new lists) indexes the most.
+    let ids = reports.iter().map(|r| r.distinct_ids).max().unwrap_or(0);
+    m.ids_indexed.store(ids as u64, Ordering::Relaxed);
+    m.keys_checked.fetch_add(keys, Ordering::Relaxed);
     m.last_match_ms
-        .store(report.match_time.as_millis() as u64, Ordering::Relaxed);
+        .store(time.as_millis() as u64, Ordering::Relaxed);
+    let per_s = if time.as_secs_f64() > 0.0 {
+        keys as f64 / time.as_secs_f64()
+    } else {
+        0.0
+    };
     m.last_match_keys_per_s
-        .store(report.keys_per_second().to_bits(), Ordering::Relaxed);
+        .store(per_s.to_bits(), Ordering::Relaxed);
     m.matches_run.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
-        keys = report.keys_checked,
-        exposures = report.exposures.len(),
-        new = report.new_exposures.len(),
-        ms = report.match_time.as_millis() as u64,
+        keys,
+        exposures = reports.iter().map(|r| r.exposures.len()).sum::<usize>(),
+        new,
+        ms = time.as_millis() as u64,
         "matching done"
     );
-    if !report.new_exposures.is_empty() {
+    if new > 0 {
         shared.notify_now.notify_one();
     }
-    *shared.exposures.lock().unwrap_or_else(|p| p.into_inner()) = report.exposures;
+    let mut held = shared.exposures.lock().unwrap_or_else(|p| p.into_inner());
+    for r in reports {
+        let revoked: HashSet<&str> = r.revoked_keys.iter().map(|k| k.as_str()).collect();
+        let replaced: HashSet<(&str, &str, i64)> = r
+            .exposures
+            .iter()
+            .map(|n| (n.protocol, n.case_key.as_str(), n.day))
+            .collect();
+        held.retain(|e| {
+            let gone = e.protocol == "gaen" && revoked.contains(e.case_key.as_str());
+            let newer = replaced.contains(&(e.protocol, e.case_key.as_str(), e.day));
+            !gone && !newer
+        });
+        held.extend(r.exposures.iter().cloned());
+    }
+    held.sort_by(|a, b| {
+        (a.first_seen, a.protocol, &a.case_key).cmp(&(b.first_seen, b.protocol, &b.case_key))
+    });
     Ok(())
 }

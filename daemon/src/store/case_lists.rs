@@ -1,12 +1,21 @@
-//! Imported case lists: sealed content, with its keyed hash (for de-duplication), format and
-//! entry count in clear.
+//! Imported case lists: sealed content and its sealed compact form (`caselist::compact`, what
+//! matching reads), with its keyed hash (for de-duplication), format and entry count in clear.
 
 use rusqlite::{params, OptionalExtension};
+use zeroize::Zeroizing;
 
 use super::error::StoreError;
-use super::keys::{day_key_for_read, day_key_for_write, Ad};
+use super::keys::{day_key_for_read, day_key_for_write, load_day_keys, Ad, DerivedKeys};
 use super::Store;
-use crate::caselist::Format;
+use crate::caselist::{self, compact, CaseList, Format, Limits};
+
+/// The compact form of a stored original, if it parses (the lists were checked at import; a
+/// GAEN export's signature is not checked again here).
+fn derive_compact(bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    caselist::parse(bytes, &[], &Limits::default())
+        .ok()
+        .map(|l| compact::encode(&l))
+}
 
 /// An imported case list, without its (sealed) contents.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,13 +31,49 @@ pub struct StoredCaseList {
 impl Store {
     /// Stores a case list imported on UTC day `day` (sealed under that day's key; retention
     /// drops it with that day), unless one with the same content is stored already. Returns
-    /// its id and whether it was inserted now.
+    /// its id and whether it was inserted now. Its compact form is derived by parsing `bytes`
+    /// (none if they do not parse); [`Store::insert_parsed_case_list`] reuses a parse.
     pub fn insert_case_list(
         &mut self,
         day: i64,
         format: Format,
         entries: u64,
         bytes: &[u8],
+    ) -> Result<(i64, bool), StoreError> {
+        let compact = derive_compact(bytes);
+        self.insert_case_list_with(
+            day,
+            format,
+            entries,
+            bytes,
+            compact.as_ref().map(|c| c.as_slice()),
+        )
+    }
+
+    /// [`Store::insert_case_list`] of a list already parsed from `bytes`.
+    pub fn insert_parsed_case_list(
+        &mut self,
+        day: i64,
+        list: &CaseList,
+        bytes: &[u8],
+    ) -> Result<(i64, bool), StoreError> {
+        let compact = compact::encode(list);
+        self.insert_case_list_with(
+            day,
+            list.format(),
+            list.entries() as u64,
+            bytes,
+            Some(&compact),
+        )
+    }
+
+    fn insert_case_list_with(
+        &mut self,
+        day: i64,
+        format: Format,
+        entries: u64,
+        bytes: &[u8],
+        compact: Option<&[u8]>,
     ) -> Result<(i64, bool), StoreError> {
         let entries = i64::try_from(entries).map_err(|_| StoreError::InvalidInput {
             field: "case list entries",
@@ -51,14 +96,26 @@ impl Store {
             }
             let key = day_key_for_write(tx, path, keys, day)?;
             let blob = key.seal(&Ad::case_list(day, &hash, format, entries), bytes);
+            let compact =
+                compact.map(|c| key.seal(&Ad::case_list_compact(day, &hash, format, entries), c));
             tx.execute(
-                "INSERT INTO case_lists (content_hash, format, entries, imported_day, blob) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![hash, format, entries, day, blob],
+                "INSERT INTO case_lists (content_hash, format, entries, imported_day, blob, compact) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![hash, format, entries, day, blob, compact],
             )
             .map_err(sql("writing case list"))?;
             Ok((tx.last_insert_rowid(), true))
         })
+    }
+
+    /// The number of stored case lists and their highest id: ids only grow, so this changes
+    /// whenever a list is added or removed (one small query, for pollers).
+    pub fn case_lists_generation(&self) -> Result<(i64, i64), StoreError> {
+        let sql = self.sql("counting case lists");
+        self.conn
+            .prepare_cached("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM case_lists")
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(&sql)
     }
 
     /// The imported case lists, by id.
@@ -128,4 +185,90 @@ impl Store {
             .ok_or_else(corrupt)?;
         Ok(plain.to_vec())
     }
+
+    /// The compact form of case list `id` (`None` if its original did not parse when stored).
+    pub fn case_list_compact(&self, id: i64) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let sql = self.sql("reading case list");
+        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
+        type Row = (String, String, i64, i64, Option<Vec<u8>>);
+        let row: Option<Row> = tx
+            .query_row(
+                "SELECT content_hash, format, entries, imported_day, compact FROM case_lists WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(&sql)?;
+        let Some((hash, format, entries, day, blob)) = row else {
+            return Err(StoreError::NotFound {
+                path: self.path.clone(),
+                table: "case_lists",
+                row: format!("id {id}"),
+            });
+        };
+        let Some(blob) = blob else {
+            return Ok(None);
+        };
+        let corrupt = || StoreError::Corrupt {
+            path: self.path.clone(),
+            table: "case_lists",
+            day,
+            row: format!("id {id} (compact form)"),
+        };
+        let key = day_key_for_read(&tx, &self.keys, day)
+            .map_err(&sql)?
+            .ok_or_else(corrupt)?;
+        let plain = key
+            .open(&Ad::case_list_compact(day, &hash, &format, entries), &blob)
+            .ok_or_else(corrupt)?;
+        Ok(Some(plain))
+    }
+}
+
+/// Schema v4: derives and seals the compact form of every stored list whose original opens and
+/// parses (in the migration's transaction). No row is removed; one that does not parse keeps a
+/// NULL compact form, and matching reports it as before.
+pub(crate) fn fill_compact(
+    tx: &rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    keys: &DerivedKeys,
+) -> Result<(), StoreError> {
+    let sql = |e| StoreError::sql(path, "deriving compact case lists", e);
+    let day_keys = load_day_keys(tx, keys, i64::MIN, i64::MAX).map_err(sql)?;
+    let rows: Vec<(i64, String, String, i64, i64)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, content_hash, format, entries, imported_day FROM case_lists")
+            .map_err(sql)?;
+        let v = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map_err(sql)?
+            .collect::<Result<_, _>>()
+            .map_err(sql)?;
+        v
+    };
+    for (id, hash, format, entries, day) in rows {
+        let Some(Some(key)) = day_keys.get(&day) else {
+            continue;
+        };
+        let blob: Vec<u8> = tx
+            .query_row("SELECT blob FROM case_lists WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .map_err(sql)?;
+        let Some(plain) = key.open(&Ad::case_list(day, &hash, &format, entries), &blob) else {
+            continue;
+        };
+        let Some(c) = derive_compact(&plain) else {
+            continue;
+        };
+        let sealed = key.seal(&Ad::case_list_compact(day, &hash, &format, entries), &c);
+        tx.execute(
+            "UPDATE case_lists SET compact = ?1 WHERE id = ?2",
+            params![sealed, id],
+        )
+        .map_err(sql)?;
+    }
+    Ok(())
 }

@@ -398,6 +398,23 @@ impl Ad {
             ],
         )
     }
+    pub(crate) fn case_list_compact(
+        day: i64,
+        content_hash: &str,
+        format: &str,
+        entries: i64,
+    ) -> Self {
+        Ad::new(
+            "case_lists",
+            "compact",
+            day,
+            &[
+                content_hash.as_bytes(),
+                format.as_bytes(),
+                &entries.to_be_bytes(),
+            ],
+        )
+    }
     pub(crate) fn exposure(day: i64, key_hash: &str) -> Self {
         Ad::new("exposures", "exposure", day, &[key_hash.as_bytes()])
     }

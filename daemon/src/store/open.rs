@@ -395,6 +395,7 @@ fn migration_step(
     match new_version {
         2 => super::exposures::migrate_v1_key_hashes(tx, db, keys),
         3 => super::sightings::fill_day_counts(tx, db, keys),
+        4 => super::case_lists::fill_compact(tx, db, keys),
         _ => Ok(()),
     }
 }

@@ -64,6 +64,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         sightings INTEGER NOT NULL
     );
     "#,
+    // 3 → 4. Each case list also holds its compact form (`caselist::compact`: fixed records,
+    // what matching needs), sealed under the same day key, so matching never re-parses the
+    // original. Derived from the stored originals by `case_lists::fill_compact` in the same
+    // transaction; NULL where the original does not parse (matching then reports that list).
+    r#"
+    ALTER TABLE case_lists ADD COLUMN compact BLOB;
+    "#,
 ];
 
 /// The version this build writes.

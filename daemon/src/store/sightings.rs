@@ -80,6 +80,25 @@ impl Store {
         &self,
         first_day: i64,
         last_day: i64,
+        f: impl FnMut(i64, &[Sighting]),
+    ) -> Result<usize, StoreError> {
+        self.for_each_chunk_after(first_day, last_day, i64::MIN, f)
+    }
+
+    /// Every sighting in chunks with id above `mark` (see [`Store::sightings_mark`]).
+    pub fn sightings_after(&self, mark: i64) -> Result<ReadOut, StoreError> {
+        let mut sightings = Vec::new();
+        let corrupt = self.for_each_chunk_after(i64::MIN, i64::MAX, mark, |_, s| {
+            sightings.extend_from_slice(s);
+        })?;
+        Ok(ReadOut { sightings, corrupt })
+    }
+
+    fn for_each_chunk_after(
+        &self,
+        first_day: i64,
+        last_day: i64,
+        after_id: i64,
         mut f: impl FnMut(i64, &[Sighting]),
     ) -> Result<usize, StoreError> {
         let sql = self.sql("reading sightings");
@@ -88,10 +107,11 @@ impl Store {
         let day_keys = load_day_keys(&tx, &self.keys, first_day, last_day).map_err(&sql)?;
         let mut stmt = tx
             .prepare_cached(
-                "SELECT id, day, blob FROM sightings WHERE day BETWEEN ?1 AND ?2 ORDER BY day, id",
+                "SELECT id, day, blob FROM sightings WHERE day BETWEEN ?1 AND ?2 AND id > ?3 \
+                 ORDER BY day, id",
             )
             .map_err(&sql)?;
-        let mut rows = stmt.query([first_day, last_day]).map_err(&sql)?;
+        let mut rows = stmt.query([first_day, last_day, after_id]).map_err(&sql)?;
         let mut plain = Zeroizing::new(Vec::new());
         let mut scratch: Vec<Sighting> = Vec::new();
         let mut corrupt = 0;
@@ -132,6 +152,16 @@ impl Store {
             sightings.extend_from_slice(s);
         })?;
         Ok(ReadOut { sightings, corrupt })
+    }
+
+    /// The highest sightings chunk id (0 when there is none): chunks written later have higher
+    /// ids, so an incremental matcher remembers this mark and later reads what is above it.
+    pub fn sightings_mark(&self) -> Result<i64, StoreError> {
+        let sql = self.sql("reading the sightings mark");
+        self.conn
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM sightings")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(&sql)
     }
 
     /// The UTC days holding sightings, ascending.

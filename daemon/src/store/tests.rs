@@ -155,7 +155,7 @@ fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
     }
 
     let mut store = Store::open_at(dir.path(), loc.clone()).unwrap();
-    assert_eq!(store.stats().unwrap().schema_version, 3);
+    assert_eq!(store.stats().unwrap().schema_version, 4);
     let x = store.exposures::<serde_json::Value>().unwrap();
     assert_eq!(x.exposures.len(), rows.len());
     assert_eq!(x.corrupt, 1);

@@ -1,0 +1,227 @@
+//! The compact form of a case list: what matching needs, as fixed-size records, so that `check`
+//! and the daemon's matcher never re-inflate a zip or re-parse JSON. Written at import (and by
+//! the schema v4 migration from the stored original), sealed beside the original in
+//! `case_lists.compact`.
+//!
+//! Layout (little-endian): `"BZC1"`, format byte (1 = Bluezone F0, 2 = GAEN export), the
+//! export's `end_timestamp` (u64, 0 for F0), the record count (u32), then the records:
+//!
+//! | format | record | bytes |
+//! |---|---|---|
+//! | F0 | daily key, `time_start` (i64), `time_end` (i64), `max` (u32) | 52 |
+//! | GAEN | TEK, rolling start (u32), rolling period (u32), report type (i32), days since onset (i32), flags (u8: 1 = in `revised_keys`, 2 = onset present) | 33 |
+//!
+//! Only the entries that passed the checks at import are kept (the skipped ones never match).
+
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{CaseList, Format};
+
+const MAGIC: &[u8; 4] = b"BZC1";
+const HEADER: usize = 4 + 1 + 8 + 4;
+const F0_RECORD: usize = 52;
+const GAEN_RECORD: usize = 33;
+const FLAG_REVISED: u8 = 1;
+const FLAG_ONSET: u8 = 2;
+
+/// Why a compact form did not decode (a store bug or tampering the seal did not catch).
+#[derive(Debug, thiserror::Error)]
+#[error("compact case list: {0}")]
+pub struct Error(&'static str);
+
+/// One F0 entry.
+#[derive(Clone, Copy, Debug)]
+pub struct F0Record {
+    pub key: [u8; 32],
+    pub time_start: i64,
+    pub time_end: i64,
+    pub max: u32,
+    /// The case list (id) it came from.
+    pub list: i64,
+}
+
+/// One published GAEN key.
+#[derive(Clone, Copy, Debug)]
+pub struct GaenRecord {
+    pub tek: [u8; 16],
+    pub rolling_start: u32,
+    pub rolling_period: u32,
+    pub report_type: i32,
+    pub days_since_onset: Option<i32>,
+    /// An entry of `revised_keys`.
+    pub revised: bool,
+    /// The export's `end_timestamp`.
+    pub end_timestamp: u64,
+    /// The case list (id) it came from; ids grow with import order.
+    pub list: i64,
+}
+
+/// The records of any number of lists, in two contiguous buffers whose key bytes are zeroed
+/// once, in one pass each, when dropped (not a million small zeroizing keys).
+#[derive(Default)]
+pub struct Records {
+    pub f0: Vec<F0Record>,
+    pub gaen: Vec<GaenRecord>,
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        for r in &mut self.f0 {
+            r.key.zeroize();
+        }
+        for r in &mut self.gaen {
+            r.tek.zeroize();
+        }
+    }
+}
+
+/// The compact form of a checked list.
+pub fn encode(list: &CaseList) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::new());
+    match list {
+        CaseList::BluezoneF0(l) => {
+            let entries = &l.list.entries;
+            out.reserve(HEADER + entries.len() * F0_RECORD);
+            header(&mut out, Format::BluezoneF0, 0, entries.len());
+            for e in entries {
+                out.extend_from_slice(e.daily_key.as_bytes());
+                out.extend_from_slice(&e.time_start.to_le_bytes());
+                out.extend_from_slice(&e.time_end.to_le_bytes());
+                out.extend_from_slice(&e.max.get().to_le_bytes());
+            }
+        }
+        CaseList::GaenExport(x) => {
+            let f = &x.file;
+            let n = f.keys.len() + f.revised_keys.len();
+            out.reserve(HEADER + n * GAEN_RECORD);
+            header(&mut out, Format::GaenExport, f.end_timestamp, n);
+            let all = f.keys.iter().map(|k| (k, false));
+            for (k, revised) in all.chain(f.revised_keys.iter().map(|k| (k, true))) {
+                out.extend_from_slice(k.tek.as_bytes());
+                out.extend_from_slice(&k.rolling_start.to_le_bytes());
+                out.extend_from_slice(&k.rolling_period.to_le_bytes());
+                out.extend_from_slice(&k.report_type.to_i32().to_le_bytes());
+                out.extend_from_slice(&k.days_since_onset.unwrap_or(0).to_le_bytes());
+                let mut flags = 0;
+                if revised {
+                    flags |= FLAG_REVISED;
+                }
+                if k.days_since_onset.is_some() {
+                    flags |= FLAG_ONSET;
+                }
+                out.push(flags);
+            }
+        }
+    }
+    out
+}
+
+fn header(out: &mut Vec<u8>, format: Format, end_timestamp: u64, n: usize) {
+    out.extend_from_slice(MAGIC);
+    out.push(match format {
+        Format::BluezoneF0 => 1,
+        Format::GaenExport => 2,
+    });
+    out.extend_from_slice(&end_timestamp.to_le_bytes());
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+/// The format a compact form holds.
+pub fn format(bytes: &[u8]) -> Result<Format, Error> {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC {
+        return Err(Error("bad header"));
+    }
+    match bytes[4] {
+        1 => Ok(Format::BluezoneF0),
+        2 => Ok(Format::GaenExport),
+        _ => Err(Error("unknown format byte")),
+    }
+}
+
+/// Appends the records of list `list` to `out`.
+pub fn decode_into(bytes: &[u8], list: i64, out: &mut Records) -> Result<(), Error> {
+    let format = format(bytes)?;
+    let end_timestamp = u64::from_le_bytes(bytes[5..13].try_into().unwrap_or_default());
+    let n = u32::from_le_bytes(bytes[13..17].try_into().unwrap_or_default()) as usize;
+    let body = &bytes[HEADER..];
+    let size = match format {
+        Format::BluezoneF0 => F0_RECORD,
+        Format::GaenExport => GAEN_RECORD,
+    };
+    if body.len() != n.saturating_mul(size) {
+        return Err(Error("length does not match the record count"));
+    }
+    let u32_at = |r: &[u8], i: usize| u32::from_le_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+    let i64_at = |r: &[u8], i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&r[i..i + 8]);
+        i64::from_le_bytes(b)
+    };
+    match format {
+        Format::BluezoneF0 => {
+            out.f0.reserve(n);
+            for r in body.chunks_exact(F0_RECORD) {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&r[..32]);
+                out.f0.push(F0Record {
+                    key,
+                    time_start: i64_at(r, 32),
+                    time_end: i64_at(r, 40),
+                    max: u32_at(r, 48),
+                    list,
+                });
+                key.zeroize();
+            }
+        }
+        Format::GaenExport => {
+            out.gaen.reserve(n);
+            for r in body.chunks_exact(GAEN_RECORD) {
+                let mut tek = [0u8; 16];
+                tek.copy_from_slice(&r[..16]);
+                let flags = r[32];
+                out.gaen.push(GaenRecord {
+                    tek,
+                    rolling_start: u32_at(r, 16),
+                    rolling_period: u32_at(r, 20),
+                    report_type: u32_at(r, 24) as i32,
+                    days_since_onset: (flags & FLAG_ONSET != 0).then_some(u32_at(r, 28) as i32),
+                    revised: flags & FLAG_REVISED != 0,
+                    end_timestamp,
+                    list,
+                });
+                tek.zeroize();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caselist::{parse, Limits};
+
+    #[test]
+    fn f0_round_trips_valid_entries_only() {
+        let a = hex::encode([7u8; 32]);
+        let json = format!(
+            r#"{{"data":[{{"daily_key":"{a}","time_start":1728000000,"max":144,"time_end":1728086399}},
+            {{"daily_key":"zz","time_start":1}}]}}"#
+        );
+        let list = parse(json.as_bytes(), &[], &Limits::default()).unwrap();
+        let c = encode(&list);
+        assert_eq!(format(&c).unwrap(), Format::BluezoneF0);
+        let mut r = Records::default();
+        decode_into(&c, 9, &mut r).unwrap();
+        assert_eq!(r.f0.len(), 1);
+        let e = r.f0[0];
+        assert_eq!(
+            (e.key, e.time_start, e.time_end, e.max, e.list),
+            ([7u8; 32], 1728000000, 1728086399, 144, 9)
+        );
+        // Truncated or unknown data is refused, not misread.
+        assert!(decode_into(&c[..c.len() - 1], 9, &mut r).is_err());
+        assert!(decode_into(b"BZC1\x07aaaaaaaaaaaa", 9, &mut r).is_err());
+        assert!(format(b"PK\x03\x04").is_err());
+    }
+}
