@@ -2,7 +2,7 @@
 //!
 //! A `HashSet` with SipHash costs ≈ 12–22 ns a probe here; the matcher probes every derived ID
 //! (96 per Bluezone F0-day, 144 per GAEN key), and nearly all probes miss. So a miss must cost
-//! one cache line: see [`IdTable`]. Bucket and fingerprint come from a keyed hash of the *whole*
+//! one cache line, and in a 1M-ID log a line that stays in cache: see [`IdTable`]. Bucket and fingerprint come from a keyed hash of the *whole*
 //! identifier under a per-build seed, so peers who choose the IDs we log cannot aim them at one
 //! bucket (security review M3: hashing only the first 8 bytes let IDs that differ in the rest
 //! share one bucket and fingerprint whatever the seed). Probes come in batches, so the cache
@@ -32,6 +32,23 @@ struct Bucket([u16; BUCKET]);
 
 const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// Filter bits an ID, and bits set an ID (each from 6 bits of the hash). With 64-bit blocks
+/// this passes about 0.5–1 % of absent IDs on to the buckets.
+const FILTER_BITS: usize = 12;
+const FILTER_K: u32 = 5;
+
+/// The filter word of hash `h` (multiply-shift range reduction of its bits 32..64, so the
+/// filter need not be a power of two long) and the bits it must hold.
+#[inline(always)]
+fn filter_slot(h: u64, words: usize) -> (usize, u64) {
+    let w = (((h >> 32) * words as u64) >> 32) as usize;
+    let mut m = 0u64;
+    for k in 0..FILTER_K {
+        m |= 1 << ((h >> (6 * k)) & 63);
+    }
+    (w, m)
+}
+
 /// Longest run of buckets an ID may be placed away from its home bucket. With the keyed hash
 /// and tables at most half full, a run of even two is rare; a longer one means the seed's
 /// hash is unlucky (or known to whoever chose the IDs), so the build starts over with a new key
@@ -41,13 +58,17 @@ const MAX_REBUILDS: u32 = 3;
 
 /// Identifiers of one length (`N` = 12 for Bluezone, 16 for GAEN) with their observations.
 ///
-/// Layout: buckets of 32 16-bit fingerprints (0 = empty), one cache line each, holding on
+/// Layout: a Bloom filter in front (see `filter`), then buckets of 32 16-bit fingerprints (0 = empty), one cache line each, holding on
 /// average ≤ 16; an ID's bucket comes from the top bits of [`Key::hash`] of the whole ID, its
 /// fingerprint from 16 other bits of it. A lookup reads one line and compares all 32
 /// fingerprints at once (one AVX-512 compare, or four SSE2 ones); only an overflowed bucket
 /// sends it on to the next. `groups` runs parallel to the fingerprints and is read only on a fingerprint match,
 /// which is then confirmed against the full ID.
 pub struct IdTable<const N: usize> {
+    /// First level: a register-blocked Bloom filter, [`FILTER_BITS`] bits an ID, every ID's
+    /// [`FILTER_K`] bits in one 64-bit word. At 1M IDs it is 1.5 MB and stays in a core's L2
+    /// where the buckets (4 MB) do not; a probe that misses (nearly all) reads one word of it.
+    filter: Vec<u64>,
     buckets: Vec<Bucket>,
     /// Bit `b`: bucket `b` filled up and some ID whose home it is lives further on. Only then
     /// does a lookup that found nothing in `b` go on to the next bucket.
@@ -127,6 +148,7 @@ impl<const N: usize> IdTable<N> {
         let mut nb = (ids.len() / (BUCKET / 2)).next_power_of_two().max(2);
         let mut seed = seed;
         let mut t = IdTable {
+            filter: Vec::new(),
             buckets: Vec::new(),
             overflowed: Vec::new(),
             groups: Vec::new(),
@@ -155,6 +177,8 @@ impl<const N: usize> IdTable<N> {
     /// Lays the IDs out in `nb` buckets under `key`; false if some ID would land more than
     /// `max_run` buckets past its home.
     fn place_all(&mut self, nb: usize, key: Key, max_run: usize) -> bool {
+        let words = (self.ids.len() * FILTER_BITS).div_ceil(64).max(1);
+        self.filter = vec![0; words];
         self.buckets = vec![Bucket::default(); nb];
         self.overflowed = vec![0; nb.div_ceil(64)];
         self.groups = vec![0; nb * BUCKET];
@@ -162,6 +186,8 @@ impl<const N: usize> IdTable<N> {
         self.key = key;
         for g in 0..self.ids.len() {
             let h = self.key.hash(&self.ids[g]);
+            let (w, m) = filter_slot(h, words);
+            self.filter[w] |= m;
             let fp = fingerprint(h);
             let mut b = self.bucket_of(h);
             let mut run = 0;
@@ -216,7 +242,7 @@ impl<const N: usize> IdTable<N> {
         self.find_with(id, masks)
     }
 
-    /// The lookup, with the bucket compare passed in (SSE2 or AVX-512).
+    /// The full lookup (past the filter), with the bucket compare passed in.
     #[inline(always)]
     fn find_with(&self, id: &[u8; N], compare: impl Fn(&Bucket, u16) -> u32) -> Option<u32> {
         let h = self.key.hash(id);
@@ -240,62 +266,32 @@ impl<const N: usize> IdTable<N> {
         }
     }
 
-    /// Probes a batch, calling `hit(i, group)` for each `ids[i]` that was seen. The buckets of
-    /// the whole batch are prefetched first so that their cache misses overlap.
+    /// Probes a batch, calling `hit(i, group)` for each `ids[i]` that was seen (in order).
+    ///
+    /// A tight branch-free first pass hashes every ID and reads its filter word, noting only
+    /// the IDs the filter lets through; the full lookup then runs for those few. Nearly every
+    /// probe misses and nothing is carried between IDs, so the out-of-order core overlaps the
+    /// filter reads by itself. Plain scalar code: the same on every CPU, and no AVX-512 state
+    /// to leave dirty for the SSE code around it.
     #[inline]
     pub fn find_batch<T: IdBytes<N>>(&self, ids: &[T], mut hit: impl FnMut(usize, u32)) {
         if self.ids.is_empty() {
             return;
         }
-        #[cfg(target_arch = "x86_64")]
-        if super::cpu::avx512() {
-            // Its first pass has no branches, so the out-of-order core overlaps the bucket
-            // loads by itself; a prefetch pass only repeated the hashing (measured slower).
-            // SAFETY: the CPU has AVX-512F (checked above).
-            unsafe { self.probe_avx512(ids, &mut hit) };
-            return;
-        }
-        // Portable: prefetch a chunk's buckets, then look them up, so the misses overlap.
-        const CHUNK: usize = 64;
-        for (c, chunk) in ids.chunks(CHUNK).enumerate() {
-            for id in chunk {
-                prefetch(&self.buckets[self.bucket_of(self.key.hash(id.id_bytes()))]);
-            }
-            for (i, id) in chunk.iter().enumerate() {
-                if let Some(g) = self.find_with(id.id_bytes(), masks) {
-                    hit(c * CHUNK + i, g);
-                }
-            }
-        }
-    }
-
-    /// One 64-byte compare per bucket, in a tight branch-free first pass that only notes the
-    /// IDs whose bucket holds their fingerprint (or overflowed); the full lookup then runs for
-    /// those few. Nearly every probe misses, and 144 of them follow each GAEN key, so the first
-    /// pass is what costs: a handful of instructions with nothing carried between IDs.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn probe_avx512<T: IdBytes<N>>(&self, ids: &[T], hit: &mut impl FnMut(usize, u32)) {
-        use core::arch::x86_64::*;
         const CHUNK: usize = 256;
-        let buckets = self.buckets.as_ptr();
-        let overflowed = self.overflowed.as_ptr();
-        let (key, shift) = (self.key, self.shift);
+        let filter = &self.filter[..];
+        let words = filter.len();
+        let key = self.key;
         let mut cand = [0u16; CHUNK];
         for (c, chunk) in ids.chunks(CHUNK).enumerate() {
             let mut n = 0;
             for (i, id) in chunk.iter().enumerate() {
-                let h = key.hash(id.id_bytes());
-                let b = (h >> shift) as usize;
-                // SAFETY: `b` < buckets.len() (the shift keeps exactly log2(len) bits), and
-                // `Bucket` is 64 bytes and 64-byte aligned; `overflowed` has a bit per bucket.
-                let m = _mm512_cmpeq_epi16_mask(
-                    _mm512_load_si512(buckets.add(b) as *const _),
-                    _mm512_set1_epi16(fingerprint(h) as i16),
-                );
-                let o = (*overflowed.add(b / 64) >> (b % 64)) & 1;
+                let (w, m) = filter_slot(key.hash(id.id_bytes()), words);
+                // `w < words` by construction; the index check stays out of the hot loop's
+                // dependency chain.
+                let f = filter.get(w).copied().unwrap_or(u64::MAX);
                 cand[n] = i as u16;
-                n += ((m != 0) as u64 | o) as usize;
+                n += (f & m == m) as usize;
             }
             for &i in &cand[..n] {
                 let i = i as usize;
@@ -375,20 +371,6 @@ impl IdBytes<16> for aes::Block {
     fn id_bytes(&self) -> &[u8; 16] {
         self.as_ref()
     }
-}
-
-#[inline(always)]
-fn prefetch<T>(p: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint; it never faults, and `p` is a valid reference anyway.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch(
-            p as *const T as *const i8,
-            core::arch::x86_64::_MM_HINT_T0,
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Both protocols' identifiers, built from the store's read-out.
