@@ -166,11 +166,7 @@ fn derive_and_probe(
     entries: &[F0Entry],
     index: &ObservationIndex,
     skew: i64,
-    (ids, probed, passed): (
-        &mut [Vec<[u8; 12]>; LANES],
-        &mut Vec<ProbedStep>,
-        &mut Vec<Passed>,
-    ),
+    (ids, probed, passed): Scratch<'_>,
     hits: &mut Vec<Hit>,
 ) -> u64 {
     let mut first = [[0u32; 16]; LANES];
@@ -212,6 +208,14 @@ fn derive_and_probe(
     }
     derived
 }
+
+/// A task's reusable buffers: per-lane IDs (portable path), per-step probe results (AVX-512),
+/// and the IDs waiting for their full lookup.
+type Scratch<'a> = (
+    &'a mut [Vec<[u8; 12]>; LANES],
+    &'a mut Vec<ProbedStep>,
+    &'a mut Vec<Passed>,
+);
 
 /// An ID that passed the index's filter, waiting for its full lookup.
 struct Passed {

@@ -476,7 +476,8 @@ mod tests {
     /// `sha2` on a chain of 50 hashes-of-hashes in each of four lanes.
     #[test]
     fn four_lane_kernels_match_sha2() {
-        let kernels: [fn(&mut [V4; 8], &[V4; 16]); 2] = [compress4, compress4_generic];
+        type Kernel = fn(&mut [V4; 8], &[V4; 16]);
+        let kernels: [Kernel; 2] = [compress4, compress4_generic];
         for kernel in kernels {
             let mut refs: [[u8; 32]; 4] = std::array::from_fn(|l| [l as u8 * 3 + 1; 32]);
             for _ in 0..50 {

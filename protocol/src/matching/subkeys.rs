@@ -294,7 +294,8 @@ mod avx512 {
         // in cache (a 1M-ID filter is 2 MB) does not stall the chains.
         // Two steps back: one step's compression was not always enough to cover a miss.
         const DEPTH: usize = 2;
-        let mut pending: [Option<(usize, [(__m512i, __m512i); 2])>; DEPTH] = [None; DEPTH];
+        type Pending = Option<(usize, [(__m512i, __m512i); 2])>;
+        let mut pending: [Pending; DEPTH] = [None; DEPTH];
         for step in 0..steps {
             let s = compress16_body!(&iv, &w);
             let id0 = _mm512_or_si512(
@@ -394,6 +395,7 @@ mod tests {
     /// exactly the lanes the scalar filter check passes (every ID that is in the index among
     /// them), for full and partial groups.
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn filtered_chains_agree_with_the_scalar_filter() {
         use crate::matching::index::{filter_hash, filter_slot};
         use crate::matching::ObservationIndex;
