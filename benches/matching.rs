@@ -7,7 +7,13 @@
 //!
 //! `BLUEZONED_FORCE_PORTABLE=1` runs every kernel on its portable path (no SHA-NI, AVX-512,
 //! VAES); the groups are then named `…-portable`, so both sets of rows sit side by side in
-//! criterion's reports. (`aes` still uses AES-NI unless built with `--cfg aes_force_soft`.)
+//! criterion's reports. The `sha256*/sha2-compress256-16x96` row is the `sha2` crate on the
+//! same chains: its software backend when built with `--features sha2/force-soft` (and `aes`,
+//! which the portable RPI path uses, is software with `RUSTFLAGS='--cfg aes_force_soft'`);
+//! `benches/run-table.sh` builds the portable rows that way.
+//!
+//! `BLUEZONED_BENCH_SECS=S` sets every group's measurement time to `S` seconds (flat sampling,
+//! ten samples): the short settings of `benches/run-table.sh`.
 
 use std::time::Duration;
 
@@ -17,7 +23,10 @@ use bluezone_protocol::matching::gaen::GaenKey;
 use bluezone_protocol::matching::subkeys::{subkey_ids, LANES};
 use bluezone_protocol::matching::{bluezone, cpu, MatchConfig, ObservationIndex};
 use bluezone_protocol::{Aem, DailyKey, PeerId, RollingId, Rpi, Sighting, Tek};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+    Throughput,
+};
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
 
 const DAY0: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
@@ -34,6 +43,23 @@ fn group(name: &str) -> String {
     } else {
         name.to_string()
     }
+}
+
+/// Measurement time: `default` seconds, or `BLUEZONED_BENCH_SECS` when set.
+fn secs(default: u64) -> Duration {
+    let s = std::env::var("BLUEZONED_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(default as f64);
+    Duration::from_secs_f64(s)
+}
+
+/// Ten samples of equal iteration counts: rows whose one iteration takes a good part of a
+/// second would otherwise need 55 iterations for criterion's linear sampling.
+fn setup<M: criterion::measurement::Measurement>(g: &mut BenchmarkGroup<'_, M>) {
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .sampling_mode(SamplingMode::Flat);
 }
 
 fn random_sightings(rng: &mut StdRng, n: usize, gaen: bool) -> Vec<Sighting> {
@@ -88,7 +114,7 @@ fn plant_bluezone(sightings: &mut [Sighting], entries: &[F0Entry], n_seen: usize
 
 fn bench_bluezone(c: &mut Criterion) {
     let mut g = c.benchmark_group(group("bluezone"));
-    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    setup(&mut g);
     let records: &[usize] = if full() {
         &[1000, 15000, 200000]
     } else {
@@ -103,7 +129,7 @@ fn bench_bluezone(c: &mut Criterion) {
         for &n in records {
             let entries = &all[..n];
             g.throughput(Throughput::Elements(n as u64 * DAYS as u64));
-            g.measurement_time(Duration::from_secs(if n >= 15000 { 20 } else { 5 }));
+            g.measurement_time(secs(if n >= 15000 { 20 } else { 5 }));
             g.bench_with_input(BenchmarkId::new(format!("{n}x14d"), ids), &ids, |b, _| {
                 b.iter(|| bluezone::match_f0(entries, &index, &MatchConfig::default()))
             });
@@ -130,7 +156,7 @@ fn gaen_keys(rng: &mut StdRng, n: usize) -> Vec<GaenKey> {
 
 fn bench_gaen(c: &mut Criterion) {
     let mut g = c.benchmark_group(group("gaen"));
-    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    setup(&mut g);
     let key_counts: &[usize] = if full() {
         &[100_000, 1_000_000, 5_000_000]
     } else {
@@ -157,7 +183,7 @@ fn bench_gaen(c: &mut Criterion) {
         let index = ObservationIndex::build(&sightings, rng.gen());
         for &n in key_counts {
             g.throughput(Throughput::Elements(n as u64));
-            g.measurement_time(Duration::from_secs(if n >= 1_000_000 { 20 } else { 5 }));
+            g.measurement_time(secs(if n >= 1_000_000 { 20 } else { 5 }));
             g.bench_with_input(BenchmarkId::new(n.to_string(), rpis), &rpis, |b, _| {
                 b.iter(|| {
                     bluezone_protocol::matching::gaen::match_keys(
@@ -232,9 +258,8 @@ fn bench_baseline(c: &mut Criterion) {
 /// SHA-256 alone: sixteen sub-key chains of 96 steps (elements are compressions).
 fn bench_sha256(c: &mut Criterion) {
     let mut g = c.benchmark_group(group("sha256"));
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    setup(&mut g);
+    g.measurement_time(secs(3));
     let first: Vec<[u32; 16]> = (0..LANES as u32)
         .map(|l| std::array::from_fn(|w| l.wrapping_mul(0x9E37_79B9) ^ w as u32))
         .collect();
@@ -246,6 +271,60 @@ fn bench_sha256(c: &mut Criterion) {
             ids[LANES - 1][95]
         })
     });
+    // The same chains through the `sha2` crate's `compress256`, one block at a time.
+    g.bench_function("sha2-compress256-16x96", |b| {
+        b.iter(|| {
+            let mut st = [[0u32; 8]; LANES];
+            for (s, f) in st.iter_mut().zip(&first) {
+                s.copy_from_slice(&f[..8]);
+            }
+            for _ in 0..96 {
+                for s in st.iter_mut() {
+                    let mut block = [0u8; 64];
+                    for (c, w) in block.chunks_exact_mut(4).zip(s.iter()) {
+                        c.copy_from_slice(&w.to_be_bytes());
+                    }
+                    block[32] = 0x80;
+                    block[62] = 1; // 256 bits
+                    let mut next = bluezone_protocol::matching::sha256x::IV;
+                    sha2::compress256(&mut next, &[block.into()]);
+                    *s = next;
+                }
+            }
+            st[LANES - 1]
+        })
+    });
+    g.finish();
+}
+
+/// The 144 RPIs of a key (elements are AES blocks): the matcher's `rpi_blocks` (VAES, or on the
+/// portable path the `aes` crate) next to the `aes` crate's `encrypt_blocks` on the same blocks.
+fn bench_rpi_aes(c: &mut Criterion) {
+    use aes::cipher::{BlockEncrypt, KeyInit};
+    use bluezone_protocol::matching::rpi_aes::{rpi_blocks, MAX_RPIS};
+    let mut g = c.benchmark_group(group("rpi-aes"));
+    setup(&mut g);
+    g.measurement_time(secs(3));
+    let key = [0x5au8; 16];
+    let first = Enin::from_unix(DAY0);
+    let mut out = [[0u8; 16]; MAX_RPIS];
+    g.throughput(Throughput::Elements(MAX_RPIS as u64));
+    g.bench_function("rpi_blocks-144", |b| {
+        b.iter(|| {
+            rpi_blocks(&key, first, MAX_RPIS, &mut out);
+            out[MAX_RPIS - 1]
+        })
+    });
+    g.bench_function("aes-crate-144", |b| {
+        b.iter(|| {
+            let cipher = aes::Aes128Enc::new(&key.into());
+            let mut blocks: [aes::Block; MAX_RPIS] = std::array::from_fn(|j| {
+                gaen::padded_data(Enin(first.0.wrapping_add(j as u32))).into()
+            });
+            cipher.encrypt_blocks(&mut blocks);
+            blocks[MAX_RPIS - 1]
+        })
+    });
     g.finish();
 }
 
@@ -254,9 +333,8 @@ fn bench_sha256(c: &mut Criterion) {
 /// 1000 F0 entries × 14 days; the crafted rows should cost no more than the random ones.
 fn bench_flood(c: &mut Criterion) {
     let mut g = c.benchmark_group(group("flood"));
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+    setup(&mut g);
+    g.measurement_time(secs(5));
     const IDS: usize = 100_000;
     let mut rng = StdRng::seed_from_u64(13);
     let random = random_sightings(&mut rng, IDS, false);
@@ -291,6 +369,7 @@ fn bench_flood(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_sha256,
+    bench_rpi_aes,
     bench_flood,
     bench_bluezone,
     bench_gaen,

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::index::ObservationIndex;
 use super::sha256x::words;
-use super::subkeys::{subkey_ids, LANES};
+use super::subkeys::{subkey_ids, subkey_ids_filtered, ProbedStep, LANES};
 use super::{Hit, MatchConfig, MatchStats};
 use crate::bluezone::{F0Entry, SlotsPerDay, SUBKEY_SALT};
 use crate::time::{UnixSeconds, DAY_SECONDS};
@@ -133,9 +133,19 @@ pub fn match_f0(
             let mut hits = Vec::new();
             let mut derived = 0u64;
             let mut ids: [Vec<[u8; 12]>; LANES] = Default::default();
+            let mut probed = Vec::new();
+            let mut passed = Vec::new();
             for group in work.chunks(LANES) {
-                derived += derive_and_probe(group, entries, index, skew, &mut ids, &mut hits);
+                derived += derive_and_probe(
+                    group,
+                    entries,
+                    index,
+                    skew,
+                    (&mut ids, &mut probed, &mut passed),
+                    &mut hits,
+                );
             }
+            look_up_passed(&mut passed, entries, index, skew, &mut hits);
             (
                 hits,
                 MatchStats {
@@ -147,12 +157,16 @@ pub fn match_f0(
         .reduce(|| (Vec::new(), MatchStats::default()), super::join_results)
 }
 
+/// Derives the IDs of a group of at most [`LANES`] days and probes them. With AVX-512 the
+/// chains and the filter probe run together ([`subkey_ids_filtered`]) and only the IDs that
+/// pass the filter are looked up; elsewhere each lane's IDs go through
+/// [`find_batch`](super::index::IdTable::find_batch).
 fn derive_and_probe(
     group: &[DayWork],
     entries: &[F0Entry],
     index: &ObservationIndex,
     skew: i64,
-    ids: &mut [Vec<[u8; 12]>; LANES],
+    (ids, probed, passed): Scratch<'_>,
     hits: &mut Vec<Hit>,
 ) -> u64 {
     let mut first = [[0u32; 16]; LANES];
@@ -160,34 +174,116 @@ fn derive_and_probe(
         *m = subkey0_block(&w.key);
     }
     let steps = group.iter().map(|w| w.steps).max().unwrap_or(0) as usize;
-    subkey_ids(&first[..group.len()], steps, ids);
-    let mut derived = 0;
-    for (l, w) in group.iter().enumerate() {
-        let lane = &ids[l][..w.steps as usize];
-        derived += lane.len() as u64;
-        let e = &entries[w.entry as usize];
-        index.bluezone.find_batch(lane, |slot, g| {
-            let mut windows = [(0i64, -1i64); 2];
-            for (k, (m, n)) in layouts(e.max).enumerate() {
-                let start = w.base + slot as i64 * m.slot_seconds();
-                if (slot as u32) < n && start <= e.time_end {
-                    windows[k] = (start - skew, start + m.slot_seconds() + skew);
-                }
-            }
-            for (a, b) in merge(windows) {
-                let r = index.bluezone.seen_within(g, a, b);
-                if !r.is_empty() {
-                    hits.push(Hit {
-                        case: w.entry,
-                        group: g,
-                        obs: r.start as u32..r.end as u32,
-                        tx_power: None,
+    let derived = group.iter().map(|w| w.steps as u64).sum();
+    let table = &index.bluezone;
+    let mut on_hit = |entry: u32, base: UnixSeconds, slot: usize, g: u32| {
+        report(entries, table, skew, entry, base, slot, g, hits)
+    };
+    let (filter, key) = table.filter();
+    if subkey_ids_filtered(&first[..group.len()], steps, filter, key, probed).is_some() {
+        // The few IDs that passed the filter (about 0.4 % of absent ones) wait in `passed`
+        // and are looked up together by the caller.
+        for (slot, p) in probed.iter().enumerate() {
+            let mut pass = p.pass;
+            while pass != 0 {
+                let l = pass.trailing_zeros() as usize;
+                pass &= pass - 1;
+                let w = &group[l];
+                if slot < w.steps as usize {
+                    passed.push(Passed {
+                        id: p.id(l),
+                        slot: slot as u16,
+                        entry: w.entry,
+                        base: w.base,
                     });
                 }
             }
-        });
+        }
+        return derived;
+    }
+    subkey_ids(&first[..group.len()], steps, ids);
+    for (l, w) in group.iter().enumerate() {
+        let lane = &ids[l][..w.steps as usize];
+        table.find_batch(lane, |slot, g| on_hit(w.entry, w.base, slot, g));
     }
     derived
+}
+
+/// A task's reusable buffers: per-lane IDs (portable path), per-step probe results (AVX-512),
+/// and the IDs waiting for their full lookup.
+type Scratch<'a> = (
+    &'a mut [Vec<[u8; 12]>; LANES],
+    &'a mut Vec<ProbedStep>,
+    &'a mut Vec<Passed>,
+);
+
+/// An ID that passed the index's filter, waiting for its full lookup.
+struct Passed {
+    id: [u8; 12],
+    slot: u16,
+    entry: u32,
+    base: UnixSeconds,
+}
+
+/// Full lookups of the IDs that passed the filter, all at once so that their cache misses
+/// (a bucket each: in a 1M-ID index, one miss to memory) overlap.
+fn look_up_passed(
+    passed: &mut Vec<Passed>,
+    entries: &[F0Entry],
+    index: &ObservationIndex,
+    skew: i64,
+    hits: &mut Vec<Hit>,
+) {
+    let table = &index.bluezone;
+    let ids: Vec<[u8; 12]> = passed.iter().map(|p| p.id).collect();
+    table.find_passed(&ids, |i, g| {
+        let p = &passed[i];
+        report(
+            entries,
+            table,
+            skew,
+            p.entry,
+            p.base,
+            p.slot as usize,
+            g,
+            hits,
+        );
+    });
+    passed.clear();
+}
+
+/// Sightings of group `g` in the windows of sub-key `slot` of the day starting at `base` of
+/// entry `entry`, as hits.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    entries: &[F0Entry],
+    table: &super::index::IdTable<12>,
+    skew: i64,
+    entry: u32,
+    base: UnixSeconds,
+    slot: usize,
+    g: u32,
+    hits: &mut Vec<Hit>,
+) {
+    let e = &entries[entry as usize];
+    let mut windows = [(0i64, -1i64); 2];
+    for (k, (m, n)) in layouts(e.max).enumerate() {
+        let start = base + slot as i64 * m.slot_seconds();
+        if (slot as u32) < n && start <= e.time_end {
+            windows[k] = (start - skew, start + m.slot_seconds() + skew);
+        }
+    }
+    for (a, b) in merge(windows) {
+        let r = table.seen_within(g, a, b);
+        if !r.is_empty() {
+            hits.push(Hit {
+                case: entry,
+                group: g,
+                obs: r.start as u32..r.end as u32,
+                tx_power: None,
+            });
+        }
+    }
 }
 
 /// The non-empty windows among two, overlapping or touching ones merged (so one sighting is

@@ -33,13 +33,14 @@ pub fn sha_ni() -> bool {
         && std::is_x86_feature_detected!("sse4.1")
 }
 
-/// AVX-512 F + BW (the probe's 32 × 16-bit compare, the 16-lane SHA-256).
+/// AVX-512 F + BW + DQ (the 16-lane SHA-256, and the filter probe's 64-bit multiplies).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn avx512() -> bool {
     !force_portable()
         && std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512dq")
 }
 
 /// VAES on 512-bit vectors (four AES blocks a round instruction) with AES-NI for the schedule.

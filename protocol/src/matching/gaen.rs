@@ -283,33 +283,38 @@ pub fn match_keys(
                         &rpik_buf[..n]
                     };
                     rpi_blocks4(keys16, &starts[..n], &periods[..n], &mut all_rpis);
-                    for (l, &i) in group.iter().enumerate() {
+                    // The four keys' RPIs in one probe, so that the filter reads of the
+                    // later ones are under way while the first are tested. Entries past a
+                    // key's period are stale and skipped.
+                    derived += periods[..n].iter().sum::<usize>() as u64;
+                    let mut aemk: [Option<Aemk>; LANES] = Default::default();
+                    let flat = all_rpis.as_flattened();
+                    index.gaen.find_batch16(&flat[..n * MAX_RPIS], |x, g| {
+                        let (l, j) = (x / MAX_RPIS, x % MAX_RPIS);
+                        if j >= periods[l] {
+                            return;
+                        }
+                        let i = group[l];
                         let k = &ks[i as usize];
-                        let period = periods[l] as u32;
-                        let rpis = &all_rpis[l];
-                        derived += period as u64;
-                        let mut aemk: Option<Aemk> = None;
-                        index.gaen.find_batch(&rpis[..period as usize], |j, g| {
-                            let enin = k.rolling_start.0 as i64 + j as i64;
-                            let a = (enin - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
-                            let b = (enin + RPI_VALIDITY_INTERVALS + 1) * INTERVAL_SECONDS - 1;
-                            let r = index.gaen.seen_within(g, a, b);
-                            if !r.is_empty() {
-                                // Only a matched key's AEMK is derived: its metadata gives the
-                                // sender's calibrated tx power for attenuation.
-                                let tx_power = index.gaen.observations()[r.start].aem.map(|aem| {
-                                    let aemk = aemk.get_or_insert_with(|| Aemk::derive(&k.tek));
-                                    decrypt_metadata(aemk, &Rpi(rpis[j]), &aem).tx_power_dbm
-                                });
-                                hits.push(Hit {
-                                    case: (base + i as usize) as u32,
-                                    group: g,
-                                    obs: r.start as u32..r.end as u32,
-                                    tx_power,
-                                });
-                            }
-                        });
-                    }
+                        let enin = k.rolling_start.0 as i64 + j as i64;
+                        let a = (enin - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
+                        let b = (enin + RPI_VALIDITY_INTERVALS + 1) * INTERVAL_SECONDS - 1;
+                        let r = index.gaen.seen_within(g, a, b);
+                        if !r.is_empty() {
+                            // Only a matched key's AEMK is derived: its metadata gives the
+                            // sender's calibrated tx power for attenuation.
+                            let tx_power = index.gaen.observations()[r.start].aem.map(|aem| {
+                                let aemk = aemk[l].get_or_insert_with(|| Aemk::derive(&k.tek));
+                                decrypt_metadata(aemk, &Rpi(flat[x]), &aem).tx_power_dbm
+                            });
+                            hits.push(Hit {
+                                case: (base + i as usize) as u32,
+                                group: g,
+                                obs: r.start as u32..r.end as u32,
+                                tx_power,
+                            });
+                        }
+                    });
                 }
             }
             (

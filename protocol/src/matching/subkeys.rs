@@ -9,6 +9,7 @@
 //! (`shared/reviews/sha256-limit.md`: ≈ 20 ns a compression against ≈ 37 ns for SHA-NI).
 //! Elsewhere the lanes go through [`compress_lanes`] (SHA-NI pairs, or the portable code).
 
+use super::index::FilterKey;
 use super::sha256x::{compress_lanes, pad32, IV};
 
 /// Chains run together.
@@ -68,13 +69,72 @@ pub fn subkey_ids(first: &[[u32; 16]], steps: usize, ids: &mut [Vec<[u8; 12]>; L
     }
 }
 
+/// Per step of sixteen chains: each lane's ID as three little-endian words (`words[w][lane]`,
+/// the ID's bytes `4w..4w+4`), and the lanes whose ID passed the index's filter.
+#[derive(Clone, Copy, Default)]
+pub struct ProbedStep {
+    pub words: [[u32; LANES]; 3],
+    pub pass: u16,
+}
+
+impl ProbedStep {
+    /// Lane `l`'s ID bytes.
+    #[inline]
+    pub fn id(&self, l: usize) -> [u8; 12] {
+        let mut id = [0u8; 12];
+        for (c, w) in id.chunks_exact_mut(4).zip(self.words.iter()) {
+            c.copy_from_slice(&w[l].to_le_bytes());
+        }
+        id
+    }
+}
+
+/// The AVX-512 form of [`subkey_ids`] followed by the index's first probe: the chains of
+/// `first` (at most [`LANES`]) for `steps` steps, each step's sixteen IDs checked against the
+/// filter (`filter`, `key`: [`IdTable::filter`](super::index::IdTable::filter)) in the same
+/// registers, with a gather of the filter words. `out` is cleared and gets one entry a step;
+/// lanes past `first.len()` are never marked. `None` (nothing done) without AVX-512.
+pub fn subkey_ids_filtered(
+    first: &[[u32; 16]],
+    steps: usize,
+    filter: &[u64],
+    key: FilterKey,
+    out: &mut Vec<ProbedStep>,
+) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::avx512() && key.words == filter.len() && !filter.is_empty() {
+        let n = first.len().min(LANES);
+        let mut words = [[0u32; LANES]; 16];
+        for (l, m) in first.iter().take(n).enumerate() {
+            for (w, &x) in m.iter().enumerate() {
+                words[w][l] = x;
+            }
+        }
+        out.clear();
+        out.resize(steps, ProbedStep::default());
+        let valid = if n == LANES {
+            u16::MAX
+        } else {
+            (1u16 << n) - 1
+        };
+        // SAFETY: the CPU has AVX-512F and DQ (`cpu::avx512`); `key.words == filter.len()`,
+        // so every gathered index (`< key.words`) is inside `filter`.
+        unsafe { avx512::chains_filtered(&words, steps, filter, key, valid, out) };
+        return Some(());
+    }
+    let _ = (first, steps, filter, key, out);
+    None
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use core::arch::x86_64::*;
 
-    use super::LANES;
+    use super::{ProbedStep, LANES};
+    use crate::matching::index::FilterKey;
     use crate::matching::sha256x::IV;
-    use crate::matching::sha256x16::compress;
+    use crate::matching::sha256x::K;
+    use crate::matching::sha256x16::{compress, compress16_body};
 
     /// Sixteen chains; `words[w][l]` is message word `w` of lane `l`'s first block. Writes
     /// `ids[l][step]` for `l < n`, `step < steps` (each `ids[l]` already `steps` long).
@@ -142,6 +202,154 @@ mod avx512 {
             w[15] = _mm512_set1_epi32(256);
         }
     }
+
+    /// [`chains`] with the filter probe in place of the scatter: per step the three ID
+    /// vectors are stored as they are, and the filter hash
+    /// ([`filter_hash`](crate::matching::index::filter_hash) and
+    /// [`filter_slot`](crate::matching::index::filter_slot), the same arithmetic on even and
+    /// odd lanes as 64-bit halves) selects sixteen filter words by gather. Ends with
+    /// `vzeroupper` like [`chains`].
+    ///
+    /// # Safety
+    /// AVX-512F and DQ; `key.words == filter.len()`; `out.len() == steps`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn chains_filtered(
+        words: &[[u32; LANES]; 16],
+        steps: usize,
+        filter: &[u64],
+        key: FilterKey,
+        valid: u16,
+        out: &mut [ProbedStep],
+    ) {
+        let mut w = [_mm512_setzero_si512(); 16];
+        for (v, src) in w.iter_mut().zip(words.iter()) {
+            *v = _mm512_loadu_si512(src.as_ptr() as *const _);
+        }
+        let iv = IV.map(|x| _mm512_set1_epi32(x as i32));
+        let m8 = _mm512_set1_epi32(0xff00);
+        let m16 = _mm512_set1_epi32(0xff_0000);
+        let m24 = _mm512_set1_epi32(0xff00_0000u32 as i32);
+        let k0 = _mm512_set1_epi32(key.k[0] as i32);
+        let k1 = _mm512_set1_epi32(key.k[1] as i32);
+        let k2 = _mm512_set1_epi32(key.k[2] as i32);
+        // The fourth word of a 12-byte ID is 0, so `w3 ^ k3` is `k3` in every lane.
+        let k3 = _mm512_set1_epi64(key.k[3] as i64);
+        let fmul = _mm512_set1_epi64(0xD6E8_FEB8_6659_FD93u64 as i64);
+        let nwords = _mm512_set1_epi64(key.words as i64);
+        let one = _mm512_set1_epi64(1);
+        let six = _mm512_set1_epi64(63);
+        let base = filter.as_ptr();
+        // Lanes 2i (even) and 2i+1 (odd) as the low and high halves of 64-bit lane i: the
+        // filter hash and word index of one half.
+        let slot = |x0: __m512i, x1: __m512i, x2: __m512i| -> (__m512i, __m512i) {
+            let a = _mm512_mul_epu32(x0, x1);
+            let b = _mm512_mul_epu32(x2, k3);
+            let h = _mm512_add_epi64(a, b);
+            let h = _mm512_mullo_epi64(_mm512_xor_si512(h, _mm512_srli_epi64::<32>(h)), fmul);
+            let idx = _mm512_srli_epi64::<32>(_mm512_mul_epu32(_mm512_srli_epi64::<32>(h), nwords));
+            (h, idx)
+        };
+        // Whether each lane's filter word holds all its bits. The words are read with scalar
+        // loads, not `vpgatherqq`: with the Gather Data Sampling mitigation a gather costs far
+        // more than eight loads, and it was the hot spot of this loop in perf.
+        let test = |h: __m512i, idx: __m512i| -> u8 {
+            let mut i = [0u64; 8];
+            _mm512_storeu_si512(i.as_mut_ptr() as *mut _, idx);
+            let words = i.map(|x| *base.add(x as usize));
+            let f = _mm512_loadu_si512(words.as_ptr() as *const _);
+            let bit = |c: __m512i| _mm512_sllv_epi64(one, _mm512_and_si512(c, six));
+            let m = _mm512_or_si512(
+                _mm512_or_si512(bit(h), bit(_mm512_srli_epi64::<6>(h))),
+                _mm512_or_si512(
+                    _mm512_or_si512(
+                        bit(_mm512_srli_epi64::<12>(h)),
+                        bit(_mm512_srli_epi64::<18>(h)),
+                    ),
+                    _mm512_or_si512(
+                        bit(_mm512_srli_epi64::<24>(h)),
+                        bit(_mm512_srli_epi64::<30>(h)),
+                    ),
+                ),
+            );
+            let missing = _mm512_andnot_si512(f, m);
+            _mm512_testn_epi64_mask(missing, missing)
+        };
+        // Interleave: bit i of `even` is lane 2i, bit i of `odd` lane 2i+1.
+        let spread = |m: u8| {
+            let mut x = m as u16;
+            x = (x | (x << 4)) & 0x0F0F;
+            x = (x | (x << 2)) & 0x3333;
+            (x | (x << 1)) & 0x5555
+        };
+        const _: () = assert!(crate::matching::index::FILTER_K == 6);
+        let prefetch = |idx: __m512i| {
+            let mut i = [0u64; 8];
+            _mm512_storeu_si512(i.as_mut_ptr() as *mut _, idx);
+            for x in i {
+                _mm_prefetch::<_MM_HINT_T0>(base.add(x as usize) as *const i8);
+            }
+        };
+        // Software pipeline: a step's filter words are prefetched when its IDs are known and
+        // tested two steps (two compressions, ~3,400 instructions) later, so a word that is not
+        // in cache (a 1M-ID filter is 2 MB) does not stall the chains.
+        // Two steps back: one step's compression was not always enough to cover a miss.
+        const DEPTH: usize = 2;
+        type Pending = Option<(usize, [(__m512i, __m512i); 2])>;
+        let mut pending: [Pending; DEPTH] = [None; DEPTH];
+        for step in 0..steps {
+            let s = compress16_body!(&iv, &w);
+            let id0 = _mm512_or_si512(
+                _mm512_or_si512(
+                    _mm512_srli_epi32::<24>(s[0]),
+                    _mm512_and_si512(_mm512_srli_epi32::<16>(s[1]), m8),
+                ),
+                _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi32::<8>(s[2]), m16),
+                    _mm512_and_si512(s[3], m24),
+                ),
+            );
+            let pair = |a: __m512i, b: __m512i| {
+                _mm512_or_si512(
+                    _mm512_or_si512(_mm512_srli_epi32::<24>(a), _mm512_and_si512(a, m8)),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi32::<8>(b), m16),
+                        _mm512_and_si512(_mm512_slli_epi32::<16>(b), m24),
+                    ),
+                )
+            };
+            let id1 = pair(s[4], s[5]);
+            let id2 = pair(s[6], s[7]);
+            let o = &mut out[step];
+            _mm512_storeu_si512(o.words[0].as_mut_ptr() as *mut _, id0);
+            _mm512_storeu_si512(o.words[1].as_mut_ptr() as *mut _, id1);
+            _mm512_storeu_si512(o.words[2].as_mut_ptr() as *mut _, id2);
+            let (x0, x1, x2) = (
+                _mm512_xor_si512(id0, k0),
+                _mm512_xor_si512(id1, k1),
+                _mm512_xor_si512(id2, k2),
+            );
+            let even = slot(x0, x1, x2);
+            let odd = slot(
+                _mm512_srli_epi64::<32>(x0),
+                _mm512_srli_epi64::<32>(x1),
+                _mm512_srli_epi64::<32>(x2),
+            );
+            prefetch(even.1);
+            prefetch(odd.1);
+            if let Some((p, [e, o])) = pending[step % DEPTH].replace((step, [even, odd])) {
+                out[p].pass = (spread(test(e.0, e.1)) | (spread(test(o.0, o.1)) << 1)) & valid;
+            }
+            w[..8].copy_from_slice(&s);
+            w[8] = _mm512_set1_epi32(0x8000_0000u32 as i32);
+            for x in &mut w[9..15] {
+                *x = _mm512_setzero_si512();
+            }
+            w[15] = _mm512_set1_epi32(256);
+        }
+        for (p, [e, o]) in pending.into_iter().flatten() {
+            out[p].pass = (spread(test(e.0, e.1)) | (spread(test(o.0, o.1)) << 1)) & valid;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +388,71 @@ mod tests {
             for v in &ids[n..] {
                 assert!(v.is_empty());
             }
+        }
+    }
+
+    /// The AVX-512 chains with the filter probe give the same IDs as [`subkey_ids`], and mark
+    /// exactly the lanes the scalar filter check passes (every ID that is in the index among
+    /// them), for full and partial groups.
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn filtered_chains_agree_with_the_scalar_filter() {
+        use crate::matching::index::{filter_hash, filter_slot};
+        use crate::matching::ObservationIndex;
+        use crate::{PeerId, RollingId, Sighting};
+        for n in [16usize, 5] {
+            let first: Vec<[u32; 16]> = (0..n as u32)
+                .map(|l| std::array::from_fn(|w| l.wrapping_mul(0x9E37_79B9) ^ (w as u32 * 77)))
+                .collect();
+            let mut ids: [Vec<[u8; 12]>; LANES] = Default::default();
+            subkey_ids(&first, 40, &mut ids);
+            // Every third derived ID is in the index, with 3000 others.
+            let sightings: Vec<Sighting> = (0..3000u32)
+                .map(|i| {
+                    let mut id = [0u8; 12];
+                    id[..4].copy_from_slice(&i.wrapping_mul(0x2545_F491).to_le_bytes());
+                    id[8..].copy_from_slice(&i.to_le_bytes());
+                    id
+                })
+                .chain(ids.iter().flatten().step_by(3).copied())
+                .map(|id| Sighting {
+                    peer: PeerId::Bluezone(RollingId(id)),
+                    time: 1000,
+                    rssi: -60,
+                    tx_power: None,
+                    aem: None,
+                })
+                .collect();
+            let index = ObservationIndex::build(&sightings, 5);
+            let (filter, key) = index.bluezone.filter();
+            let mut out = Vec::new();
+            if subkey_ids_filtered(&first, 40, filter, key, &mut out).is_none() {
+                return; // no AVX-512 here (or the portable paths forced)
+            }
+            assert_eq!(out.len(), 40);
+            let mut passed = 0;
+            for (step, p) in out.iter().enumerate() {
+                for l in 0..LANES {
+                    let bit = p.pass >> l & 1 == 1;
+                    if l >= n {
+                        assert!(!bit, "lane {l} of {n} marked");
+                        continue;
+                    }
+                    let id = ids[l][step];
+                    assert_eq!(p.id(l), id, "n {n} step {step} lane {l}");
+                    let mut w = [0u32; 4];
+                    for (x, c) in w.iter_mut().zip(id.chunks_exact(4)) {
+                        *x = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    }
+                    let (i, m) = filter_slot(filter_hash(w, &key), key.words);
+                    assert_eq!(bit, filter[i] & m == m, "n {n} step {step} lane {l}");
+                    if index.bluezone.find(&id).is_some() {
+                        assert!(bit, "a seen ID must pass the filter");
+                        passed += 1;
+                    }
+                }
+            }
+            assert!(passed >= n * 40 / 3, "{passed}");
         }
     }
 }
