@@ -76,7 +76,7 @@ impl CountsCache {
 fn read_counts(s: &mut crate::store::Store) -> Result<StoreCounts, crate::store::StoreError> {
     let st = s.stats()?;
     let notifying = s
-        .exposures::<serde::de::IgnoredAny>()?
+        .exposure_states()?
         .exposures
         .iter()
         .filter(|e| {

@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::auth::{bearer, Role};
@@ -248,11 +248,8 @@ fn over_limit(e: &axum::Error) -> bool {
 }
 
 async fn exposures(State(st): State<Arc<ApiState>>) -> Response {
-    match st.shared.with_store(|s| s.exposures::<Value>()).await {
-        Ok(Ok(x)) => {
-            let list: Vec<Value> = x.exposures.iter().map(|e| e.report_json()).collect();
-            Json(json!({ "exposures": list })).into_response()
-        }
+    match st.shared.with_store(|s| s.exposures()).await {
+        Ok(Ok(x)) => Json(json!({ "exposures": x.exposures })).into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reading exposures failed");
             error(

@@ -94,11 +94,13 @@ async fn purge(shared: &Arc<Shared>) -> Result<()> {
 /// Matches all stored case lists; exposures that became notifying wake the notification task.
 pub async fn match_once(shared: &Arc<Shared>) -> Result<()> {
     let cfg = shared.config.clone();
+    let today = utc_day(shared.clock.now());
     // The store is held only to read and to write back: matching millions of keys must not
     // stall the logger's writes or the API.
     let report = async {
         let input = shared.with_store(|s| check::load(s)).await??;
-        let mut report = tokio::task::spawn_blocking(move || check::compute(&input, &cfg)).await?;
+        let mut report =
+            tokio::task::spawn_blocking(move || check::compute(&input, &cfg, today)).await?;
         shared
             .with_store(move |s| check::persist(s, &mut report).map(|()| report))
             .await?
