@@ -205,21 +205,29 @@ async fn upload(State(st): State<Arc<ApiState>>, body: Body) -> Response {
     let size = bytes.len();
     match ingest::ingest(&st.shared, &st.ingest, Vec::from(bytes), None).await {
         Ok(got) => {
+            let skipped = got.skipped();
+            let ingest::Ingested {
+                stored,
+                mut summary,
+            } = got;
             tracing::info!(
-                id = got.id,
-                format = got.format.as_str(),
-                entries = got.entries,
+                id = stored.id,
+                format = stored.format.as_str(),
+                entries = stored.entries,
+                skipped,
                 bytes = size,
-                new = got.new,
+                new = stored.new,
                 "case list uploaded"
             );
-            let status = if got.new {
+            let status = if stored.new {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            let body = json!({ "id": got.id, "format": got.format, "entries": got.entries });
-            (status, Json(body)).into_response()
+            // The summary `cases import` prints (skipped entries named by index, field and
+            // reason) and the id; the status says whether it was new.
+            summary["id"] = json!(stored.id);
+            (status, Json(summary)).into_response()
         }
         Err(IngestError::TooLarge { limit, .. }) => too_large(limit),
         Err(e) if e.is_content() => {
