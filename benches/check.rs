@@ -38,6 +38,8 @@ use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
 
 const DAY0: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
 const DAYS: i64 = 14;
+/// The UTC day the checks run on: the day after the last logged day.
+const TODAY: i64 = DAY0 / 86400 + DAYS + 1;
 const GAEN_KEYS: usize = 1_000_000;
 const F0_RECORDS: usize = 15_000;
 const OBSERVED: usize = 100_000;
@@ -173,7 +175,7 @@ fn bench_check(c: &mut Criterion) {
     let mut gaen = gaen_fixture(gaen_dir.path());
     g.throughput(Throughput::Elements(GAEN_KEYS as u64));
     g.bench_with_input(BenchmarkId::new("gaen", GAEN_KEYS), &OBSERVED, |b, _| {
-        b.iter(|| check::run_check(&mut gaen, &cfg).expect("check"))
+        b.iter(|| check::run_check(&mut gaen, &cfg, TODAY).expect("check"))
     });
     g.bench_function(format!("load/gaen-{GAEN_KEYS}"), |b| {
         b.iter(|| check::load(&gaen).expect("load"))
@@ -189,7 +191,7 @@ fn bench_check(c: &mut Criterion) {
     g.bench_with_input(
         BenchmarkId::new("bluezone", format!("{F0_RECORDS}x{DAYS}d")),
         &OBSERVED,
-        |b, _| b.iter(|| check::run_check(&mut bz, &cfg).expect("check")),
+        |b, _| b.iter(|| check::run_check(&mut bz, &cfg, TODAY).expect("check")),
     );
     drop(bz);
     g.finish();
@@ -256,14 +258,14 @@ fn step(m: &mut Incremental, store: &mut Store, cfg: &Config, due: bool) {
     };
     let mut reports = Vec::new();
     if let Some(full) = plan.full.take() {
-        let mut r = check::compute(&full, cfg);
+        let mut r = check::compute(&full, cfg, TODAY);
         check::persist(store, &mut r).expect("persist");
         reports.push(r);
     }
     if let Some(probe) = plan.probe.take() {
-        let r = check::compute(&probe, cfg);
+        let r = check::compute(&probe, cfg, TODAY);
         if let Some(input) = Incremental::rescore(store, &probe, &r).expect("rescore") {
-            let mut r = check::compute(&input, cfg);
+            let mut r = check::compute(&input, cfg, TODAY);
             check::persist(store, &mut r).expect("persist");
             reports.push(r);
         }

@@ -135,11 +135,11 @@ fn publish_and_check(positive: &Shared, other: &Shared, today: i64) -> CheckRepo
             .insert_case_list(today, list.format(), list.entries() as u64, bytes)
             .unwrap();
     }
-    run_check(&mut store, &config()).unwrap()
+    run_check(&mut store, &config(), today).unwrap()
 }
 
 fn notified(r: &CheckReport) -> bool {
-    r.exposures.iter().any(|e| e.notify)
+    r.exposures.iter().any(|e| e.notifies())
 }
 
 #[tokio::test(start_paused = true)]
@@ -194,11 +194,11 @@ async fn side_by_side_for_an_hour_log_each_other_every_slot() {
     assert!(report
         .exposures
         .iter()
-        .any(|e| e.protocol == "bluezone" && e.notify));
+        .any(|e| e.record.protocol == "bluezone" && e.notifies()));
     assert!(report
         .exposures
         .iter()
-        .any(|e| e.protocol == "gaen" && e.notify));
+        .any(|e| e.record.protocol == "gaen" && e.notifies()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -248,6 +248,7 @@ async fn a_replayed_f0_packet_never_notifies() {
     let e: Vec<_> = report
         .exposures
         .iter()
+        .map(|e| &e.record)
         .filter(|e| e.protocol == "bluezone")
         .collect();
     assert_eq!(
@@ -278,6 +279,7 @@ async fn sixty_seconds_of_clock_skew_still_matches() {
         let bz = report
             .exposures
             .iter()
+            .map(|e| &e.record)
             .find(|e| e.protocol == "bluezone")
             .expect("bluezone exposure");
         assert!(bz.notify, "{bz:?}");

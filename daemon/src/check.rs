@@ -15,9 +15,8 @@ use bluezone_protocol::gaen::export::ReportType;
 use bluezone_protocol::gaen::Enin;
 use bluezone_protocol::ids::{DailyKey, Tek};
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
-use bluezone_protocol::matching::score::{Infectiousness, ScoredReportType};
 use bluezone_protocol::matching::{
-    bluezone::match_f0, score, CaseInfo, Exposure, ExposureWindow, ObservationIndex, ScoreContext,
+    bluezone::match_f0, score, CaseInfo, Exposure, ObservationIndex, ScoreContext,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -25,38 +24,13 @@ use serde::Serialize;
 use crate::caselist::compact::{self, Records};
 use crate::caselist::{self, Limits};
 use crate::config::Config;
-use crate::store::{DeliveryState, ExposureKey, ReadOut, Store};
-
-/// One exposure as reported by `check --json`, the API and the hook.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ExposureReport {
-    pub protocol: &'static str,
-    /// Lower-case hex of the F0 daily key or the TEK (published material, not a secret of ours).
-    pub case_key: String,
-    pub day: i64,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub sightings: usize,
-    pub distinct_ids: usize,
-    pub duration_s: i64,
-    pub min_attenuation_db: i32,
-    pub typical_attenuation_db: i32,
-    pub weighted_minutes: f64,
-    pub notify: bool,
-    /// The case list it came from.
-    pub case_list: i64,
-    /// The report type and infectiousness that were weighed (`docs/scoring.md`).
-    pub report_type: ScoredReportType,
-    pub infectiousness: Infectiousness,
-    /// Seconds per attenuation bucket: immediate, near, medium, other.
-    pub seconds_by_bucket: [i64; 4],
-    /// The day's exposure windows.
-    pub windows: Vec<ExposureWindow>,
-}
+use crate::store::{DeliveryState, ExposureRecord, ReadOut, Store, StoredExposure};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CheckReport {
-    pub exposures: Vec<ExposureReport>,
+    /// This run's exposures as stored by [`persist`] (each with its `id` and notification
+    /// `state`): what `check --json` prints, in the shape of `GET /v1/exposures` and the hook.
+    pub exposures: Vec<StoredExposure>,
     pub keys_checked: u64,
     pub ids_derived: u64,
     pub sightings: usize,
@@ -65,9 +39,12 @@ pub struct CheckReport {
     pub corrupt_chunks: usize,
     #[serde(skip)]
     pub match_time: Duration,
+    /// What [`compute`] found, for [`persist`] to store.
+    #[serde(skip)]
+    pub matched: Vec<ExposureRecord>,
     /// Exposures (per case key and day) whose notification became due in this run.
     #[serde(skip)]
-    pub new_exposures: Vec<ExposureReport>,
+    pub new_exposures: Vec<StoredExposure>,
     /// GAEN keys (lower-case hex) revoked by a publication: [`persist`] withdraws their exposures.
     #[serde(skip)]
     pub revoked_keys: Vec<String>,
@@ -280,8 +257,10 @@ pub fn load(store: &Store) -> Result<CheckInput> {
 }
 
 /// Matches and scores (no store: the daemon runs this without holding the store, so sightings
-/// keep being written while millions of keys are checked).
-pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
+/// keep being written while millions of keys are checked). `today` is the UTC day of the run,
+/// from the daemon's clock: exposures more than `scoring.days_since_exposure_threshold` days
+/// before it do not notify.
+pub fn compute(input: &CheckInput, cfg: &Config, today: i64) -> CheckReport {
     let cases = &input.cases;
     let started = Instant::now();
     let index = ObservationIndex::build(&input.readout.sightings, rand::thread_rng().gen());
@@ -289,8 +268,7 @@ pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
     let (ga_hits, ga_stats) = match_keys(&cases.gaen, &index, &cfg.matching);
     let ctx = ScoreContext {
         rssi_correction_db: i32::from(cfg.radio.rssi_correction_db),
-        // Not applied yet: `scoring.days_since_exposure_threshold` needs the day of the run.
-        today: None,
+        today: Some(today),
     };
     let bz_info = vec![CaseInfo::bluezone(&cfg.scoring); cases.f0.len()];
     let bz = score(
@@ -309,7 +287,7 @@ pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
     );
     let match_time = started.elapsed();
 
-    let mut exposures: Vec<ExposureReport> = bz
+    let mut matched: Vec<ExposureRecord> = bz
         .iter()
         .map(|e| {
             let entry = &cases.f0[e.case as usize];
@@ -330,12 +308,13 @@ pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
             )
         }))
         .collect();
-    exposures.sort_by(|a, b| {
-        (a.first_seen, a.protocol, &a.case_key).cmp(&(b.first_seen, b.protocol, &b.case_key))
+    matched.sort_by(|a, b| {
+        (a.first_seen, &a.protocol, &a.case_key).cmp(&(b.first_seen, &b.protocol, &b.case_key))
     });
     let stats = bz_stats + ga_stats;
     CheckReport {
-        exposures,
+        exposures: Vec::new(),
+        matched,
         keys_checked: stats.keys_checked,
         ids_derived: stats.ids_derived,
         sightings: index.sightings(),
@@ -349,10 +328,12 @@ pub fn compute(input: &CheckInput, cfg: &Config) -> CheckReport {
 }
 
 /// Stores the report's exposures (typed records; the store seals them with their notification
-/// state). Those whose notification became due now (first stored notifying, or crossing the
-/// threshold now) become `new_exposures`, each logged as a warning without key material; the
-/// daemon's notification task delivers them.
+/// state) and fills [`CheckReport::exposures`] with them as stored. Those whose notification
+/// became due now (first stored notifying, or crossing the threshold now) become
+/// `new_exposures`, each logged as a warning without key material; the daemon's notification
+/// task delivers them.
 pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
+    report.exposures.clear();
     report.new_exposures.clear();
     report.withdrawn = 0;
     // Only revoked keys that have a live exposure cost a withdrawal (each reads the exposures).
@@ -360,7 +341,7 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
         HashSet::new()
     } else {
         store
-            .exposures::<serde::de::IgnoredAny>()?
+            .exposure_states()?
             .exposures
             .iter()
             .filter(|e| e.key.protocol == "gaen" && e.delivery.state != DeliveryState::Withdrawn)
@@ -375,38 +356,41 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
         }
         report.withdrawn += n;
     }
-    for e in &report.exposures {
-        let key = ExposureKey {
-            protocol: e.protocol.to_string(),
-            case_key: e.case_key.clone(),
-            day: e.day,
+    for record in &report.matched {
+        let outcome = store.upsert_exposure(record)?;
+        let stored = StoredExposure {
+            id: outcome.id,
+            key: record.key(),
+            delivery: outcome.delivery,
+            record: record.clone(),
         };
-        let outcome = store.upsert_exposure(&key, e.notify, e)?;
         if outcome.became_pending {
             tracing::warn!(
-                id = %outcome.id,
-                protocol = e.protocol,
-                day = e.day,
-                minutes = e.weighted_minutes,
+                id = %stored.id,
+                protocol = %record.protocol,
+                day = record.day,
+                minutes = record.weighted_minutes,
                 "exposure notification"
             );
-            report.new_exposures.push(e.clone());
+            report.new_exposures.push(stored.clone());
         }
+        report.exposures.push(stored);
     }
     Ok(())
 }
 
-/// Runs the whole match and stores new exposures ([`load`], [`compute`], [`persist`]).
-pub fn run_check(store: &mut Store, cfg: &Config) -> Result<CheckReport> {
+/// Runs the whole match on UTC day `today` and stores new exposures ([`load`], [`compute`],
+/// [`persist`]).
+pub fn run_check(store: &mut Store, cfg: &Config, today: i64) -> Result<CheckReport> {
     let input = load(store)?;
-    let mut report = compute(&input, cfg);
+    let mut report = compute(&input, cfg, today);
     persist(store, &mut report)?;
     Ok(report)
 }
 
-fn report(protocol: &'static str, case_key: String, list: i64, e: &Exposure) -> ExposureReport {
-    ExposureReport {
-        protocol,
+fn report(protocol: &str, case_key: String, list: i64, e: &Exposure) -> ExposureRecord {
+    ExposureRecord {
+        protocol: protocol.to_string(),
         case_key,
         day: e.day,
         first_seen: e.first_seen,
@@ -419,8 +403,8 @@ fn report(protocol: &'static str, case_key: String, list: i64, e: &Exposure) -> 
         weighted_minutes: (e.weighted_minutes * 100.0).round() / 100.0,
         notify: e.notify,
         case_list: list,
-        report_type: e.report_type,
-        infectiousness: e.infectiousness,
+        report_type: Some(e.report_type),
+        infectiousness: Some(e.infectiousness),
         seconds_by_bucket: e.seconds_by_bucket,
         windows: e.window_details.clone(),
     }

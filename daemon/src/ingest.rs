@@ -194,6 +194,21 @@ pub fn store(store: &mut Store, list: &Accepted, day: i64) -> Result<Stored, Err
     })
 }
 
+/// What [`ingest`] did: the stored list, and the description `cases import` prints (format,
+/// entries, and each skipped entry with its index, field and reason).
+#[derive(Clone, Debug)]
+pub struct Ingested {
+    pub stored: Stored,
+    pub summary: serde_json::Value,
+}
+
+impl Ingested {
+    /// How many entries were skipped as malformed.
+    pub fn skipped(&self) -> u64 {
+        self.summary["skipped_total"].as_u64().unwrap_or(0)
+    }
+}
+
 /// The service's path: accept and store on the blocking pool (neither parsing a 64 MiB zip nor
 /// SQLite's fsync may stall the runtime), then count a new list and wake matching.
 pub async fn ingest(
@@ -201,14 +216,14 @@ pub async fn ingest(
     ingest: &Ingest,
     bytes: Vec<u8>,
     only: Option<Format>,
-) -> Result<Stored, Error> {
+) -> Result<Ingested, Error> {
     let checker = ingest.clone();
     let accepted = tokio::task::spawn_blocking(move || checker.accept(bytes, only))
         .await
         .map_err(|_| Error::Task("check"))??;
     let day = utc_day(shared.clock.now());
-    let stored = shared
-        .with_store(move |s| store(s, &accepted, day))
+    let (stored, summary) = shared
+        .with_store(move |s| store(s, &accepted, day).map(|st| (st, accepted.summary())))
         .await
         .map_err(|_| Error::Task("store"))??;
     if stored.new {
@@ -218,7 +233,7 @@ pub async fn ingest(
             .fetch_add(1, Ordering::Relaxed);
         shared.match_now.notify_one();
     }
-    Ok(stored)
+    Ok(Ingested { stored, summary })
 }
 
 #[cfg(test)]

@@ -337,6 +337,7 @@ impl Poller {
         let r = ingest::ingest(&self.shared, &self.ingest, bytes, Some(only)).await;
         match r {
             Ok(got) => {
+                let got = got.stored;
                 if got.new {
                     report.imported += 1;
                 } else {

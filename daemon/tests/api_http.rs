@@ -1081,3 +1081,44 @@ async fn status_and_metrics_answer_while_the_store_is_busy() {
     holder.join().unwrap();
     d.stop().await;
 }
+
+/// A mostly valid list is stored without its malformed entry, and the response names what was
+/// skipped (index, field, reason) as `cases import` prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_reports_the_entries_it_skipped() {
+    let d = Daemon::start(|_| {}).await;
+    let day = 20_000i64;
+    let mut list: Value = serde_json::from_slice(&f0_json(&[[1; 32], [2; 32]], day)).unwrap();
+    let bad = json!({
+        "daily_key": "not hex",
+        "time_start": day * 86_400,
+        "max": 96,
+        "time_end": day * 86_400 + 86_399,
+    });
+    list["data"].as_array_mut().unwrap().insert(1, bad);
+    let (s, body) = d
+        .upload(Some(UPLOAD), serde_json::to_vec(&list).unwrap())
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["format"], "bluezone-f0");
+    assert_eq!(body["entries"], 2, "{body}");
+    assert_eq!(body["skipped_total"], 1, "{body}");
+    let skipped = body["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{body}");
+    assert_eq!(skipped[0]["index"], 1, "{body}");
+    assert_eq!(skipped[0]["field"], "daily_key", "{body}");
+    assert!(!skipped[0]["reason"].as_str().unwrap().is_empty(), "{body}");
+    let lists = d.shared.lock_store().case_lists().unwrap();
+    assert_eq!(lists.len(), 1);
+    assert_eq!(lists[0].entries, 2);
+    assert_eq!(body["id"], lists[0].id);
+    // A list with nothing valid is still refused, and nothing is stored.
+    let mut none = list.clone();
+    none["data"] = json!([list["data"][1].clone()]);
+    let (s, body) = d
+        .upload(Some(UPLOAD), serde_json::to_vec(&none).unwrap())
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(d.shared.lock_store().case_lists().unwrap().len(), 1);
+    d.stop().await;
+}

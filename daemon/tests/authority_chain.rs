@@ -220,11 +220,11 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
         "only the F0 exposure remains: {rb}"
     );
     // The stored GAEN exposure is kept, withdrawn with its reason, and no longer notifies.
-    let stored = Store::open(&b).unwrap().exposures::<Value>().unwrap();
+    let stored = Store::open(&b).unwrap().exposures().unwrap();
     let gaen_rows: Vec<Value> = stored
         .exposures
         .iter()
-        .map(|e| e.report_json())
+        .map(|e| serde_json::to_value(e).unwrap())
         .filter(|e| e["protocol"] == "gaen")
         .collect();
     assert_eq!(gaen_rows.len(), 1, "{gaen_rows:?}");

@@ -76,9 +76,9 @@ fn ids_bluezone_equals_the_vector_file_line_for_line() {
     .contains("max"));
 }
 
-fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+fn run_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -110,7 +110,9 @@ fn ids_secrets_from_stdin_or_a_file() {
             .map(|s| s.to_string())
             .collect()
     };
-    let argv = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>();
+    fn argv(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     let on_argv = ok(&run(&argv(&bz(&["--daily-key", key]))));
     assert_eq!(on_argv.lines().count(), 96);
     let stdin = ok(&run_with_stdin(

@@ -1,6 +1,8 @@
 //! GAEN revocations from the command line (issue: exposure decisions §4; security M4): a key
 //! confirmed in one publication and revoked in a later one produces no exposure, and an exposure
-//! already stored for it is withdrawn; both import orders end the same.
+//! already stored for it is withdrawn; both import orders end the same. Also what `check`
+//! decides and reports: `scoring.days_since_exposure_threshold` on the day of the run, and the
+//! stored exposure's `id` and `state` in `check --json`.
 
 use std::path::Path;
 
@@ -131,4 +133,64 @@ fn revoked_then_older_confirmed_ends_the_same() {
     );
     let r = check(&dir);
     assert_eq!(r["exposures"].as_array().unwrap().len(), 0, "{r}");
+}
+
+/// `check --json` reports each exposure as stored, in the shape of `GET /v1/exposures` and the
+/// hook: the record plus a stable `id`, `state` and `withdrawn_reason`.
+#[test]
+fn check_json_reports_the_stored_id_and_state() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("d");
+    store_with_contact(&dir, t.path());
+    import(
+        &dir,
+        t.path(),
+        "a.zip",
+        export(DAY0 as u64 + 86_400, ReportType::ConfirmedTest, false),
+    );
+    let first = check(&dir);
+    let e = &first["exposures"][0];
+    let id = e["id"].as_str().expect("an id").to_string();
+    assert_eq!(id.len(), 64, "{first}");
+    assert_eq!(e["state"], "pending", "{first}");
+    assert_eq!(e["withdrawn_reason"], Value::Null, "{first}");
+    assert_eq!(e["notify"], true, "{first}");
+    // Exactly what the store reports (the API and the hook serialize the same value).
+    let stored = bluezoned::store::Store::open(&dir)
+        .unwrap()
+        .exposures()
+        .unwrap();
+    assert_eq!(stored.exposures.len(), 1);
+    assert_eq!(serde_json::to_value(&stored.exposures[0]).unwrap(), *e);
+    // The same id on the next run.
+    assert_eq!(check(&dir)["exposures"][0]["id"], id.as_str());
+}
+
+/// `scoring.days_since_exposure_threshold` (GAEN `DailySummariesConfig`) is applied on the day
+/// `check` runs (the system clock; the contact was in 2020): an exposure older than the
+/// threshold is reported but does not notify.
+#[test]
+fn exposures_older_than_the_threshold_do_not_notify() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("d");
+    store_with_contact(&dir, t.path());
+    import(
+        &dir,
+        t.path(),
+        "a.zip",
+        export(DAY0 as u64 + 86_400, ReportType::ConfirmedTest, false),
+    );
+    let toml = dir.join("bluezoned.toml");
+    std::fs::write(&toml, "[scoring]\ndays_since_exposure_threshold = 14\n").unwrap();
+    let old = check(&dir);
+    let e = &old["exposures"][0];
+    assert_eq!(e["day"], DAY0 / 86_400, "{old}");
+    assert!(e["weighted_minutes"].as_f64().unwrap() >= 15.0, "{old}");
+    assert_eq!(e["notify"], false, "{old}");
+    assert_eq!(e["state"], "not_notifying", "{old}");
+    // Without the threshold (0: no limit) the same contact notifies.
+    std::fs::remove_file(&toml).unwrap();
+    let r = check(&dir);
+    assert_eq!(r["exposures"][0]["notify"], true, "{r}");
+    assert_eq!(r["exposures"][0]["state"], "pending", "{r}");
 }

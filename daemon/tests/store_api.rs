@@ -7,7 +7,8 @@ use std::path::Path;
 use bluezone_protocol::{Aem, PeerId, RollingId, Rpi, Sighting};
 use bluezoned::caselist::Format;
 use bluezoned::store::{
-    DeliveryState, ExposureKey, KeyLocation, KeySource, Store, StoreError, DB_FILE, KEY_FILE,
+    DeliveryState, ExposureKey, ExposureRecord, KeyLocation, KeySource, Store, StoreError, DB_FILE,
+    KEY_FILE,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -334,9 +335,15 @@ fn xkey(case_key: &str, day: i64) -> ExposureKey {
     }
 }
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Minutes {
-    minutes: u32,
+fn record(case_key: &str, day: i64, minutes: f64, notify: bool) -> ExposureRecord {
+    ExposureRecord {
+        protocol: "gaen".into(),
+        case_key: case_key.into(),
+        day,
+        weighted_minutes: minutes,
+        notify,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -344,32 +351,35 @@ fn exposures_upsert() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = init(dir.path());
     let a = store
-        .upsert_exposure(&xkey("aa11", D0), false, &Minutes { minutes: 5 })
+        .upsert_exposure(&record("aa11", D0, 5.0, false))
         .unwrap();
     assert!(a.inserted && !a.became_pending);
-    assert_eq!(a.state, DeliveryState::NotNotifying);
+    assert_eq!(a.delivery.state, DeliveryState::NotNotifying);
     let b = store
-        .upsert_exposure(&xkey("bb22", D0 + 1), true, &Minutes { minutes: 30 })
+        .upsert_exposure(&record("bb22", D0 + 1, 30.0, true))
         .unwrap();
     assert!(b.inserted && b.became_pending);
     let a2 = store
-        .upsert_exposure(&xkey("aa11", D0), false, &Minutes { minutes: 9 })
+        .upsert_exposure(&record("aa11", D0, 9.0, false))
         .unwrap();
     assert!(!a2.inserted);
     assert_eq!(a2.id, a.id);
     // The id is a keyed hash: not computable from the (public) case key alone.
     assert_eq!(a.id.as_str().len(), 64);
     assert_ne!(a.id, b.id);
-    let ex = store.exposures::<Minutes>().unwrap();
+    let ex = store.exposures().unwrap();
     assert_eq!(ex.corrupt, 0);
     assert_eq!(ex.exposures.len(), 2);
     assert_eq!(ex.exposures[0].id, a.id);
-    assert_eq!(ex.exposures[0].record, Minutes { minutes: 9 });
+    assert_eq!(ex.exposures[0].record, record("aa11", D0, 9.0, false));
     assert_eq!(ex.exposures[0].key, xkey("aa11", D0));
     assert_eq!(ex.exposures[1].key.day, D0 + 1);
     assert_eq!(ex.exposures[1].delivery.state, DeliveryState::Pending);
-    // A record of another type is counted as unreadable, not a crash.
-    assert_eq!(store.exposures::<Vec<u8>>().unwrap().corrupt, 2);
+    // The light read agrees without decoding the records.
+    let states = store.exposure_states().unwrap();
+    assert_eq!(states.exposures.len(), 2);
+    assert_eq!(states.exposures[1].id, b.id);
+    assert_eq!(states.exposures[1].delivery.state, DeliveryState::Pending);
     // Moving a sealed exposure to another row fails to open; it is counted, not fatal.
     raw(dir.path())
         .execute(
@@ -378,8 +388,35 @@ fn exposures_upsert() {
             [a.id.as_str(), b.id.as_str()],
         )
         .unwrap();
-    let ex = store.exposures::<Minutes>().unwrap();
+    let ex = store.exposures().unwrap();
     assert_eq!((ex.exposures.len(), ex.corrupt), (1, 1));
+}
+
+/// `check --json`, `GET /v1/exposures` and the hook all serialize a stored exposure: the
+/// record's fields plus `id`, `state` and `withdrawn_reason`; a withdrawn one reports
+/// `notify: false`.
+#[test]
+fn a_stored_exposure_reports_its_record_id_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = init(dir.path());
+    let r = record("aa11", D0, 30.0, true);
+    let o = store.upsert_exposure(&r).unwrap();
+    let x = &store.exposures().unwrap().exposures[0];
+    let v = serde_json::to_value(x).unwrap();
+    let mut expected = serde_json::to_value(&r).unwrap();
+    expected["id"] = o.id.as_str().into();
+    expected["state"] = "pending".into();
+    expected["withdrawn_reason"] = serde_json::Value::Null;
+    assert_eq!(v, expected);
+    store
+        .withdraw_exposure("gaen", "AA11", "the key was revoked")
+        .unwrap();
+    let x = &store.exposures().unwrap().exposures[0];
+    assert!(x.record.notify, "the stored record keeps what was matched");
+    let v = serde_json::to_value(x).unwrap();
+    assert_eq!(v["notify"], false);
+    assert_eq!(v["state"], "withdrawn");
+    assert_eq!(v["withdrawn_reason"], "the key was revoked");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use bluezoned::clock::Clock;
 use bluezoned::config::Config;
 use bluezoned::service::notify::{self, Hook, HookOutcome, BACKOFF_BASE_S, HOOK_ENV};
 use bluezoned::service::Shared;
-use bluezoned::store::{DeliveryState, ExposureKey, KeyLocation, Store};
+use bluezoned::store::{DeliveryState, ExposureKey, ExposureRecord, KeyLocation, Store};
 use tokio_util::sync::CancellationToken;
 
 const T0: i64 = 1_700_000_000;
@@ -81,16 +81,17 @@ impl Env {
     }
 }
 
-/// The record the daemon stores (any serializable type: the store is generic over it).
-fn report(minutes: f64, notify: bool) -> serde_json::Value {
-    serde_json::json!({
-        "protocol": "gaen",
-        "case_key": "00112233445566778899aabbccddeeff",
-        "day": DAY,
-        "weighted_minutes": minutes,
-        "notify": notify,
-        "case_list": 1,
-    })
+/// The record the daemon stores.
+fn report(minutes: f64, notify: bool) -> ExposureRecord {
+    ExposureRecord {
+        protocol: "gaen".into(),
+        case_key: "00112233445566778899aabbccddeeff".into(),
+        day: DAY,
+        weighted_minutes: minutes,
+        notify,
+        case_list: 1,
+        ..Default::default()
+    }
 }
 
 fn key() -> ExposureKey {
@@ -104,7 +105,7 @@ fn key() -> ExposureKey {
 fn upsert(shared: &Shared, minutes: f64, notify: bool) -> bluezoned::store::UpsertOutcome {
     shared
         .lock_store()
-        .upsert_exposure(&key(), notify, &report(minutes, notify))
+        .upsert_exposure(&report(minutes, notify))
         .unwrap()
 }
 
@@ -119,10 +120,7 @@ async fn deliver(shared: &Arc<Shared>) -> Option<i64> {
 }
 
 fn state(shared: &Shared) -> DeliveryState {
-    let x = shared
-        .lock_store()
-        .exposures::<serde_json::Value>()
-        .unwrap();
+    let x = shared.lock_store().exposures().unwrap();
     assert_eq!(x.exposures.len(), 1);
     x.exposures[0].delivery.state
 }
@@ -237,7 +235,7 @@ async fn withdrawal_of_a_delivered_exposure_is_delivered_as_an_event() {
     assert_eq!(runs[1]["withdrawn_reason"], "key revoked");
     // Kept, never deleted; a later match does not revive it.
     let o2 = upsert(&shared, 90.0, true);
-    assert_eq!(o2.state, DeliveryState::Withdrawn);
+    assert_eq!(o2.delivery.state, DeliveryState::Withdrawn);
     assert!(!o2.became_pending);
     deliver(&shared).await;
     assert_eq!(env.runs().len(), 2);
@@ -329,10 +327,7 @@ async fn shutdown_during_a_hanging_hook_returns_promptly() {
         .unwrap()
         .unwrap();
     // Interrupted, not failed: still pending for the next start, no attempt counted.
-    let x = shared
-        .lock_store()
-        .exposures::<serde_json::Value>()
-        .unwrap();
+    let x = shared.lock_store().exposures().unwrap();
     assert_eq!(x.exposures[0].delivery.state, DeliveryState::Pending);
     assert_eq!(x.exposures[0].delivery.attempts, 0);
     for _ in 0..3000 {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bluezone_protocol::{PeerId, RollingId, Rpi, Sighting};
 use bluezoned::caselist::Format;
-use bluezoned::store::{ExposureKey, KeyLocation, Store, DB_FILE};
+use bluezoned::store::{ExposureRecord, KeyLocation, Store, DB_FILE};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use rusqlite::Connection;
@@ -107,12 +107,14 @@ fn purge_erases_old_rows_and_day_keys_from_every_file() {
         .insert_case_list(TODAY, Format::BluezoneF0, 1, b"new case list")
         .unwrap();
     for (case_key, day) in [("old", TODAY - 24), ("new", TODAY - 1)] {
-        let key = ExposureKey {
+        let record = ExposureRecord {
             protocol: "gaen".into(),
             case_key: case_key.into(),
             day,
+            notify: true,
+            ..Default::default()
         };
-        store.upsert_exposure(&key, true, &case_key).unwrap();
+        store.upsert_exposure(&record).unwrap();
     }
 
     let keep: u32 = 21;
@@ -158,7 +160,7 @@ fn purge_erases_old_rows_and_day_keys_from_every_file() {
             assert_eq!(r.sightings.iter().map(|s| s.time / DAY).min(), Some(cutoff));
             assert_eq!(store.own_keys_in_days(0..=TODAY).unwrap().len(), 22);
             assert_eq!(store.case_lists().unwrap().len(), 1);
-            assert_eq!(store.exposures::<String>().unwrap().exposures.len(), 1);
+            assert_eq!(store.exposures().unwrap().exposures.len(), 1);
             assert_eq!(store.stats().unwrap().oldest_day, Some(cutoff));
             drop(std::mem::replace(
                 &mut store,

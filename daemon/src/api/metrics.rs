@@ -99,7 +99,7 @@ fn from_last_match(shared: &Shared, c: &mut StoreCounts) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .filter(|e| e.notify)
+        .filter(|e| e.notifies())
         .count();
 }
 

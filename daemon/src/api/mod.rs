@@ -2,7 +2,7 @@
 //!
 //! | method and path | token | what |
 //! |---|---|---|
-//! | `POST /v1/case-lists` | upload or owner | a Bluezone F0 JSON or a signed GAEN export zip |
+//! | `POST /v1/case-lists` | upload or owner | a Bluezone F0 JSON or a signed GAEN export zip → 201 (new) / 200, the `cases import` summary: `id`, `format`, `entries`, `skipped` (index, field, reason), `skipped_total` |
 //! | `GET /v1/exposures` | owner | the owner's stored exposures (an upload token gets 403) |
 //! | `GET /v1/status` | none / owner | operational counts; with an owner token also store counts |
 //! | `GET /metrics` | none / owner | Prometheus text; the same split |

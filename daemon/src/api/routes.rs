@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::auth::{bearer, Role};
@@ -205,21 +205,29 @@ async fn upload(State(st): State<Arc<ApiState>>, body: Body) -> Response {
     let size = bytes.len();
     match ingest::ingest(&st.shared, &st.ingest, Vec::from(bytes), None).await {
         Ok(got) => {
+            let skipped = got.skipped();
+            let ingest::Ingested {
+                stored,
+                mut summary,
+            } = got;
             tracing::info!(
-                id = got.id,
-                format = got.format.as_str(),
-                entries = got.entries,
+                id = stored.id,
+                format = stored.format.as_str(),
+                entries = stored.entries,
+                skipped,
                 bytes = size,
-                new = got.new,
+                new = stored.new,
                 "case list uploaded"
             );
-            let status = if got.new {
+            let status = if stored.new {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            let body = json!({ "id": got.id, "format": got.format, "entries": got.entries });
-            (status, Json(body)).into_response()
+            // The summary `cases import` prints (skipped entries named by index, field and
+            // reason) and the id; the status says whether it was new.
+            summary["id"] = json!(stored.id);
+            (status, Json(summary)).into_response()
         }
         Err(IngestError::TooLarge { limit, .. }) => too_large(limit),
         Err(e) if e.is_content() => {
@@ -248,11 +256,8 @@ fn over_limit(e: &axum::Error) -> bool {
 }
 
 async fn exposures(State(st): State<Arc<ApiState>>) -> Response {
-    match st.shared.with_store(|s| s.exposures::<Value>()).await {
-        Ok(Ok(x)) => {
-            let list: Vec<Value> = x.exposures.iter().map(|e| e.report_json()).collect();
-            Json(json!({ "exposures": list })).into_response()
-        }
+    match st.shared.with_store(|s| s.exposures()).await {
+        Ok(Ok(x)) => Json(json!({ "exposures": x.exposures })).into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reading exposures failed");
             error(

@@ -149,9 +149,9 @@ impl Incremental {
         let hits: HashSet<(&str, &str)> = probe_report
             .exposures
             .iter()
-            .map(|e| (e.protocol, e.case_key.as_str()))
+            .map(|e| (e.record.protocol.as_str(), e.record.case_key.as_str()))
             .collect();
-        let days = probe_report.exposures.iter().map(|e| e.day);
+        let days = probe_report.exposures.iter().map(|e| e.record.day);
         let (Some(first), Some(last)) = (days.clone().min(), days.max()) else {
             return Ok(None);
         };
@@ -253,14 +253,14 @@ mod tests {
         let mut plan = m.plan(store, due, cfg.matching.skew_s).unwrap()?;
         let mut reports = Vec::new();
         if let Some(full) = plan.full.take() {
-            let mut r = compute(&full, cfg);
+            let mut r = compute(&full, cfg, D0 + 1);
             persist(store, &mut r).unwrap();
             reports.push(r);
         }
         if let Some(probe) = plan.probe.take() {
-            let r = compute(&probe, cfg);
+            let r = compute(&probe, cfg, D0 + 1);
             if let Some(input) = Incremental::rescore(store, &probe, &r).unwrap() {
-                let mut r = compute(&input, cfg);
+                let mut r = compute(&input, cfg, D0 + 1);
                 persist(store, &mut r).unwrap();
                 reports.push(r);
             }
@@ -273,14 +273,14 @@ mod tests {
     /// (protocol, case key, day) → sightings of every live stored exposure.
     fn live(store: &Store) -> BTreeMap<(String, String, i64), u64> {
         store
-            .exposures::<serde_json::Value>()
+            .exposures()
             .unwrap()
             .exposures
             .into_iter()
             .filter(|e| e.delivery.state != DeliveryState::Withdrawn)
             .map(|e| {
                 let k = e.key;
-                let n = e.record["sightings"].as_u64().unwrap();
+                let n = e.record.sightings as u64;
                 ((k.protocol, k.case_key, k.day), n)
             })
             .collect()
@@ -288,14 +288,12 @@ mod tests {
 
     /// The same exposures a full match computes from scratch.
     fn full(store: &Store, cfg: &Config) -> BTreeMap<(String, String, i64), u64> {
-        compute(&load(store).unwrap(), cfg)
+        compute(&load(store).unwrap(), cfg, D0 + 1)
             .exposures
             .into_iter()
             .map(|e| {
-                (
-                    (e.protocol.to_string(), e.case_key, e.day),
-                    e.sightings as u64,
-                )
+                let e = e.record;
+                ((e.protocol, e.case_key, e.day), e.sightings as u64)
             })
             .collect()
     }

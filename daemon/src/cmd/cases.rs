@@ -157,7 +157,7 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
 /// decision) to the same store.
 pub fn check(env: &Env, as_json: bool) -> Result<()> {
     let mut store = open_store(&env.dir)?;
-    let report = run_check(&mut store, &env.config)?;
+    let report = run_check(&mut store, &env.config, utc_day(env.clock.now()))?;
     if as_json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -169,9 +169,10 @@ pub fn check(env: &Env, as_json: bool) -> Result<()> {
     if report.exposures.is_empty() {
         println!("no exposures");
     }
-    for e in &report.exposures {
+    for x in &report.exposures {
+        let e = &x.record;
         println!(
-            "{} {}…  day {}  {} sightings  {} s  min {} dB  {:.1} weighted min  {}",
+            "{} {}…  day {}  {} sightings  {} s  min {} dB  {:.1} weighted min  {}  {}",
             e.protocol,
             &e.case_key[..8],
             e.day,
@@ -179,7 +180,8 @@ pub fn check(env: &Env, as_json: bool) -> Result<()> {
             e.duration_s,
             e.min_attenuation_db,
             e.weighted_minutes,
-            if e.notify { "NOTIFY" } else { "-" }
+            if x.notifies() { "NOTIFY" } else { "-" },
+            x.delivery.state.as_str()
         );
     }
     Ok(())

@@ -22,7 +22,7 @@ use rand::SeedableRng;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{run_check, ExposureReport};
+use crate::check::run_check;
 use crate::cli::DemoArgs;
 use crate::clock::{SharedClock, VirtualClock};
 use crate::config::Config;
@@ -30,7 +30,7 @@ use crate::ingest::{self, Ingest};
 use crate::keyexport;
 use crate::radio::sim::{phones, DeviceModel, DeviceSpec, Medium, MediumConfig, Mobility};
 use crate::service::{self, Shared};
-use crate::store::Store;
+use crate::store::{ExposureRecord, Store};
 
 /// Monday 2026-11-23, 08:00 UTC.
 const START: i64 = 1_795_420_800 + 8 * 3600;
@@ -71,8 +71,8 @@ pub struct Person {
     pub name: String,
     /// Ground truth: seconds within [`CONTACT_M`] of the case.
     pub truth_s: i64,
-    pub bluezone: Option<ExposureReport>,
-    pub gaen: Option<ExposureReport>,
+    pub bluezone: Option<ExposureRecord>,
+    pub gaen: Option<ExposureRecord>,
 }
 
 impl Person {
@@ -184,7 +184,7 @@ impl Outcome {
             "weighted"
         );
         for p in &self.people {
-            let cols = |e: &Option<ExposureReport>| match e {
+            let cols = |e: &Option<ExposureRecord>| match e {
                 Some(e) => (
                     format!("{:.1}", e.duration_s as f64 / 60.0),
                     format!("{} dB", e.min_attenuation_db),
@@ -331,11 +331,12 @@ pub async fn simulate(n: usize, hours: u32, seed: u64, progress: bool) -> Result
             let list = cases.accept(bytes.clone(), None)?;
             ingest::store(&mut store, &list, today)?;
         }
-        let report = run_check(&mut store, &config)?;
+        let report = run_check(&mut store, &config, today)?;
         let best = |proto: &str| {
             report
                 .exposures
                 .iter()
+                .map(|x| &x.record)
                 .filter(|e| e.protocol == proto)
                 .max_by(|a, b| a.weighted_minutes.total_cmp(&b.weighted_minutes))
                 .cloned()
@@ -354,25 +355,11 @@ pub async fn simulate(n: usize, hours: u32, seed: u64, progress: bool) -> Result
 mod tests {
     use super::*;
 
-    fn report(notify: bool) -> ExposureReport {
-        ExposureReport {
-            protocol: "gaen",
-            case_key: String::new(),
-            day: 0,
-            first_seen: 0,
-            last_seen: 0,
-            sightings: 0,
-            distinct_ids: 0,
-            duration_s: 0,
-            min_attenuation_db: 0,
-            typical_attenuation_db: 0,
-            weighted_minutes: 0.0,
+    fn report(notify: bool) -> ExposureRecord {
+        ExposureRecord {
+            protocol: "gaen".into(),
             notify,
-            case_list: 0,
-            report_type: bluezone_protocol::matching::score::ScoredReportType::ConfirmedTest,
-            infectiousness: bluezone_protocol::matching::score::Infectiousness::Standard,
-            seconds_by_bucket: [0; 4],
-            windows: Vec::new(),
+            ..Default::default()
         }
     }
 

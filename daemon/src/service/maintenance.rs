@@ -58,7 +58,9 @@ async fn compute_and_persist(
     cfg: &crate::config::Config,
 ) -> Result<CheckReport> {
     let cfg = cfg.clone();
-    let mut report = tokio::task::spawn_blocking(move || check::compute(&input, &cfg)).await?;
+    let today = utc_day(shared.clock.now());
+    let mut report =
+        tokio::task::spawn_blocking(move || check::compute(&input, &cfg, today)).await?;
     shared
         .with_store(move |s| check::persist(s, &mut report).map(|()| report))
         .await?
@@ -128,7 +130,9 @@ pub async fn match_changes(
         if let Some(probe) = plan.probe.take() {
             let probe = Arc::new(probe);
             let (p, c) = (probe.clone(), cfg.clone());
-            let found = tokio::task::spawn_blocking(move || check::compute(&p, &c)).await?;
+            let today = utc_day(shared.clock.now());
+            let found =
+                tokio::task::spawn_blocking(move || check::compute(&p, &c, today)).await?;
             let input = shared
                 .with_store(move |s| Incremental::rescore(s, &probe, &found).map(|i| (i, found)))
                 .await??;
@@ -187,17 +191,22 @@ pub async fn match_changes(
         let replaced: HashSet<(&str, &str, i64)> = r
             .exposures
             .iter()
-            .map(|n| (n.protocol, n.case_key.as_str(), n.day))
+            .map(|n| {
+                let n = &n.record;
+                (n.protocol.as_str(), n.case_key.as_str(), n.day)
+            })
             .collect();
         held.retain(|e| {
+            let e = &e.record;
             let gone = e.protocol == "gaen" && revoked.contains(e.case_key.as_str());
-            let newer = replaced.contains(&(e.protocol, e.case_key.as_str(), e.day));
+            let newer = replaced.contains(&(e.protocol.as_str(), e.case_key.as_str(), e.day));
             !gone && !newer
         });
         held.extend(r.exposures.iter().cloned());
     }
     held.sort_by(|a, b| {
-        (a.first_seen, a.protocol, &a.case_key).cmp(&(b.first_seen, b.protocol, &b.case_key))
+        let (a, b) = (&a.record, &b.record);
+        (a.first_seen, &a.protocol, &a.case_key).cmp(&(b.first_seen, &b.protocol, &b.case_key))
     });
     Ok(())
 }

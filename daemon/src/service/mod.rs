@@ -29,11 +29,10 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::check::ExposureReport;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::radio::{Broadcast, Radio, RadioIo};
-use crate::store::Store;
+use crate::store::{Store, StoredExposure};
 
 /// Counters and gauges for `/metrics` and `/v1/status` (counts only, never an identifier).
 #[derive(Debug, Default)]
@@ -72,7 +71,7 @@ pub struct Shared {
     /// What the BlueZ backend learned about our address privacy (none on the simulated radio).
     pub radio_privacy: std::sync::OnceLock<crate::radio::bluez::privacy::AdapterPrivacy>,
     /// Exposures of the latest match.
-    pub exposures: Mutex<Vec<ExposureReport>>,
+    pub exposures: Mutex<Vec<StoredExposure>>,
     /// Beats after every flush round of the logger; the watchdog is fed only while it is fresh.
     pub logger_beat: Arc<Heartbeat>,
 }
@@ -111,7 +110,7 @@ impl Shared {
             .context("store task panicked")
     }
 
-    pub fn exposures(&self) -> Vec<ExposureReport> {
+    pub fn exposures(&self) -> Vec<StoredExposure> {
         self.exposures
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::Value;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +112,7 @@ pub async fn deliver_due(
     let now = shared.clock.now();
     let (due, next) = shared
         .with_store(move |s| -> Result<_> {
-            let all = s.exposures::<Value>()?;
+            let all = s.exposures()?;
             let mut due = Vec::new();
             let mut next: Option<i64> = None;
             for e in all.exposures {
@@ -163,13 +163,16 @@ pub async fn deliver_due(
     Ok(next)
 }
 
-/// The hook's stdin: the exposure report plus `id` and `event`.
-fn payload(e: &StoredExposure<Value>, event: NotificationEvent) -> Result<Vec<u8>> {
-    let mut v = e.report_json();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("event".into(), serde_json::to_value(event)?);
+/// The hook's stdin: the exposure as `GET /v1/exposures` reports it (with `id` and `state`),
+/// plus `event`.
+fn payload(e: &StoredExposure, event: NotificationEvent) -> Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct HookEvent<'a> {
+        #[serde(flatten)]
+        exposure: &'a StoredExposure,
+        event: NotificationEvent,
     }
-    Ok(serde_json::to_vec(&v)?)
+    Ok(serde_json::to_vec(&HookEvent { exposure: e, event })?)
 }
 
 /// Runs the hook once with `stdin`, in its own process group, killed as a group on timeout or

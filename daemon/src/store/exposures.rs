@@ -1,5 +1,9 @@
-//! Exposures: one row per (protocol, case key, UTC day), holding the caller's typed record and
-//! its notification state, sealed together under the day key.
+//! Exposures: one row per (protocol, case key, UTC day), holding its [`ExposureRecord`] (what
+//! matching found) and its notification state, sealed together under the day key.
+//!
+//! [`StoredExposure`] is the one shape every output reports — `check --json`, `GET
+//! /v1/exposures` and the hook's stdin: the record's fields plus `id`, `state` and
+//! `withdrawn_reason` (and `notify: false` once withdrawn).
 //!
 //! # Delivery state
 //!
@@ -17,8 +21,11 @@
 //! and they survive a restart. Delivery is at-least-once: the hook gets the stable
 //! [`ExposureId`] to de-duplicate.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use bluezone_protocol::matching::score::{Infectiousness, ScoredReportType};
+use bluezone_protocol::matching::ExposureWindow;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -37,6 +44,57 @@ pub struct ExposureKey {
     pub case_key: String,
     /// UTC day of the exposure.
     pub day: i64,
+}
+
+/// What matching found for one case key on one UTC day: built by `check` from the matcher's
+/// exposure, stored as it is, and reported (inside [`StoredExposure`]) by `check --json`, the
+/// API and the hook.
+///
+/// The fields added with GAEN v2 scoring default when absent, so a row stored by an earlier
+/// version (schema v1, before report types were weighed) still reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExposureRecord {
+    /// `bluezone` or `gaen`.
+    pub protocol: String,
+    /// Lower-case hex of the F0 daily key or the TEK (published material, not a secret of ours).
+    pub case_key: String,
+    /// UTC day of the exposure (the day its windows started).
+    pub day: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub sightings: usize,
+    pub distinct_ids: usize,
+    pub duration_s: i64,
+    pub min_attenuation_db: i32,
+    pub typical_attenuation_db: i32,
+    pub weighted_minutes: f64,
+    /// The day's score reached the threshold (as matched; a withdrawn exposure reports false).
+    pub notify: bool,
+    /// The case list it came from.
+    pub case_list: i64,
+    /// The report type and infectiousness that were weighed (README "Exposure decisions");
+    /// `null` only on rows stored before they were.
+    #[serde(default)]
+    pub report_type: Option<ScoredReportType>,
+    #[serde(default)]
+    pub infectiousness: Option<Infectiousness>,
+    /// Seconds per attenuation bucket: immediate, near, medium, other.
+    #[serde(default)]
+    pub seconds_by_bucket: [i64; 4],
+    /// The day's exposure windows.
+    #[serde(default)]
+    pub windows: Vec<ExposureWindow>,
+}
+
+impl ExposureRecord {
+    /// The row it belongs to.
+    pub fn key(&self) -> ExposureKey {
+        ExposureKey {
+            protocol: self.protocol.clone(),
+            case_key: self.case_key.clone(),
+            day: self.day,
+        }
+    }
 }
 
 /// Stable id of an exposure: lower-case hex of its keyed row hash (HMAC under a key derived from
@@ -139,39 +197,64 @@ struct Envelope<T> {
     record: T,
 }
 
-/// One stored exposure.
+/// One stored exposure. Serializes as what `check --json`, `GET /v1/exposures` and the hook
+/// report: the record's fields, `id`, `state` and `withdrawn_reason`, with `notify: false` once
+/// withdrawn.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StoredExposure<T> {
+pub struct StoredExposure {
     pub id: ExposureId,
     pub key: ExposureKey,
     pub delivery: Delivery,
-    pub record: T,
+    pub record: ExposureRecord,
 }
 
-impl<T: Serialize> StoredExposure<T> {
-    /// The record as JSON with `id`, `state` and `withdrawn_reason` added, and `notify: false`
-    /// once withdrawn: what `check --json`, the API and the hook report.
-    pub fn report_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(&self.record).unwrap_or(serde_json::Value::Null);
-        if let Some(o) = v.as_object_mut() {
-            o.insert("id".into(), self.id.as_str().into());
-            o.insert("state".into(), self.delivery.state.as_str().into());
-            o.insert(
-                "withdrawn_reason".into(),
-                self.delivery.withdrawn_reason.clone().into(),
-            );
-            if self.delivery.state == DeliveryState::Withdrawn {
-                o.insert("notify".into(), false.into());
-            }
-        }
-        v
+impl StoredExposure {
+    /// Whether the person is to be told (`notify` as reported: false once withdrawn).
+    pub fn notifies(&self) -> bool {
+        self.record.notify && self.delivery.state != DeliveryState::Withdrawn
     }
+}
+
+impl Serialize for StoredExposure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Report<'a> {
+            id: &'a ExposureId,
+            #[serde(flatten)]
+            record: Cow<'a, ExposureRecord>,
+            state: DeliveryState,
+            withdrawn_reason: Option<&'a str>,
+        }
+        let record = if self.notifies() == self.record.notify {
+            Cow::Borrowed(&self.record)
+        } else {
+            Cow::Owned(ExposureRecord {
+                notify: false,
+                ..self.record.clone()
+            })
+        };
+        Report {
+            id: &self.id,
+            record,
+            state: self.delivery.state,
+            withdrawn_reason: self.delivery.withdrawn_reason.as_deref(),
+        }
+        .serialize(s)
+    }
+}
+
+/// An exposure's identity and notification state, without its record (cheap to read).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExposureState {
+    pub id: ExposureId,
+    pub key: ExposureKey,
+    pub delivery: Delivery,
 }
 
 /// All stored exposures.
 #[derive(Clone, Debug)]
-pub struct Exposures<T> {
-    pub exposures: Vec<StoredExposure<T>>,
+pub struct Exposures<T = StoredExposure> {
+    pub exposures: Vec<T>,
     /// Rows that failed to open or decode (logged and skipped).
     pub corrupt: usize,
 }
@@ -184,19 +267,20 @@ pub struct UpsertOutcome {
     pub inserted: bool,
     /// It became `pending` now (first stored notifying, or crossed the threshold now).
     pub became_pending: bool,
-    pub state: DeliveryState,
+    /// Its notification state after the update.
+    pub delivery: Delivery,
 }
 
 impl Store {
-    /// Stores or updates the exposure `key` with `record`. `notify` moves a not-notifying row
-    /// to `pending`; no state ever goes back, and a withdrawn row is left as it is.
-    pub fn upsert_exposure<T: Serialize>(
+    /// Stores or updates the exposure of `record` (its row is [`ExposureRecord::key`]).
+    /// `record.notify` moves a not-notifying row to `pending`; no state ever goes back, and a
+    /// withdrawn row is left as it is.
+    pub fn upsert_exposure(
         &mut self,
-        key: &ExposureKey,
-        notify: bool,
-        record: &T,
+        record: &ExposureRecord,
     ) -> Result<UpsertOutcome, StoreError> {
-        let id = ExposureId(self.keys.exposure_hash(key));
+        let key = record.key();
+        let id = ExposureId(self.keys.exposure_hash(&key));
         self.write_tx(|tx, path, keys| {
             let old = read_row::<serde::de::IgnoredAny>(tx, path, keys, &id)?;
             let (inserted, mut delivery) = match old {
@@ -208,25 +292,24 @@ impl Store {
                     id: id.clone(),
                     inserted,
                     became_pending: false,
-                    state: delivery.state,
+                    delivery,
                 });
             }
-            let became_pending = notify && delivery.state == DeliveryState::NotNotifying;
+            let became_pending = record.notify && delivery.state == DeliveryState::NotNotifying;
             if became_pending {
                 delivery = Delivery::new(true);
             }
-            let state = delivery.state;
             let env = Envelope {
-                key: key.clone(),
+                key,
                 delivery,
                 record,
             };
-            write_row(tx, path, keys, &id, key.day, &env)?;
+            write_row(tx, path, keys, &id, env.key.day, &env)?;
             Ok(UpsertOutcome {
                 id: id.clone(),
                 inserted,
                 became_pending,
-                state,
+                delivery: env.delivery,
             })
         })
     }
@@ -240,8 +323,8 @@ impl Store {
         case_key: &str,
         reason: &str,
     ) -> Result<usize, StoreError> {
-        let rows = self.exposures::<serde_json::Value>()?;
-        let targets: Vec<_> = rows
+        let targets: Vec<_> = self
+            .exposure_states()?
             .exposures
             .into_iter()
             .filter(|e| {
@@ -254,7 +337,7 @@ impl Store {
             let mut n = 0;
             for e in &targets {
                 // Re-read inside the transaction: the notify task may have delivered it since.
-                let Some((day, mut env)) = read_row::<serde_json::Value>(tx, path, keys, &e.id)?
+                let Some((day, mut env)) = read_row::<ExposureRecord>(tx, path, keys, &e.id)?
                 else {
                     continue;
                 };
@@ -323,7 +406,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write_tx(|tx, path, keys| {
             let (day, mut env) =
-                read_row::<serde_json::Value>(tx, path, keys, id)?.ok_or_else(|| {
+                read_row::<ExposureRecord>(tx, path, keys, id)?.ok_or_else(|| {
                     StoreError::NotFound {
                         path: path.to_path_buf(),
                         table: "exposures",
@@ -335,9 +418,31 @@ impl Store {
         })
     }
 
-    /// Every stored exposure, by row id; rows that fail to open or to decode as `T` are counted
-    /// and skipped.
-    pub fn exposures<T: DeserializeOwned>(&self) -> Result<Exposures<T>, StoreError> {
+    /// Every stored exposure, by row id; rows that fail to open or decode are counted and
+    /// skipped.
+    pub fn exposures(&self) -> Result<Exposures, StoreError> {
+        self.read_exposures(|id, env: Envelope<ExposureRecord>| StoredExposure {
+            id,
+            key: env.key,
+            delivery: env.delivery,
+            record: env.record,
+        })
+    }
+
+    /// Every stored exposure's id, key and notification state, by row id, without decoding
+    /// the records.
+    pub fn exposure_states(&self) -> Result<Exposures<ExposureState>, StoreError> {
+        self.read_exposures(|id, env: Envelope<serde::de::IgnoredAny>| ExposureState {
+            id,
+            key: env.key,
+            delivery: env.delivery,
+        })
+    }
+
+    fn read_exposures<T: DeserializeOwned, U>(
+        &self,
+        make: impl Fn(ExposureId, Envelope<T>) -> U,
+    ) -> Result<Exposures<U>, StoreError> {
         let sql = self.sql("reading exposures");
         let tx = self.conn.unchecked_transaction().map_err(&sql)?;
         let day_keys = load_day_keys(&tx, &self.keys, i64::MIN, i64::MAX).map_err(&sql)?;
@@ -361,12 +466,7 @@ impl Store {
                 _ => None,
             };
             match env {
-                Some(env) => out.exposures.push(StoredExposure {
-                    id: ExposureId(key_hash),
-                    key: env.key,
-                    delivery: env.delivery,
-                    record: env.record,
-                }),
+                Some(env) => out.exposures.push(make(ExposureId(key_hash), env)),
                 None => {
                     out.corrupt += 1;
                     tracing::warn!(store = %self.path.display(), table = "exposures", day, id = rowid,
@@ -466,17 +566,11 @@ pub(crate) fn migrate_v1_key_hashes(
         let opened = day_key_for_read(tx, keys, day)
             .map_err(sql)?
             .and_then(|k| k.open(&Ad::exposure(day, &old_hash), &blob))
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok());
-        let key = opened.as_ref().and_then(|v| {
-            Some(ExposureKey {
-                protocol: v.get("protocol")?.as_str()?.to_string(),
-                case_key: v.get("case_key")?.as_str()?.to_string(),
-                day: v.get("day")?.as_i64()?,
-            })
-        });
-        match (opened, key) {
-            (Some(record), Some(key)) if key.day == day => {
-                let notify = record.get("notify").and_then(|n| n.as_bool()) == Some(true);
+            .and_then(|p| serde_json::from_slice::<ExposureRecord>(&p).ok());
+        match opened {
+            Some(record) if record.day == day => {
+                let key = record.key();
+                let notify = record.notify;
                 let id = ExposureId(keys.exposure_hash(&key));
                 let env = Envelope {
                     key,

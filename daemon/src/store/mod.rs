@@ -84,8 +84,8 @@ use std::path::PathBuf;
 pub use case_lists::StoredCaseList;
 pub use error::StoreError;
 pub use exposures::{
-    Delivery, DeliveryState, ExposureId, ExposureKey, Exposures, NotificationEvent, StoredExposure,
-    UpsertOutcome,
+    Delivery, DeliveryState, ExposureId, ExposureKey, ExposureRecord, ExposureState, Exposures,
+    NotificationEvent, StoredExposure, UpsertOutcome,
 };
 pub use keys::{KeyLocation, KeySource, MasterKey, KEY_FILE, KEY_LEN, SEAL_OVERHEAD};
 pub use open::{InitReport, Store, DB_FILE};

@@ -130,9 +130,14 @@ fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
             h.update(case_key.as_bytes());
             h.update(day.to_le_bytes());
             let hash = hex::encode(h.finalize());
+            // The v1 record: the report before GAEN v2 scoring (no report type, buckets or
+            // windows).
             let json = serde_json::json!({
                 "protocol": protocol, "case_key": case_key, "day": day,
-                "weighted_minutes": 20.0, "notify": notify,
+                "first_seen": day * 86_400 + 600, "last_seen": day * 86_400 + 1800,
+                "sightings": 21, "distinct_ids": 2, "duration_s": 1200,
+                "min_attenuation_db": 30, "typical_attenuation_db": 31,
+                "weighted_minutes": 20.0, "notify": notify, "case_list": 1,
             });
             let blob = dk.seal(
                 &Ad::exposure(*day, &hash),
@@ -156,7 +161,7 @@ fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
 
     let mut store = Store::open_at(dir.path(), loc.clone()).unwrap();
     assert_eq!(store.stats().unwrap().schema_version, 4);
-    let x = store.exposures::<serde_json::Value>().unwrap();
+    let x = store.exposures().unwrap();
     assert_eq!(x.exposures.len(), rows.len());
     assert_eq!(x.corrupt, 1);
     let total: i64 = store
@@ -186,7 +191,10 @@ fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
             .find(|e| &e.key.case_key == case_key)
             .expect("row kept");
         assert_eq!((&e.key.protocol, e.key.day), (protocol, *day));
-        assert_eq!(e.record["notify"], *notify);
+        assert_eq!(e.record.notify, *notify);
+        assert_eq!((e.record.weighted_minutes, e.record.sightings), (20.0, 21));
+        assert_eq!(e.record.report_type, None, "not weighed in v1");
+        assert!(e.record.windows.is_empty());
         let expected = if *notify {
             DeliveryState::Pending
         } else {
@@ -194,19 +202,82 @@ fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
         };
         assert_eq!(e.delivery.state, expected);
         // The migrated id is the one the new code computes: later matches update this row.
-        let again = store.upsert_exposure(&e.key, *notify, &e.record).unwrap();
+        let again = store.upsert_exposure(&e.record).unwrap();
         assert_eq!(again.id, e.id);
         assert!(!again.inserted);
     }
     drop(store);
     // Opening again changes nothing (the migration ran once).
     let store = Store::open_at(dir.path(), loc).unwrap();
+    assert_eq!(store.exposures().unwrap().exposures.len(), rows.len());
+}
+
+/// A row sealed before the store took typed records (an envelope around the report JSON that
+/// `check` wrote, GAEN v2 fields included) opens as an [`ExposureRecord`], and reports the same
+/// JSON as before plus `id`, `state` and `withdrawn_reason`.
+#[test]
+fn an_exposure_row_written_as_generic_json_reads_as_a_typed_record() {
+    use super::keys::{day_key_for_write, Ad};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) =
+        Store::init_at(dir.path(), KeyLocation::resolve(dir.path(), None)).unwrap();
+    let day = 19_700;
+    let record = serde_json::json!({
+        "protocol": "gaen", "case_key": "00112233445566778899aabbccddeeff", "day": day,
+        "first_seen": day * 86_400 + 600, "last_seen": day * 86_400 + 1_500,
+        "sightings": 16, "distinct_ids": 2, "duration_s": 900,
+        "min_attenuation_db": 28, "typical_attenuation_db": 33,
+        "weighted_minutes": 15.0, "notify": true, "case_list": 3,
+        "report_type": "confirmed_clinical_diagnosis", "infectiousness": "high",
+        "seconds_by_bucket": [900, 0, 0, 0],
+        "windows": [{
+            "start": day * 86_400 + 600, "first_seen": day * 86_400 + 600,
+            "last_seen": day * 86_400 + 1_500, "scan_instances": 16, "sightings": 16,
+            "seconds_by_bucket": [900, 0, 0, 0], "min_attenuation_db": 28,
+            "typical_attenuation_db": 33, "score": 900.0, "counted": true,
+        }],
+    });
+    let key = ExposureKey {
+        protocol: "gaen".into(),
+        case_key: "00112233445566778899aabbccddeeff".into(),
+        day,
+    };
+    let id = store.keys.exposure_hash(&key);
+    let env = serde_json::json!({
+        "key": key,
+        "delivery": {
+            "state": "delivered", "withdrawn_reason": null, "withdrawal_due": false,
+            "attempts": 0, "next_attempt": 0,
+        },
+        "record": record,
+    });
+    store
+        .write_tx(|tx, path, keys| {
+            let blob = day_key_for_write(tx, path, keys, day)?
+                .seal(&Ad::exposure(day, &id), &serde_json::to_vec(&env).unwrap());
+            tx.execute(
+                "INSERT INTO exposures (day, key_hash, blob) VALUES (?1, ?2, ?3)",
+                rusqlite::params![day, id, blob],
+            )
+            .unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let x = store.exposures().unwrap();
+    assert_eq!((x.exposures.len(), x.corrupt), (1, 0));
+    let e = &x.exposures[0];
+    assert_eq!(e.delivery.state, DeliveryState::Delivered);
+    assert_eq!(e.record.windows.len(), 1);
     assert_eq!(
-        store
-            .exposures::<serde_json::Value>()
-            .unwrap()
-            .exposures
-            .len(),
-        rows.len()
+        e.record.infectiousness,
+        Some(bluezone_protocol::matching::score::Infectiousness::High)
     );
+    let mut expected = record.clone();
+    expected["id"] = id.clone().into();
+    expected["state"] = "delivered".into();
+    expected["withdrawn_reason"] = serde_json::Value::Null;
+    assert_eq!(serde_json::to_value(e).unwrap(), expected);
+    // A later match updates the same row.
+    let again = store.upsert_exposure(&e.record).unwrap();
+    assert_eq!((again.id.as_str(), again.inserted), (id.as_str(), false));
 }

@@ -61,7 +61,7 @@ pub struct ScoreContext {
 }
 
 /// One exposure window (≤ 30 min of one case key), as reported with its exposure.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExposureWindow {
     /// Start of its first scan instance; its UTC day is the window's day.
     pub start: UnixSeconds,
