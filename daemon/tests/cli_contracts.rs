@@ -139,7 +139,9 @@ fn ids_secrets_from_stdin_or_a_file() {
             .map(|s| s.to_string())
             .collect()
     };
-    let argv = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>();
+    fn argv(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     let on_argv = ok(&run(&argv(&bz(&["--daily-key", key]))));
     assert_eq!(on_argv.lines().count(), 96);
     let stdin = ok(&run_with_stdin(
