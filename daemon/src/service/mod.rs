@@ -74,6 +74,9 @@ pub struct Shared {
     pub exposures: Mutex<Vec<StoredExposure>>,
     /// Beats after every flush round of the logger; the watchdog is fed only while it is fresh.
     pub logger_beat: Arc<Heartbeat>,
+    /// Store calls run on the calling task instead of tokio's blocking pool (see
+    /// [`Shared::new_on_virtual_time`]).
+    store_inline: bool,
 }
 
 impl Shared {
@@ -88,7 +91,23 @@ impl Shared {
             exposures: Mutex::new(Vec::new()),
             logger_beat: Heartbeat::new(),
             radio_privacy: std::sync::OnceLock::new(),
+            store_inline: false,
         })
+    }
+
+    /// Like [`Shared::new`], for a device simulated on tokio's paused clock (`demo`, large
+    /// simulations): [`Shared::with_store`] runs its closure right away on the runtime's thread
+    /// instead of handing it to the blocking pool. On virtual time a blocking call only holds
+    /// the clock still (nothing else runs meanwhile, so no task sees time pass), whereas a round
+    /// trip through the blocking pool costs two thread wake-ups, which thousands of simulated
+    /// devices polling and flushing their stores pay millions of times. What is read and
+    /// written is the same.
+    pub fn new_on_virtual_time(store: Store, config: Config, clock: SharedClock) -> Arc<Shared> {
+        let mut shared = Shared::new(store, config, clock);
+        if let Some(s) = Arc::get_mut(&mut shared) {
+            s.store_inline = true;
+        }
+        shared
     }
 
     /// The store, for a short synchronous operation. Call it from blocking context
@@ -104,6 +123,9 @@ impl Shared {
         self: &Arc<Self>,
         f: impl FnOnce(&mut Store) -> T + Send + 'static,
     ) -> Result<T> {
+        if self.store_inline {
+            return Ok(f(&mut self.lock_store()));
+        }
         let me = self.clone();
         tokio::task::spawn_blocking(move || f(&mut me.lock_store()))
             .await

@@ -301,6 +301,15 @@ impl Store {
         &self.conn
     }
 
+    /// Caps this connection's page cache at about `kib` KiB (SQLite `cache_size`, default about
+    /// 2 MiB). Only memory changes: pages beyond it are read again from the file system's cache.
+    /// Simulations running thousands of stores in one process use a small one.
+    pub fn set_cache_kib(&self, kib: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib.max(1)))
+            .map_err(self.sql("setting cache_size"))
+    }
+
     /// Limits the database to `pages` pages (SQLite `max_page_count`, this connection only), so
     /// that a full disk can be simulated without root.
     #[doc(hidden)]

@@ -85,11 +85,25 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// One draw of N(0, 1) (Box–Muller), so the crate needs no distribution library.
-fn standard_normal<R: Rng>(rng: &mut R) -> f64 {
-    let u1 = 1.0 - rng.gen::<f64>(); // (0, 1]: ln is finite
-    let u2 = rng.gen::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+/// Draws of N(0, 1) by Box–Muller, so the crate needs no distribution library. Each pair of
+/// uniforms gives two independent normals; both are used (the scanner draws one per packet).
+#[derive(Debug, Default)]
+struct Normals {
+    spare: Option<f64>,
+}
+
+impl Normals {
+    fn next<R: Rng>(&mut self, rng: &mut R) -> f64 {
+        if let Some(z) = self.spare.take() {
+            return z;
+        }
+        let u1 = 1.0 - rng.gen::<f64>(); // (0, 1]: ln is finite
+        let u2 = rng.gen::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
+        self.spare = Some(r * sin);
+        r * cos
+    }
 }
 
 #[cfg(test)]
@@ -101,13 +115,24 @@ mod tests {
     #[test]
     fn normal_has_unit_variance() {
         let mut rng = StdRng::seed_from_u64(1);
+        let mut normals = Normals::default();
         let n = 20_000;
-        let xs: Vec<f64> = (0..n).map(|_| standard_normal(&mut rng)).collect();
+        let xs: Vec<f64> = (0..n).map(|_| normals.next(&mut rng)).collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
         assert!(
             mean.abs() < 0.05 && (var - 1.0).abs() < 0.05,
             "{mean} {var}"
         );
+        // The two values of a pair are independent: no correlation between neighbours.
+        let cov = xs
+            .windows(2)
+            .map(|w| (w[0] - mean) * (w[1] - mean))
+            .sum::<f64>()
+            / (n - 1) as f64;
+        assert!(cov.abs() < 0.05, "{cov}");
+        // About 2.3 % beyond two sigma, as for N(0, 1).
+        let tail = xs.iter().filter(|x| **x > 2.0).count() as f64 / n as f64;
+        assert!((0.015..0.032).contains(&tail), "{tail}");
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::frame::Frame;
 use super::medium::{DeviceHandle, DeviceId, DeviceModel, Medium, MediumConfig, SimStats, Source};
-use super::{mix, standard_normal, SimError};
+use super::{mix, Normals, SimError};
 use crate::clock::{self, SharedClock};
 use crate::radio::{Broadcast, Radio, RadioError, RadioFuture, RadioIo};
 
@@ -112,6 +112,7 @@ pub struct SimRadio {
     clock: SharedClock,
     schedule: Schedule,
     rng: StdRng,
+    normals: Normals,
     /// Bluezone-iOS IDs read over (simulated) GATT: the protocol's one-read-per-slot rule.
     gatt: IosReadCache<u64>,
     /// Counters not yet added to the medium's (added when the next frame is fetched).
@@ -160,6 +161,7 @@ impl SimRadio {
             clock,
             schedule,
             rng: StdRng::seed_from_u64(seed),
+            normals: Normals::default(),
             gatt: IosReadCache::new(),
             stats: SimStats::default(),
         })
@@ -189,7 +191,8 @@ impl SimRadio {
             let per_window = window_ms / peer.advert_interval_s / 1000.0;
             let p_point = per_window.min(points) / points;
             for advert in &air.adverts {
-                if self.rng.gen::<f64>() >= p_point {
+                // A peer sending at least one packet per wake-up is always on air then.
+                if p_point < 1.0 && self.rng.gen::<f64>() >= p_point {
                     continue;
                 }
                 stats.packets += 1;
@@ -198,7 +201,7 @@ impl SimRadio {
                     continue;
                 }
                 let rssi = f64::from(peer.tx_power_dbm) - attenuation
-                    + cfg.noise_sigma_db * standard_normal(&mut self.rng);
+                    + cfg.noise_sigma_db * self.normals.next(&mut self.rng);
                 if !rssi.is_finite() || rssi < f64::from(cfg.sensitivity_dbm) {
                     stats.too_weak += 1;
                     continue;
@@ -272,7 +275,14 @@ impl SimRadio {
             drop(frame);
             let send_all = async {
                 for reception in receptions {
-                    heard.send(reception).await?;
+                    // Without an await point while the logger keeps up (the common case).
+                    match heard.try_send(reception) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(r)) => heard.send(r).await?,
+                        Err(mpsc::error::TrySendError::Closed(r)) => {
+                            return Err(mpsc::error::SendError(r))
+                        }
+                    }
                 }
                 Ok::<_, mpsc::error::SendError<Sighting>>(())
             };
