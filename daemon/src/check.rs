@@ -4,10 +4,11 @@
 //! store read-out → [`ObservationIndex`] → Bluezone and GAEN matchers → scoring → exposures
 //! (persisted, one row per case key and UTC day).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use bluezone_protocol::bluezone::f0::parse_f0_revocations;
 use bluezone_protocol::bluezone::F0Entry;
 use bluezone_protocol::gaen::revision::{revise, PublishedKey};
 use bluezone_protocol::gaen::Enin;
@@ -64,9 +65,11 @@ pub struct CheckReport {
     /// Exposures (per case key and day) whose notification became due in this run.
     #[serde(skip)]
     pub new_exposures: Vec<ExposureReport>,
-    /// GAEN keys (lower-case hex) revoked by a publication: [`persist`] withdraws their exposures.
+    /// Case keys revoked by a publication, as (protocol, lower-case hex): GAEN keys published
+    /// with report type REVOKED, and F0 daily keys in a list's `revoked` array. [`persist`]
+    /// withdraws their exposures.
     #[serde(skip)]
-    pub revoked_keys: Vec<String>,
+    pub revoked_keys: Vec<(&'static str, String)>,
     /// Exposures withdrawn in this run.
     pub withdrawn: usize,
 }
@@ -89,14 +92,18 @@ struct Cases {
     gaen: Vec<GaenKey>,
     gaen_info: Vec<CaseInfo>,
     gaen_list: Vec<i64>,
-    /// Lower-case hex TEKs that some publication revoked: their exposures are withdrawn.
-    revoked: Vec<String>,
+    /// (protocol, lower-case hex key) that some publication revoked: their exposures are
+    /// withdrawn.
+    revoked: Vec<(&'static str, String)>,
 }
 
 /// Reads every stored case list. The lists were verified when imported; duplicates across lists
 /// (the same key in several daily files) are matched once. GAEN keys are resolved across
 /// publications as the reference server defines revisions ([`revise`]): the latest publication
 /// of a key wins, and a revoked key matches nothing and withdraws what it matched before.
+/// F0 lists may carry a revocation list (`revoked`, daily keys): an entry of that key from an
+/// earlier list matches nothing and its exposures are withdrawn; a later list may publish the
+/// key again.
 fn load_cases(store: &Store) -> Result<Cases> {
     let mut cases = Cases {
         f0: Vec::new(),
@@ -107,7 +114,10 @@ fn load_cases(store: &Store) -> Result<Cases> {
         revoked: Vec::new(),
     };
     let mut published: Vec<PublishedKey> = Vec::new();
-    let mut seen_f0: HashSet<([u8; 32], i64, i64)> = HashSet::new();
+    // Entry → its index in `cases.f0`; the latest list holding an entry is the one recorded.
+    let mut seen_f0: HashMap<([u8; 32], i64, i64), usize> = HashMap::new();
+    // Daily key → the list that revoked it last.
+    let mut revoked_f0: HashMap<[u8; 32], i64> = HashMap::new();
     let limits = Limits::default();
     for info in store.case_lists()? {
         let bytes = store
@@ -117,10 +127,18 @@ fn load_cases(store: &Store) -> Result<Cases> {
             .with_context(|| format!("stored case list {}", info.id))?;
         match list {
             CaseList::BluezoneF0(l) => {
+                for k in parse_f0_revocations(&bytes, limits.f0.max_entries)? {
+                    revoked_f0.insert(*k.as_bytes(), info.id);
+                }
                 for e in l.list.entries {
-                    if seen_f0.insert((*e.daily_key.as_bytes(), e.time_start, e.time_end)) {
-                        cases.f0.push(e);
-                        cases.f0_list.push(info.id);
+                    let at = (*e.daily_key.as_bytes(), e.time_start, e.time_end);
+                    match seen_f0.get(&at) {
+                        Some(&i) => cases.f0_list[i] = cases.f0_list[i].max(info.id),
+                        None => {
+                            seen_f0.insert(at, cases.f0.len());
+                            cases.f0.push(e);
+                            cases.f0_list.push(info.id);
+                        }
                     }
                 }
             }
@@ -129,6 +147,30 @@ fn load_cases(store: &Store) -> Result<Cases> {
                 published.extend(PublishedKey::all_of(&x.file, info.id as u64));
             }
         }
+    }
+    if !revoked_f0.is_empty() {
+        // An entry published only before its key's revocation matches nothing.
+        let mut keep = Vec::with_capacity(cases.f0.len());
+        let mut keep_list = Vec::with_capacity(cases.f0.len());
+        for (e, list) in cases.f0.drain(..).zip(cases.f0_list.drain(..)) {
+            if revoked_f0
+                .get(e.daily_key.as_bytes())
+                .is_some_and(|&by| list < by)
+            {
+                continue;
+            }
+            keep.push(e);
+            keep_list.push(list);
+        }
+        cases.f0 = keep;
+        cases.f0_list = keep_list;
+        let live: HashSet<[u8; 32]> = cases.f0.iter().map(|e| *e.daily_key.as_bytes()).collect();
+        cases.revoked.extend(
+            revoked_f0
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .map(|k| ("bluezone", hex::encode(k))),
+        );
     }
     let revised = revise(published);
     for k in revised.keys {
@@ -144,7 +186,9 @@ fn load_cases(store: &Store) -> Result<Cases> {
         });
         cases.gaen_list.push(k.publication.import_order as i64);
     }
-    cases.revoked = revised.revoked.iter().map(|k| k.tek.to_hex()).collect();
+    cases
+        .revoked
+        .extend(revised.revoked.iter().map(|k| ("gaen", k.tek.to_hex())));
     Ok(cases)
 }
 
@@ -242,20 +286,27 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
     report.new_exposures.clear();
     report.withdrawn = 0;
     // Only revoked keys that have a live exposure cost a withdrawal (each reads the exposures).
-    let live: HashSet<String> = if report.revoked_keys.is_empty() {
+    let live: HashSet<(String, String)> = if report.revoked_keys.is_empty() {
         HashSet::new()
     } else {
         store
             .exposures::<serde::de::IgnoredAny>()?
             .exposures
             .iter()
-            .filter(|e| e.key.protocol == "gaen" && e.delivery.state != DeliveryState::Withdrawn)
-            .map(|e| e.key.case_key.to_ascii_lowercase())
+            .filter(|e| e.delivery.state != DeliveryState::Withdrawn)
+            .map(|e| (e.key.protocol.clone(), e.key.case_key.to_ascii_lowercase()))
             .collect()
     };
-    for key in report.revoked_keys.iter().filter(|k| live.contains(*k)) {
-        let n =
-            store.withdraw_exposure("gaen", key, "the key was revoked (report type REVOKED)")?;
+    for (protocol, key) in &report.revoked_keys {
+        if !live.contains(&(protocol.to_string(), key.clone())) {
+            continue;
+        }
+        let reason = if *protocol == "gaen" {
+            "the key was revoked (report type REVOKED)"
+        } else {
+            "the key was revoked (F0 revocation list)"
+        };
+        let n = store.withdraw_exposure(protocol, key, reason)?;
         if n > 0 {
             tracing::warn!(exposures = n, "exposure withdrawn: its key was revoked");
         }
