@@ -45,9 +45,11 @@ pub struct CheckReport {
     /// Exposures (per case key and day) whose notification became due in this run.
     #[serde(skip)]
     pub new_exposures: Vec<StoredExposure>,
-    /// GAEN keys (lower-case hex) revoked by a publication: [`persist`] withdraws their exposures.
+    /// Case keys revoked by a publication, as (protocol, lower-case hex): GAEN keys published
+    /// with report type REVOKED, and F0 daily keys in a list's `revoked` array. [`persist`]
+    /// withdraws their exposures.
     #[serde(skip)]
-    pub revoked_keys: Vec<String>,
+    pub revoked_keys: Vec<(&'static str, String)>,
     /// Exposures withdrawn in this run.
     pub withdrawn: usize,
 }
@@ -73,8 +75,9 @@ pub(crate) struct Cases {
     gaen: Vec<GaenKey>,
     gaen_info: Vec<CaseInfo>,
     gaen_list: Vec<i64>,
-    /// Lower-case hex TEKs that some publication revoked: their exposures are withdrawn.
-    revoked: Vec<String>,
+    /// (protocol, lower-case hex key) that some publication revoked: their exposures are
+    /// withdrawn.
+    revoked: Vec<(&'static str, String)>,
 }
 
 impl Cases {
@@ -139,7 +142,7 @@ fn load_records(store: &Store) -> Result<Records> {
                     .with_context(|| format!("reading case list {}", info.id))?;
                 let list = caselist::parse(&bytes, &[], &Limits::default())
                     .with_context(|| format!("stored case list {}", info.id))?;
-                compact::encode(&list)
+                compact::encode(&list, &bytes)
             }
         };
         compact::decode_into(&compact, info.id, &mut records)
@@ -163,17 +166,36 @@ pub(crate) fn load_cases(store: &Store) -> Result<Cases> {
 fn resolve(r: &Records) -> Cases {
     let mut cases = Cases::default();
 
-    // F0: the first occurrence of each (daily key, start, end), in list order.
+    // F0: the first occurrence of each (daily key, start, end), in list order, with the latest
+    // list that published it (a list after a revocation publishes the key again).
     let f0_id = |i: u32| {
         let e = &r.f0[i as usize];
         (e.key, e.time_start, e.time_end)
     };
     let mut order: Vec<u32> = (0..r.f0.len() as u32).collect();
     order.sort_unstable_by(|&a, &b| f0_id(a).cmp(&f0_id(b)).then(a.cmp(&b)));
-    order.dedup_by(|b, a| f0_id(*a) == f0_id(*b));
-    order.sort_unstable();
-    for i in order {
+    let mut firsts: Vec<(u32, i64)> = Vec::with_capacity(order.len());
+    for &i in &order {
+        let list = r.f0[i as usize].list;
+        match firsts.last_mut() {
+            Some((first, latest)) if f0_id(*first) == f0_id(i) => *latest = (*latest).max(list),
+            _ => firsts.push((i, list)),
+        }
+    }
+    firsts.sort_unstable();
+    // Daily key → the latest F0 list that revoked it.
+    let mut revoked_by: Vec<([u8; 32], i64)> = r.f0_revoked.clone();
+    revoked_by.sort_unstable();
+    let revoked_at = |key: &[u8; 32]| {
+        let end = revoked_by.partition_point(|(k, _)| k <= key);
+        (end > 0 && &revoked_by[end - 1].0 == key).then(|| revoked_by[end - 1].1)
+    };
+    for (i, latest) in firsts {
         let e = &r.f0[i as usize];
+        // An entry published only before its key's revocation matches nothing.
+        if revoked_at(&e.key).is_some_and(|by| latest <= by) {
+            continue;
+        }
         let Ok(max) = SlotsPerDay::new(i64::from(e.max)) else {
             continue; // checked at import; a compact form is never written with another value
         };
@@ -184,6 +206,16 @@ fn resolve(r: &Records) -> Cases {
             max,
         });
         cases.f0_list.push(e.list);
+    }
+    if !revoked_by.is_empty() {
+        let mut live: Vec<[u8; 32]> = cases.f0.iter().map(|e| *e.daily_key.as_bytes()).collect();
+        live.sort_unstable();
+        revoked_by.dedup_by(|b, a| a.0 == b.0);
+        for (k, _) in &revoked_by {
+            if live.binary_search(k).is_err() {
+                cases.revoked.push(("bluezone", hex::encode(k)));
+            }
+        }
     }
 
     // GAEN: per (TEK, rolling start) the winning publication: REVOKED first, then the
@@ -221,7 +253,7 @@ fn resolve(r: &Records) -> Cases {
         let k = &g[best];
         let report_type = ReportType::from_i32(k.report_type);
         if report_type == ReportType::Revoked {
-            cases.revoked.push(hex::encode(k.tek));
+            cases.revoked.push(("gaen", hex::encode(k.tek)));
             continue;
         }
         cases.gaen.push(GaenKey {
@@ -337,20 +369,27 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
     report.new_exposures.clear();
     report.withdrawn = 0;
     // Only revoked keys that have a live exposure cost a withdrawal (each reads the exposures).
-    let live: HashSet<String> = if report.revoked_keys.is_empty() {
+    let live: HashSet<(String, String)> = if report.revoked_keys.is_empty() {
         HashSet::new()
     } else {
         store
             .exposure_states()?
             .exposures
             .iter()
-            .filter(|e| e.key.protocol == "gaen" && e.delivery.state != DeliveryState::Withdrawn)
-            .map(|e| e.key.case_key.to_ascii_lowercase())
+            .filter(|e| e.delivery.state != DeliveryState::Withdrawn)
+            .map(|e| (e.key.protocol.clone(), e.key.case_key.to_ascii_lowercase()))
             .collect()
     };
-    for key in report.revoked_keys.iter().filter(|k| live.contains(*k)) {
-        let n =
-            store.withdraw_exposure("gaen", key, "the key was revoked (report type REVOKED)")?;
+    for (protocol, key) in &report.revoked_keys {
+        if !live.contains(&(protocol.to_string(), key.clone())) {
+            continue;
+        }
+        let reason = if *protocol == "gaen" {
+            "the key was revoked (report type REVOKED)"
+        } else {
+            "the key was revoked (F0 revocation list)"
+        };
+        let n = store.withdraw_exposure(protocol, key, reason)?;
         if n > 0 {
             tracing::warn!(exposures = n, "exposure withdrawn: its key was revoked");
         }

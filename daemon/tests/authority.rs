@@ -17,7 +17,7 @@ use bluezone_protocol::ids::{DailyKey, Tek};
 use serde_json::Value;
 
 mod support;
-use support::{bin, http, ok, signer, Running};
+use support::{bin, http, now, ok, signer, Running};
 
 fn init(dir: &Path) -> String {
     ok(&bin()
@@ -423,4 +423,147 @@ fn a_publication_killed_before_its_index_leaves_the_old_index_and_the_next_compl
         "the interrupted window is published again"
     );
     assert_eq!(index(&dir).len(), 2);
+}
+
+/// Waits (generously: machines are loaded) until `index.txt` lists at least `n` files.
+fn wait_for_index(dir: &Path, n: usize) -> Vec<String> {
+    let t = std::time::Instant::now();
+    loop {
+        let files = index(dir);
+        if files.len() >= n {
+            return files;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "index.txt never listed {n} file(s): {files:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_publishes_on_its_schedule() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("auth");
+    let tok = init(&dir);
+    let cfg = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
+    assert!(cfg.contains("interval_s = 3600"), "{cfg}");
+    std::fs::write(
+        dir.join("authority.toml"),
+        cfg.replace("interval_s = 3600", "interval_s = 1"),
+    )
+    .unwrap();
+    let s = Server::start(&dir);
+    assert_eq!(s.post("/v1/cases", Some(&tok), gaen_body(90, 2)).0, 201);
+    let files = wait_for_index(&dir, 1);
+    let zip = std::fs::read(dir.join("public").join(&files[0])).unwrap();
+    let e = parse_export(&zip, &[trusted(&dir)], &ExportLimits::DEFAULT).unwrap();
+    assert_eq!(e.file.keys.len(), 2);
+    // A later upload goes out in a later scheduled publication, without any signal.
+    assert_eq!(s.post("/v1/cases", Some(&tok), f0_body(91)).0, 201);
+    let files = wait_for_index(&dir, 2);
+    assert!(files[1].ends_with(".f0.zip"), "{files:?}");
+}
+
+#[test]
+fn sighup_publishes_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("auth");
+    let tok = init(&dir);
+    // The default hour-long interval: only the signal can publish within this test.
+    let s = Server::start(&dir);
+    assert_eq!(s.post("/v1/cases", Some(&tok), gaen_body(100, 3)).0, 201);
+    assert!(
+        index(&dir).is_empty(),
+        "nothing published before the signal"
+    );
+    assert_eq!(
+        unsafe { libc::kill(s._child.0.id() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    let files = wait_for_index(&dir, 1);
+    assert_eq!(files.len(), 1);
+    let zip = std::fs::read(dir.join("public").join(&files[0])).unwrap();
+    let e = parse_export(&zip, &[trusted(&dir)], &ExportLimits::DEFAULT).unwrap();
+    assert_eq!(e.file.keys.len(), 3);
+    // The server keeps serving after the signal.
+    assert_eq!(s.post("/v1/cases", Some(&tok), gaen_body(110, 1)).0, 201);
+}
+
+#[test]
+fn the_audit_log_names_a_token_digest_time_and_key_count_never_the_token_or_keys() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("auth");
+    let tok = init(&dir);
+    let before = now();
+    let body = gaen_body(120, 3);
+    let case;
+    {
+        let s = Server::start(&dir);
+        let (st, v) = s.post("/v1/cases", Some(&tok), body.clone());
+        assert_eq!(st, 201, "{v}");
+        case = v["case"].as_i64().unwrap();
+        assert_eq!(s.post("/v1/cases", Some(&tok), body.clone()).0, 200);
+        assert_eq!(
+            s.post(&format!("/v1/cases/{case}/revoke"), Some(&tok), vec![])
+                .0,
+            200
+        );
+        // Refused uploads leave no audit row.
+        assert_eq!(s.post("/v1/cases", Some("wrong"), f0_body(1)).0, 401);
+    }
+    let after = now();
+    let db = bluezoned::authority::db::Db::open(&dir.join("authority.sqlite3")).unwrap();
+    let rows = db.audit().unwrap();
+    let actions: Vec<(&str, i64, usize)> = rows
+        .iter()
+        .map(|r| (r.action.as_str(), r.case, r.keys))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("upload", case, 3),
+            ("upload-again", case, 3),
+            ("revoke", case, 3)
+        ]
+    );
+    // The token's id: 8 bytes (16 hex) derived from the token, the same for each row.
+    let id = &rows[0].token_id;
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(rows.iter().all(|r| &r.token_id == id));
+    assert!(rows.iter().all(|r| (before..=after).contains(&r.time)));
+    // Nothing in the audit table is the token or a key (any part of it, in any encoding).
+    let conn = rusqlite_dump(&dir.join("authority.sqlite3"));
+    assert!(!conn.contains(&tok), "the token is not in the audit log");
+    assert!(!conn.contains(&tok[..16]));
+    let e = parse_export(&body, &[], &ExportLimits::DEFAULT).unwrap();
+    for k in &e.file.keys {
+        let hex: String = k
+            .tek
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!conn.to_ascii_lowercase().contains(&hex[..12]), "{conn}");
+    }
+}
+
+/// Every column of every audit row as text, read with SQLite directly (so a column the `Db` API
+/// does not show is checked too).
+fn rusqlite_dump(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut q = conn.prepare("SELECT * FROM audit").unwrap();
+    let n = q.column_count();
+    let mut out = String::new();
+    let mut rows = q.query([]).unwrap();
+    while let Some(r) = rows.next().unwrap() {
+        for i in 0..n {
+            let v: rusqlite::types::Value = r.get(i).unwrap();
+            out += &format!("{v:?}|");
+        }
+        out.push('\n');
+    }
+    assert!(!out.is_empty());
+    out
 }

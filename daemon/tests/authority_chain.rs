@@ -2,11 +2,13 @@
 //! official uploads a device's `keys export` output (both formats) → `publish` → the public tree
 //! served by a static HTTP server → two devices with `poll.url` import it → the device that logged
 //! the case's IDs reports a notifying exposure, the other none → `revoke` → the next publication
-//! → the GAEN exposure is withdrawn.
+//! → both exposures are withdrawn (GAEN by revised keys, F0 by the signed revocation list). And
+//! the same publication to an S3-compatible bucket (moto) that a device polls.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bluezone_protocol::bluezone::SlotsPerDay;
@@ -14,8 +16,21 @@ use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezoned::store::Store;
 use serde_json::Value;
 
-mod support;
-use support::{bin, http, now, ok, Cli, Running};
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bluezoned"))
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
 
 /// A static file server for `root` on loopback (what a CDN is to devices): GET only.
 fn static_server(root: PathBuf) -> String {
@@ -63,18 +78,45 @@ fn static_server(root: PathBuf) -> String {
     addr
 }
 
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A device daemon (simulated radio) that polls the published root and trusts the authority.
-fn device(dir: &Path, url: &str, trust: &Path) -> Running {
-    Cli::at(dir)
-        .config(&format!(
+fn device(dir: &Path, url: &str, trust: &Path) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("bluezoned.toml"),
+        format!(
             "[poll]\nurl = \"{url}\"\n[cases]\ntrust = [\"{}\"]\n",
             trust.display()
-        ))
-        .spawn(&["--radio", "sim"])
+        ),
+    )
+    .unwrap();
+    Daemon(
+        bin()
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["run", "--radio", "sim"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn case_lists(dir: &Path) -> usize {
-    let o = Cli::at(dir).run(&["cases", "list", "--json"]);
+    let o = bin()
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["cases", "list", "--json"])
+        .output()
+        .unwrap();
     serde_json::from_slice::<Value>(&o.stdout)
         .ok()
         .and_then(|v| v["case_lists"].as_array().map(Vec::len))
@@ -94,18 +136,34 @@ fn wait_for_lists(dir: &Path, n: usize) {
 }
 
 fn check(dir: &Path) -> Value {
-    Cli::at(dir).json(&["check", "--json"])
+    serde_json::from_str(&ok(bin()
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["check", "--json"])
+        .output()
+        .unwrap()))
+    .unwrap()
 }
 
 fn post(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
-    http::post(addr, path, Some(token), body)
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (
+        text[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
 }
 
 #[test]
 fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let t = tempfile::tempdir().unwrap();
     let auth = t.path().join("authority");
-    ok(&bin()
+    ok(bin()
         .args(["authority", "init", "--dir"])
         .arg(&auth)
         .output()
@@ -119,7 +177,12 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
 
     // The case's device: yesterday's own keys (as its advertiser made them), then `keys export`.
     let case = t.path().join("case");
-    Cli::at(&case).init();
+    ok(bin()
+        .arg("--data-dir")
+        .arg(&case)
+        .arg("init")
+        .output()
+        .unwrap());
     let yesterday = now().div_euclid(86_400) - 1;
     let own = {
         let mut s = Store::open(&case).unwrap();
@@ -129,27 +192,40 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let f0 = t.path().join("f0.json");
     let zip = t.path().join("keys.zip");
     for (format, out) in [("bluezone-f0", &f0), ("gaen-zip", &zip)] {
-        Cli::at(&case).ok(&[
-            "keys",
-            "export",
-            "--days",
-            "2",
-            "--format",
-            format,
-            "--yes",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        ok(bin()
+            .arg("--data-dir")
+            .arg(&case)
+            .args([
+                "keys", "export", "--days", "2", "--format", format, "--yes", "--out",
+            ])
+            .arg(out)
+            .output()
+            .unwrap());
     }
 
     // The official uploads both files.
-    let (serve, api) = support::authority_serve(&auth);
-    let (st, _) = post(&api, "/v1/cases", &token, &std::fs::read(&f0).unwrap());
-    assert_eq!(st, 201);
+    let mut serve = bin()
+        .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&auth)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let api = serde_json::from_str::<Value>(&ready).unwrap()["listening"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, v) = post(&api, "/v1/cases", &token, &std::fs::read(&f0).unwrap());
+    assert_eq!(st, 201, "{v}");
+    let f0_case = v["case"].as_i64().unwrap();
     let (st, v) = post(&api, "/v1/cases", &token, &std::fs::read(&zip).unwrap());
     assert_eq!(st, 201, "{v}");
     let gaen_case = v["case"].as_i64().unwrap();
-    ok(&bin()
+    ok(bin()
         .args(["authority", "publish", "--dir"])
         .arg(&auth)
         .output()
@@ -159,7 +235,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let b = t.path().join("b");
     let c = t.path().join("c");
     for d in [&b, &c] {
-        Cli::at(d).init();
+        ok(bin().arg("--data-dir").arg(d).arg("init").output().unwrap());
     }
     let t0 = yesterday * 86_400 + 10 * 3600;
     let sched = gaen::key_schedule(
@@ -177,8 +253,13 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
         log += &format!("{rpi} -60 {ts}\n");
     }
     std::fs::write(t.path().join("b.tsv"), log).unwrap();
-    let b_tsv = t.path().join("b.tsv");
-    Cli::at(&b).ok(&["log", "import", "--format", "tsv", b_tsv.to_str().unwrap()]);
+    ok(bin()
+        .arg("--data-dir")
+        .arg(&b)
+        .args(["log", "import", "--format", "tsv"])
+        .arg(t.path().join("b.tsv"))
+        .output()
+        .unwrap());
 
     let cdn = format!("http://{}/", static_server(auth.join("public")));
     let trust = auth.join("signing-key.pub.pem");
@@ -198,40 +279,299 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     assert_eq!(notifying.len(), 2, "both protocols notify on B: {rb}");
     assert_eq!(check(&c)["exposures"].as_array().unwrap().len(), 0);
 
-    // The official revokes the GAEN case; the next publication withdraws it on B.
-    let (st, _) = post(&api, &format!("/v1/cases/{gaen_case}/revoke"), &token, b"");
-    assert_eq!(st, 200);
-    drop(serve);
-    // No wait for the clock: windows are bounded by row ids, and a publication in the same
-    // second as the last one ends one second after it, so its files get new names.
-    ok(&bin()
+    // The official revokes both cases; the next publication withdraws both exposures on B: the
+    // GAEN one through revised keys (REVOKED), the F0 one through the signed F0 file's
+    // revocation list.
+    for case in [gaen_case, f0_case] {
+        let (st, _) = post(&api, &format!("/v1/cases/{case}/revoke"), &token, b"");
+        assert_eq!(st, 200);
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    std::thread::sleep(Duration::from_millis(1100)); // a new window end second
+    ok(bin()
         .args(["authority", "publish", "--dir"])
         .arg(&auth)
         .output()
         .unwrap());
     {
         let _db = device(&b, &cdn, &trust);
-        wait_for_lists(&b, 3);
+        wait_for_lists(&b, 4);
     }
     let rb = check(&b);
-    let left: Vec<&Value> = rb["exposures"].as_array().unwrap().iter().collect();
-    assert!(
-        left.iter().all(|e| e["protocol"] == "bluezone"),
-        "only the F0 exposure remains: {rb}"
+    assert_eq!(
+        rb["exposures"].as_array().unwrap().len(),
+        0,
+        "revoked keys match nothing: {rb}"
     );
-    // The stored GAEN exposure is kept, withdrawn with its reason, and no longer notifies.
+    // The stored exposures are kept, withdrawn with their reason, and no longer notify.
     let stored = Store::open(&b).unwrap().exposures().unwrap();
-    let gaen_rows: Vec<Value> = stored
+    let rows: Vec<Value> = stored
         .exposures
         .iter()
         .map(|e| serde_json::to_value(e).unwrap())
-        .filter(|e| e["protocol"] == "gaen")
         .collect();
-    assert_eq!(gaen_rows.len(), 1, "{gaen_rows:?}");
-    assert_eq!(gaen_rows[0]["state"], "withdrawn");
-    assert_eq!(gaen_rows[0]["notify"], false);
-    assert!(gaen_rows[0]["withdrawn_reason"]
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for protocol in ["gaen", "bluezone"] {
+        let row = rows.iter().find(|e| e["protocol"] == protocol).unwrap();
+        assert_eq!(row["state"], "withdrawn", "{row}");
+        assert_eq!(row["notify"], false);
+        assert!(row["withdrawn_reason"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"));
+    }
+}
+
+/// A moto S3 server (`python3 -m moto.server`, from PyPI, installed by `.ci/run`) on loopback;
+/// killed on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The interpreter that has moto: `BLUEZONED_MOTO_PYTHON`, else `python3` on PATH (the one
+/// `.ci/run` installs moto into).
+fn moto_python() -> String {
+    std::env::var("BLUEZONED_MOTO_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Starts moto, or returns None (with a loud message) when it is not installed outside CI. In CI
+/// (`CI` set) or with `BLUEZONED_REQUIRE_S3_TESTS` a missing moto fails the test.
+fn start_moto() -> Option<Moto> {
+    let python = moto_python();
+    let has_moto = Command::new(&python)
+        .args(["-c", "import moto.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_moto {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci && std::env::var_os("BLUEZONED_REQUIRE_S3_TESTS").is_none(),
+            "CI (or BLUEZONED_REQUIRE_S3_TESTS) is set but `{python} -c 'import moto.server'` fails: .ci/run installs moto[server]"
+        );
+        eprintln!(
+            "\n\n*** SKIPPED: the S3 output test needs moto (`{python} -m pip install 'moto[server]'`) ***\n\n"
+        );
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&python)
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto {
+        child,
+        endpoint: format!("127.0.0.1:{port}"),
+    };
+    let t = Instant::now();
+    while http(&moto.endpoint, "GET", "/", b"").0 == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "moto did not start on {}",
+            moto.endpoint
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Some(moto)
+}
+
+/// One plain HTTP/1.1 request; status 0 when nothing answers.
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, Vec::new());
+    };
+    if write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .and_then(|()| s.write_all(body))
+    .is_err()
+    {
+        return (0, Vec::new());
+    }
+    let mut resp = Vec::new();
+    if s.read_to_end(&mut resp).is_err() || resp.len() < 12 {
+        return (0, Vec::new());
+    }
+    let status = std::str::from_utf8(&resp[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |i| i + 4);
+    (status, resp[at..].to_vec())
+}
+
+/// `authority publish --out s3://…` against a real S3-compatible server: the files and
+/// `index.txt` land in the bucket under the prefix, a device polling the bucket's HTTP endpoint
+/// imports them, and an object no index lists is swept once older than the grace period.
+#[test]
+fn publishing_to_an_s3_bucket_reaches_a_polling_device() {
+    let Some(moto) = start_moto() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let auth = t.path().join("authority");
+    ok(bin()
+        .args(["authority", "init", "--dir"])
+        .arg(&auth)
+        .output()
+        .unwrap());
+    // No grace: a stray object is swept as soon as it is a second old.
+    let cfg = std::fs::read_to_string(auth.join("authority.toml")).unwrap();
+    std::fs::write(
+        auth.join("authority.toml"),
+        cfg.replace("grace_s = 86400", "grace_s = 0"),
+    )
+    .unwrap();
+    let token = std::fs::read_to_string(auth.join("official-tokens"))
+        .unwrap()
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap()
+        .to_string();
+    assert_eq!(http(&moto.endpoint, "PUT", "/bluezone", b"").0, 200);
+    // Publications are public: the operator's bucket policy lets anyone read them (as a CDN's
+    // origin would).
+    let policy = br#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::bluezone/*"}]}"#;
+    assert_eq!(
+        http(&moto.endpoint, "PUT", "/bluezone?policy", policy).0,
+        200
+    );
+    let stray = "/bluezone/v1/keys/1000-2000-00001.zip";
+    assert_eq!(http(&moto.endpoint, "PUT", stray, b"left behind").0, 200);
+
+    // Uploads: a device's F0 export and a GAEN key set.
+    let mut serve = bin()
+        .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&auth)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let api = serde_json::from_str::<Value>(&ready).unwrap()["listening"]
         .as_str()
         .unwrap()
-        .contains("revoked"));
+        .to_string();
+    let day = now().div_euclid(86_400) - 1;
+    let f0 = format!(
+        "{{\"data\":[{{\"daily_key\":\"{}\",\"time_start\":{},\"time_end\":{},\"max\":96}}]}}",
+        "ab".repeat(32),
+        day * 86_400,
+        day * 86_400 + 86_399
+    );
+    assert_eq!(post(&api, "/v1/cases", &token, f0.as_bytes()).0, 201);
+    let gaen = format!(
+        "{{\"temporaryExposureKeys\":[{{\"key\":\"AAECAwQFBgcICQoLDA0ODw==\",\"rollingStartNumber\":{},\"rollingPeriod\":144,\"transmissionRisk\":5}}]}}",
+        day * 144
+    );
+    assert_eq!(post(&api, "/v1/cases", &token, gaen.as_bytes()).0, 201);
+    let _ = serve.kill();
+    let _ = serve.wait();
+
+    let publish = || {
+        let o = bin()
+            .args([
+                "authority",
+                "publish",
+                "--json",
+                "--out",
+                "s3://bluezone/v1/keys",
+                "--dir",
+            ])
+            .arg(&auth)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://{}", moto.endpoint))
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        serde_json::from_str::<Value>(&ok(o)).unwrap()
+    };
+    let r = publish();
+    let files: Vec<String> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 2, "{r}");
+    let (st, body) = http(&moto.endpoint, "GET", "/bluezone/v1/keys/index.txt", b"");
+    assert_eq!(st, 200);
+    let listed: Vec<String> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, files);
+    for f in &files {
+        let (st, body) = http(
+            &moto.endpoint,
+            "GET",
+            &format!("/bluezone/v1/keys/{f}"),
+            b"",
+        );
+        assert_eq!(st, 200, "{f}");
+        assert!(body.starts_with(b"PK"), "{f} is a zip");
+    }
+    assert!(
+        !auth.join("public/index.txt").exists(),
+        "nothing published to the local directory"
+    );
+
+    // A device polls the bucket's HTTP endpoint (what a CDN in front of it serves).
+    let dev = t.path().join("device");
+    ok(bin()
+        .arg("--data-dir")
+        .arg(&dev)
+        .arg("init")
+        .output()
+        .unwrap());
+    {
+        let _d = device(
+            &dev,
+            &format!("http://{}/bluezone/v1/keys/", moto.endpoint),
+            &auth.join("signing-key.pub.pem"),
+        );
+        wait_for_lists(&dev, 2);
+    }
+
+    // The stray object: swept once it is older than the (zero) grace period; the listed stay.
+    let t0 = Instant::now();
+    while http(&moto.endpoint, "GET", stray, b"").0 != 404 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the stray object was never removed"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        publish();
+    }
+    for f in &files {
+        let path = format!("/bluezone/v1/keys/{f}");
+        assert_eq!(http(&moto.endpoint, "GET", &path, b"").0, 200, "{f}");
+    }
 }

@@ -123,6 +123,9 @@ pub struct WindowKeys {
     pub f0: Vec<F0Entry>,
     /// GAEN keys of cases published before and revoked in this window.
     pub revoked: Vec<ExportKey>,
+    /// F0 entries of cases published before and revoked in this window (their daily keys go
+    /// out as the F0 file's revocation list).
+    pub revoked_f0: Vec<F0Entry>,
 }
 
 impl Db {
@@ -300,34 +303,23 @@ impl Db {
                 ..k
             })
             .collect();
-        let mut q = self.conn.prepare(
+        out.f0 = f0_rows(
+            &self.conn,
             "SELECT e.daily_key, e.time_start, e.time_end, e.max
              FROM f0_entries e JOIN cases c ON c.id = e.case_id
              WHERE c.id > ?1 AND c.id <= ?2 AND c.revoked_at IS NULL
                AND e.time_end >= ?3",
+            params![start, end, not_before],
         )?;
-        out.f0 = q
-            .query_map(params![start, end, not_before], |r| {
-                let key: Vec<u8> = r.get(0)?;
-                let max: i64 = r.get(3)?;
-                Ok((key, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, max))
-            })?
-            .map(|row| {
-                let (key, time_start, time_end, max) = row?;
-                let daily_key = DailyKey::from_bytes(
-                    key.as_slice()
-                        .try_into()
-                        .map_err(|_| bad("f0_entries.daily_key"))?,
-                );
-                let max = SlotsPerDay::new(max).map_err(|_| bad("f0_entries.max"))?;
-                Ok(F0Entry {
-                    daily_key,
-                    time_start,
-                    time_end,
-                    max,
-                })
-            })
-            .collect::<Result<_, rusqlite::Error>>()?;
+        out.revoked_f0 = f0_rows(
+            &self.conn,
+            "SELECT e.daily_key, e.time_start, e.time_end, e.max
+             FROM f0_entries e JOIN cases c ON c.id = e.case_id
+             WHERE c.id <= ?1 AND c.id IN (
+                   SELECT case_id FROM audit WHERE action = 'revoke' AND id > ?2 AND id <= ?3)
+               AND e.time_end >= ?4",
+            params![start, from.audit, to.audit, not_before],
+        )?;
         Ok(out)
     }
 
@@ -408,6 +400,33 @@ impl Db {
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
+}
+
+fn f0_rows(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<F0Entry>> {
+    let mut q = conn.prepare(sql)?;
+    let rows: Vec<F0Entry> = q
+        .query_map(params, |r| {
+            let key: Vec<u8> = r.get(0)?;
+            let max: i64 = r.get(3)?;
+            Ok((key, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, max))
+        })?
+        .map(|row| {
+            let (key, time_start, time_end, max) = row?;
+            let daily_key = DailyKey::from_bytes(
+                key.as_slice()
+                    .try_into()
+                    .map_err(|_| bad("f0_entries.daily_key"))?,
+            );
+            let max = SlotsPerDay::new(max).map_err(|_| bad("f0_entries.max"))?;
+            Ok(F0Entry {
+                daily_key,
+                time_start,
+                time_end,
+                max,
+            })
+        })
+        .collect::<Result<_, rusqlite::Error>>()?;
+    Ok(rows)
 }
 
 fn bad(column: &'static str) -> rusqlite::Error {

@@ -4,19 +4,20 @@
 //!
 //! Order of writes (a crash at any point leaves a valid published tree):
 //! 1. the window's files (signed GAEN export zips, at most `max_keys_per_file` keys each with
-//!    `batch_num`/`batch_size`; a signed F0 zip), each written whole;
+//!    `batch_num`/`batch_size`; a signed F0 zip, whose `revoked` list names the daily keys of F0
+//!    cases revoked since they were published), each written whole;
 //! 2. `index.txt`, replaced by rename: devices see the old index or the new one;
 //! 3. deletion of files unlisted more than `grace_s` ago, and of files a crashed run left behind;
 //! 4. the database commit. Until it, the window counts as unpublished, so the next run publishes
 //!    it again under new names (devices de-duplicate keys).
 
 use anyhow::{bail, Context, Result};
-use bluezone_protocol::bluezone::f0::write_f0;
+use bluezone_protocol::bluezone::f0::write_f0_with_revocations;
 use bluezone_protocol::bluezone::signed::write_signed_f0;
 use bluezone_protocol::bluezone::F0List;
 use bluezone_protocol::gaen::export::{write_export, ExportFile, ExportKey, ReportType};
 use bluezone_protocol::gaen::TEK_ROLLING_PERIOD;
-use bluezone_protocol::ids::Tek;
+use bluezone_protocol::ids::{DailyKey, Tek};
 use bluezone_protocol::time::DAY_SECONDS;
 use rand::Rng;
 use serde::Serialize;
@@ -39,6 +40,8 @@ pub struct PublishReport {
     pub revised_keys: usize,
     pub padding_keys: usize,
     pub f0_entries: usize,
+    /// Daily keys of revoked F0 cases in this publication's F0 revocation list.
+    pub revoked_f0_keys: usize,
     /// Every file now listed in `index.txt`, newest last.
     pub index: Vec<String>,
     pub removed: Vec<String>,
@@ -169,9 +172,24 @@ pub async fn publish_observed(
             ));
         }
     }
-    if !keys.f0.is_empty() {
-        let keys_until = keys.f0.iter().map(|e| e.time_end).max().unwrap_or(now);
-        let json = write_f0(&F0List { entries: keys.f0 });
+    if !keys.f0.is_empty() || !keys.revoked_f0.is_empty() {
+        let keys_until = keys
+            .f0
+            .iter()
+            .chain(&keys.revoked_f0)
+            .map(|e| e.time_end)
+            .max()
+            .unwrap_or(now);
+        // Revoked F0 cases published earlier: their daily keys, once each, sorted.
+        let mut revoked: Vec<DailyKey> = keys
+            .revoked_f0
+            .iter()
+            .map(|e| e.daily_key.clone())
+            .collect();
+        revoked.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        revoked.dedup();
+        report.revoked_f0_keys = revoked.len();
+        let json = write_f0_with_revocations(&F0List { entries: keys.f0 }, &revoked);
         let bytes =
             write_signed_f0(json.as_bytes(), &auth.signer).context("signing the F0 list")?;
         let path = format!("{shown_start}-{end}.f0.zip");

@@ -9,13 +9,16 @@
 //! | format | record | bytes |
 //! |---|---|---|
 //! | F0 | daily key, `time_start` (i64), `time_end` (i64), `max` (u32) | 52 |
+//! | F0 revocation | daily key of the list's `revoked` array, 0, 0, `max` = 0 (never a valid entry) | 52 |
 //! | GAEN | TEK, rolling start (u32), rolling period (u32), report type (i32), days since onset (i32), flags (u8: 1 = in `revised_keys`, 2 = onset present) | 33 |
 //!
 //! Only the entries that passed the checks at import are kept (the skipped ones never match).
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{CaseList, Format};
+use bluezone_protocol::bluezone::f0::parse_f0_revocations;
+
+use super::{CaseList, Format, Limits};
 
 const MAGIC: &[u8; 4] = b"BZC1";
 const HEADER: usize = 4 + 1 + 8 + 4;
@@ -61,6 +64,8 @@ pub struct GaenRecord {
 #[derive(Default)]
 pub struct Records {
     pub f0: Vec<F0Record>,
+    /// Daily keys an F0 list revoked (its `revoked` array), with that list's id.
+    pub f0_revoked: Vec<([u8; 32], i64)>,
     pub gaen: Vec<GaenRecord>,
 }
 
@@ -69,25 +74,37 @@ impl Drop for Records {
         for r in &mut self.f0 {
             r.key.zeroize();
         }
+        for (k, _) in &mut self.f0_revoked {
+            k.zeroize();
+        }
         for r in &mut self.gaen {
             r.tek.zeroize();
         }
     }
 }
 
-/// The compact form of a checked list.
-pub fn encode(list: &CaseList) -> Zeroizing<Vec<u8>> {
+/// The compact form of a checked list parsed from `original` (an F0 list's revocation array is
+/// read from it).
+pub fn encode(list: &CaseList, original: &[u8]) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::new());
     match list {
         CaseList::BluezoneF0(l) => {
             let entries = &l.list.entries;
-            out.reserve(HEADER + entries.len() * F0_RECORD);
-            header(&mut out, Format::BluezoneF0, 0, entries.len());
+            // The list parsed, so its JSON is well-formed; the array is bounded like the entries.
+            let revoked = parse_f0_revocations(original, Limits::default().f0.max_entries)
+                .unwrap_or_default();
+            let n = entries.len() + revoked.len();
+            out.reserve(HEADER + n * F0_RECORD);
+            header(&mut out, Format::BluezoneF0, 0, n);
             for e in entries {
                 out.extend_from_slice(e.daily_key.as_bytes());
                 out.extend_from_slice(&e.time_start.to_le_bytes());
                 out.extend_from_slice(&e.time_end.to_le_bytes());
                 out.extend_from_slice(&e.max.get().to_le_bytes());
+            }
+            for k in &revoked {
+                out.extend_from_slice(k.as_bytes());
+                out.extend_from_slice(&[0u8; 20]);
             }
         }
         CaseList::GaenExport(x) => {
@@ -163,6 +180,11 @@ pub fn decode_into(bytes: &[u8], list: i64, out: &mut Records) -> Result<(), Err
             for r in body.chunks_exact(F0_RECORD) {
                 let mut key = [0u8; 32];
                 key.copy_from_slice(&r[..32]);
+                if u32_at(r, 48) == 0 {
+                    out.f0_revoked.push((key, list));
+                    key.zeroize();
+                    continue;
+                }
                 out.f0.push(F0Record {
                     key,
                     time_start: i64_at(r, 32),
@@ -199,7 +221,7 @@ pub fn decode_into(bytes: &[u8], list: i64, out: &mut Records) -> Result<(), Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caselist::{parse, Limits};
+    use crate::caselist::parse;
 
     #[test]
     fn f0_round_trips_valid_entries_only() {
@@ -209,7 +231,7 @@ mod tests {
             {{"daily_key":"zz","time_start":1}}]}}"#
         );
         let list = parse(json.as_bytes(), &[], &Limits::default()).unwrap();
-        let c = encode(&list);
+        let c = encode(&list, json.as_bytes());
         assert_eq!(format(&c).unwrap(), Format::BluezoneF0);
         let mut r = Records::default();
         decode_into(&c, 9, &mut r).unwrap();
@@ -223,5 +245,23 @@ mod tests {
         assert!(decode_into(&c[..c.len() - 1], 9, &mut r).is_err());
         assert!(decode_into(b"BZC1\x07aaaaaaaaaaaa", 9, &mut r).is_err());
         assert!(format(b"PK\x03\x04").is_err());
+    }
+
+    /// An F0 list's `revoked` array travels in the compact form (records with `max` 0) and
+    /// decodes apart from the entries.
+    #[test]
+    fn f0_revocations_round_trip() {
+        let (a, b) = (hex::encode([7u8; 32]), hex::encode([8u8; 32]));
+        let json = format!(
+            r#"{{"data":[{{"daily_key":"{a}","time_start":1728000000,"max":144,"time_end":1728086399}}],
+            "revoked":["{b}"]}}"#
+        );
+        let list = parse(json.as_bytes(), &[], &Limits::default()).unwrap();
+        let c = encode(&list, json.as_bytes());
+        let mut r = Records::default();
+        decode_into(&c, 3, &mut r).unwrap();
+        assert_eq!(r.f0.len(), 1);
+        assert_eq!(r.f0[0].key, [7u8; 32]);
+        assert_eq!(r.f0_revoked, vec![([8u8; 32], 3)]);
     }
 }

@@ -131,8 +131,7 @@ pub async fn match_changes(
             let probe = Arc::new(probe);
             let (p, c) = (probe.clone(), cfg.clone());
             let today = utc_day(shared.clock.now());
-            let found =
-                tokio::task::spawn_blocking(move || check::compute(&p, &c, today)).await?;
+            let found = tokio::task::spawn_blocking(move || check::compute(&p, &c, today)).await?;
             let input = shared
                 .with_store(move |s| Incremental::rescore(s, &probe, &found).map(|i| (i, found)))
                 .await??;
@@ -187,7 +186,11 @@ pub async fn match_changes(
     }
     let mut held = shared.exposures.lock().unwrap_or_else(|p| p.into_inner());
     for r in reports {
-        let revoked: HashSet<&str> = r.revoked_keys.iter().map(|k| k.as_str()).collect();
+        let revoked: HashSet<(&str, &str)> = r
+            .revoked_keys
+            .iter()
+            .map(|(p, k)| (*p, k.as_str()))
+            .collect();
         let replaced: HashSet<(&str, &str, i64)> = r
             .exposures
             .iter()
@@ -198,7 +201,7 @@ pub async fn match_changes(
             .collect();
         held.retain(|e| {
             let e = &e.record;
-            let gone = e.protocol == "gaen" && revoked.contains(e.case_key.as_str());
+            let gone = revoked.contains(&(e.protocol.as_str(), e.case_key.as_str()));
             let newer = replaced.contains(&(e.protocol.as_str(), e.case_key.as_str(), e.day));
             !gone && !newer
         });

@@ -14,7 +14,7 @@ use crate::caselist::{self, compact, CaseList, Format, Limits};
 fn derive_compact(bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     caselist::parse(bytes, &[], &Limits::default())
         .ok()
-        .map(|l| compact::encode(&l))
+        .map(|l| compact::encode(&l, bytes))
 }
 
 /// An imported case list, without its (sealed) contents.
@@ -57,7 +57,7 @@ impl Store {
         list: &CaseList,
         bytes: &[u8],
     ) -> Result<(i64, bool), StoreError> {
-        let compact = compact::encode(list);
+        let compact = compact::encode(list, bytes);
         self.insert_case_list_with(
             day,
             list.format(),

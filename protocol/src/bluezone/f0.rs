@@ -188,6 +188,37 @@ pub fn write_f0(list: &F0List) -> String {
     serde_json::json!({ "data": data }).to_string()
 }
 
+/// Writes an F0 list carrying a revocation list: `"revoked"` names the daily keys of entries an
+/// authority withdrew after publishing them (`docs/authority.md`, "Revoking an F0 case"). Bluezone
+/// phones ignore the field; bluezoned devices withdraw the exposures matched from those keys. With
+/// no revocation the output is [`write_f0`]'s.
+pub fn write_f0_with_revocations(list: &F0List, revoked: &[DailyKey]) -> String {
+    if revoked.is_empty() {
+        return write_f0(list);
+    }
+    let mut v: serde_json::Value = serde_json::from_str(&write_f0(list)).expect("our own JSON");
+    v["revoked"] = revoked.iter().map(|k| k.to_hex()).collect();
+    v.to_string()
+}
+
+/// The revocation list of an F0 list (`"revoked"`: daily keys as 64 hex characters), or an empty
+/// list when there is none. The `data` array is skipped without being held. A malformed key is
+/// skipped, as a malformed entry is; at most `max` keys are read.
+pub fn parse_f0_revocations(bytes: &[u8], max: usize) -> Result<Vec<DailyKey>, F0Error> {
+    #[derive(Deserialize)]
+    struct Revocations {
+        #[serde(default)]
+        revoked: Option<Vec<serde_json::Value>>,
+    }
+    let r: Revocations = serde_json::from_slice(bytes).map_err(F0Error::from_json)?;
+    Ok(r.revoked
+        .unwrap_or_default()
+        .iter()
+        .take(max)
+        .filter_map(|v| v.as_str().and_then(|s| DailyKey::from_hex(s).ok()))
+        .collect())
+}
+
 struct ListSeed<'a> {
     limits: &'a F0Limits,
 }
@@ -696,6 +727,53 @@ mod tests {
                 .entries
                 .len(),
             3
+        );
+    }
+
+    #[test]
+    fn revocations_round_trip_and_plain_lists_have_none() {
+        let list = F0List {
+            entries: vec![F0Entry {
+                daily_key: DailyKey::from_bytes([1; 32]),
+                time_start: 1_596_844_800,
+                time_end: 1_596_931_199,
+                max: SlotsPerDay::DEFAULT,
+            }],
+        };
+        let revoked = [DailyKey::from_bytes([2; 32]), DailyKey::from_bytes([3; 32])];
+        let json = write_f0_with_revocations(&list, &revoked);
+        assert_eq!(parse_f0_revocations(json.as_bytes(), 10).unwrap(), revoked);
+        assert_eq!(
+            parse_f0_revocations(json.as_bytes(), 1).unwrap(),
+            revoked[..1]
+        );
+        // Bluezone's parser reads the entries and ignores the field.
+        let parsed = parse_f0(json.as_bytes(), &F0Limits::default()).unwrap();
+        assert_eq!(parsed.list, list);
+        // Only revocations: an empty `data` array is a valid list.
+        let only = write_f0_with_revocations(&F0List::default(), &revoked[..1]);
+        assert!(parse_f0(only.as_bytes(), &F0Limits::default())
+            .unwrap()
+            .list
+            .entries
+            .is_empty());
+        assert_eq!(
+            parse_f0_revocations(only.as_bytes(), 10).unwrap(),
+            revoked[..1]
+        );
+        let plain = write_f0(&list);
+        assert_eq!(write_f0_with_revocations(&list, &[]), plain);
+        assert!(parse_f0_revocations(plain.as_bytes(), 10)
+            .unwrap()
+            .is_empty());
+        // A malformed key is skipped, the others kept.
+        let bad = format!(
+            "{{\"data\":[],\"revoked\":[\"zz\",7,\"{}\"]}}",
+            revoked[0].to_hex()
+        );
+        assert_eq!(
+            parse_f0_revocations(bad.as_bytes(), 10).unwrap(),
+            revoked[..1]
         );
     }
 }
