@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 export BLUEZONED_BENCH_SECS=${BLUEZONED_BENCH_SECS:-3}
-SECTIONS=${SECTIONS:-"core cores2 flood check portable"}
+SECTIONS=${SECTIONS:-"core cores2 flood check portable"}  # also: daemonday
 CRIT=${CARGO_TARGET_DIR:-target}/criterion
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
@@ -66,11 +66,13 @@ for section in $SECTIONS; do
             --features sha2/force-soft
         ;;
     check)
-        # ---- BEGIN end-to-end `check` rows (benches/check.rs; e2e13 fills this in) ----
-        # e.g.: rows "1 core" 1 check '^check/(gaen|bluezone)/.*$'
-        #       rows "2 cores" 2 check '^check/(gaen|bluezone)/.*$'
-        :
-        # ---- END end-to-end `check` rows ----
+        # End-to-end `check` rows (benches/check.rs): load, index, match, score, persist. The
+        # daemon-day row's CPU seconds and the release binary's peak RSS go to stderr.
+        rows "1 core" 1 check '^check/(gaen/1000000/100000|bluezone/15000x14d/100000|load/gaen-1000000)$'
+        ;;
+    daemonday)
+        RAYON_NUM_THREADS=1 BLUEZONED_CHECK_BIN=${CARGO_TARGET_DIR:-target}/release/bluezoned \
+            cargo bench --locked --bench check -- --noplot 'check/daemon-day' >&2
         ;;
     *) echo "unknown section: $section" >&2 && exit 2 ;;
     esac

@@ -147,11 +147,11 @@ impl Incremental {
         probe_report: &CheckReport,
     ) -> Result<Option<CheckInput>> {
         let hits: HashSet<(&str, &str)> = probe_report
-            .exposures
+            .matched
             .iter()
-            .map(|e| (e.record.protocol.as_str(), e.record.case_key.as_str()))
+            .map(|e| (e.protocol.as_str(), e.case_key.as_str()))
             .collect();
-        let days = probe_report.exposures.iter().map(|e| e.record.day);
+        let days = probe_report.matched.iter().map(|e| e.day);
         let (Some(first), Some(last)) = (days.clone().min(), days.max()) else {
             return Ok(None);
         };
@@ -289,12 +289,9 @@ mod tests {
     /// The same exposures a full match computes from scratch.
     fn full(store: &Store, cfg: &Config) -> BTreeMap<(String, String, i64), u64> {
         compute(&load(store).unwrap(), cfg, D0 + 1)
-            .exposures
+            .matched
             .into_iter()
-            .map(|e| {
-                let e = e.record;
-                ((e.protocol, e.case_key, e.day), e.sightings as u64)
-            })
+            .map(|e| ((e.protocol, e.case_key, e.day), e.sightings as u64))
             .collect()
     }
 
