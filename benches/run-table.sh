@@ -68,7 +68,7 @@ for section in $SECTIONS; do
     check)
         # End-to-end `check` rows (benches/check.rs): load, index, match, score, persist. The
         # daemon-day row's CPU seconds and the release binary's peak RSS go to stderr.
-        rows "1 core" 1 check '^check/(gaen/1000000/100000|bluezone/15000x14d/100000|load/gaen-1000000)$'
+        rows "1 core" 1 check '^check/(gaen/1000000|bluezone/15000x14d|load/gaen-1000000)$'
         ;;
     daemonday)
         RAYON_NUM_THREADS=1 BLUEZONED_CHECK_BIN=${CARGO_TARGET_DIR:-target}/release/bluezoned \
