@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bluezone_protocol::bluezone::SlotsPerDay;
@@ -16,21 +16,8 @@ use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezoned::store::Store;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bluezoned"))
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+mod support;
+use support::{bin, http as loopback, now, ok, Running};
 
 /// A static file server for `root` on loopback (what a CDN is to devices): GET only.
 fn static_server(root: PathBuf) -> String {
@@ -78,17 +65,8 @@ fn static_server(root: PathBuf) -> String {
     addr
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A device daemon (simulated radio) that polls the published root and trusts the authority.
-fn device(dir: &Path, url: &str, trust: &Path) -> Daemon {
+fn device(dir: &Path, url: &str, trust: &Path) -> Running {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("bluezoned.toml"),
@@ -98,7 +76,7 @@ fn device(dir: &Path, url: &str, trust: &Path) -> Daemon {
         ),
     )
     .unwrap();
-    Daemon(
+    Running(
         bin()
             .arg("--data-dir")
             .arg(dir)
@@ -136,7 +114,7 @@ fn wait_for_lists(dir: &Path, n: usize) {
 }
 
 fn check(dir: &Path) -> Value {
-    serde_json::from_str(&ok(bin()
+    serde_json::from_str(&ok(&bin()
         .arg("--data-dir")
         .arg(dir)
         .args(["check", "--json"])
@@ -146,24 +124,14 @@ fn check(dir: &Path) -> Value {
 }
 
 fn post(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let text = String::from_utf8_lossy(&resp);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (
-        text[9..12].parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    loopback::post(addr, path, Some(token), body)
 }
 
 #[test]
 fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let t = tempfile::tempdir().unwrap();
     let auth = t.path().join("authority");
-    ok(bin()
+    ok(&bin()
         .args(["authority", "init", "--dir"])
         .arg(&auth)
         .output()
@@ -177,7 +145,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
 
     // The case's device: yesterday's own keys (as its advertiser made them), then `keys export`.
     let case = t.path().join("case");
-    ok(bin()
+    ok(&bin()
         .arg("--data-dir")
         .arg(&case)
         .arg("init")
@@ -192,7 +160,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let f0 = t.path().join("f0.json");
     let zip = t.path().join("keys.zip");
     for (format, out) in [("bluezone-f0", &f0), ("gaen-zip", &zip)] {
-        ok(bin()
+        ok(&bin()
             .arg("--data-dir")
             .arg(&case)
             .args([
@@ -204,28 +172,14 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     }
 
     // The official uploads both files.
-    let mut serve = bin()
-        .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&auth)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let api = serde_json::from_str::<Value>(&ready).unwrap()["listening"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (serve, api) = support::authority_serve(&auth);
     let (st, v) = post(&api, "/v1/cases", &token, &std::fs::read(&f0).unwrap());
     assert_eq!(st, 201, "{v}");
     let f0_case = v["case"].as_i64().unwrap();
     let (st, v) = post(&api, "/v1/cases", &token, &std::fs::read(&zip).unwrap());
     assert_eq!(st, 201, "{v}");
     let gaen_case = v["case"].as_i64().unwrap();
-    ok(bin()
+    ok(&bin()
         .args(["authority", "publish", "--dir"])
         .arg(&auth)
         .output()
@@ -235,7 +189,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
     let b = t.path().join("b");
     let c = t.path().join("c");
     for d in [&b, &c] {
-        ok(bin().arg("--data-dir").arg(d).arg("init").output().unwrap());
+        ok(&bin().arg("--data-dir").arg(d).arg("init").output().unwrap());
     }
     let t0 = yesterday * 86_400 + 10 * 3600;
     let sched = gaen::key_schedule(
@@ -253,7 +207,7 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
         log += &format!("{rpi} -60 {ts}\n");
     }
     std::fs::write(t.path().join("b.tsv"), log).unwrap();
-    ok(bin()
+    ok(&bin()
         .arg("--data-dir")
         .arg(&b)
         .args(["log", "import", "--format", "tsv"])
@@ -286,10 +240,9 @@ fn official_to_authority_to_cdn_to_devices_and_revocation() {
         let (st, _) = post(&api, &format!("/v1/cases/{case}/revoke"), &token, b"");
         assert_eq!(st, 200);
     }
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
     std::thread::sleep(Duration::from_millis(1100)); // a new window end second
-    ok(bin()
+    ok(&bin()
         .args(["authority", "publish", "--dir"])
         .arg(&auth)
         .output()
@@ -430,7 +383,7 @@ fn publishing_to_an_s3_bucket_reaches_a_polling_device() {
     let Some(moto) = start_moto() else { return };
     let t = tempfile::tempdir().unwrap();
     let auth = t.path().join("authority");
-    ok(bin()
+    ok(&bin()
         .args(["authority", "init", "--dir"])
         .arg(&auth)
         .output()
@@ -460,21 +413,7 @@ fn publishing_to_an_s3_bucket_reaches_a_polling_device() {
     assert_eq!(http(&moto.endpoint, "PUT", stray, b"left behind").0, 200);
 
     // Uploads: a device's F0 export and a GAEN key set.
-    let mut serve = bin()
-        .args(["authority", "serve", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&auth)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let api = serde_json::from_str::<Value>(&ready).unwrap()["listening"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (serve, api) = support::authority_serve(&auth);
     let day = now().div_euclid(86_400) - 1;
     let f0 = format!(
         "{{\"data\":[{{\"daily_key\":\"{}\",\"time_start\":{},\"time_end\":{},\"max\":96}}]}}",
@@ -488,8 +427,7 @@ fn publishing_to_an_s3_bucket_reaches_a_polling_device() {
         day * 144
     );
     assert_eq!(post(&api, "/v1/cases", &token, gaen.as_bytes()).0, 201);
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 
     let publish = || {
         let o = bin()
@@ -510,7 +448,7 @@ fn publishing_to_an_s3_bucket_reaches_a_polling_device() {
             .env_remove("AWS_PROFILE")
             .output()
             .unwrap();
-        serde_json::from_str::<Value>(&ok(o)).unwrap()
+        serde_json::from_str::<Value>(&ok(&o)).unwrap()
     };
     let r = publish();
     let files: Vec<String> = r["files"]
@@ -545,7 +483,7 @@ fn publishing_to_an_s3_bucket_reaches_a_polling_device() {
 
     // A device polls the bucket's HTTP endpoint (what a CDN in front of it serves).
     let dev = t.path().join("device");
-    ok(bin()
+    ok(&bin()
         .arg("--data-dir")
         .arg(&dev)
         .arg("init")
