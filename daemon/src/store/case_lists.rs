@@ -154,49 +154,37 @@ impl Store {
 
     /// The content of case list `id`.
     pub fn case_list_bytes(&self, id: i64) -> Result<Vec<u8>, StoreError> {
-        let sql = self.sql("reading case list");
-        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
-        let row: Option<(String, String, i64, i64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT content_hash, format, entries, imported_day, blob FROM case_lists WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()
-            .map_err(&sql)?;
-        let Some((hash, format, entries, day, blob)) = row else {
-            return Err(StoreError::NotFound {
-                path: self.path.clone(),
-                table: "case_lists",
-                row: format!("id {id}"),
-            });
-        };
-        let corrupt = || StoreError::Corrupt {
-            path: self.path.clone(),
-            table: "case_lists",
-            day,
-            row: format!("id {id}"),
-        };
-        let key = day_key_for_read(&tx, &self.keys, day)
-            .map_err(&sql)?
-            .ok_or_else(corrupt)?;
-        let plain = key
-            .open(&Ad::case_list(day, &hash, &format, entries), &blob)
-            .ok_or_else(corrupt)?;
-        Ok(plain.to_vec())
+        let plain = self.open_case_list(id, Sealed::Original)?;
+        // The original column is NOT NULL: a row always has one.
+        Ok(plain.map(|p| p.to_vec()).unwrap_or_default())
     }
 
     /// The compact form of case list `id` (`None` if its original did not parse when stored).
     pub fn case_list_compact(&self, id: i64) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.open_case_list(id, Sealed::Compact)
+    }
+
+    /// Opens one sealed column of case list `id` (`None` if that column is NULL).
+    fn open_case_list(
+        &self,
+        id: i64,
+        which: Sealed,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let sql = self.sql("reading case list");
         let tx = self.conn.unchecked_transaction().map_err(&sql)?;
+        let query = match which {
+            Sealed::Original => {
+                "SELECT content_hash, format, entries, imported_day, blob FROM case_lists WHERE id = ?1"
+            }
+            Sealed::Compact => {
+                "SELECT content_hash, format, entries, imported_day, compact FROM case_lists WHERE id = ?1"
+            }
+        };
         type Row = (String, String, i64, i64, Option<Vec<u8>>);
         let row: Option<Row> = tx
-            .query_row(
-                "SELECT content_hash, format, entries, imported_day, compact FROM case_lists WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
+            .query_row(query, [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .optional()
             .map_err(&sql)?;
         let Some((hash, format, entries, day, blob)) = row else {
@@ -213,16 +201,28 @@ impl Store {
             path: self.path.clone(),
             table: "case_lists",
             day,
-            row: format!("id {id} (compact form)"),
+            row: match which {
+                Sealed::Original => format!("id {id}"),
+                Sealed::Compact => format!("id {id} (compact form)"),
+            },
         };
         let key = day_key_for_read(&tx, &self.keys, day)
             .map_err(&sql)?
             .ok_or_else(corrupt)?;
-        let plain = key
-            .open(&Ad::case_list_compact(day, &hash, &format, entries), &blob)
-            .ok_or_else(corrupt)?;
+        let ad = match which {
+            Sealed::Original => Ad::case_list(day, &hash, &format, entries),
+            Sealed::Compact => Ad::case_list_compact(day, &hash, &format, entries),
+        };
+        let plain = key.open(&ad, &blob).ok_or_else(corrupt)?;
         Ok(Some(plain))
     }
+}
+
+/// The two sealed columns of a case list.
+#[derive(Clone, Copy)]
+enum Sealed {
+    Original,
+    Compact,
 }
 
 /// Schema v4: derives and seals the compact form of every stored list whose original opens and
