@@ -203,8 +203,9 @@ fn advertisements_request_the_metadata_tx_power_and_warn_when_the_adapter_cannot
     };
     const CANNOT: &str = "cannot set the advertising tx power";
     const OUTSIDE: &str = "outside the adapter's range";
-    // (features, range, requested, the warning expected or None)
-    let cases: [(&[&str], Option<(i16, i16)>, i16, Option<&str>); 4] = [
+    /// (SupportedFeatures, SupportedCapabilities' tx range, requested, the warning expected).
+    type Case<'a> = (&'a [&'a str], Option<(i16, i16)>, i16, Option<&'a str>);
+    let cases: [Case; 4] = [
         (&["CanSetTxPower"], Some((-34, 7)), -15, None),
         (
             &["CanSetTxPower", "HardwareOffload"],
