@@ -82,6 +82,9 @@ pub struct RadioConfig {
     /// computed (GAEN's per-device RSSI correction). The store keeps the raw RSSI; scoring
     /// applies this, so a corrected value takes effect on stored sightings too.
     pub rssi_correction_db: i8,
+    /// bluetoothd's configuration file, read at start for its `[General] Privacy=` setting
+    /// (whether our adverts go out from a fixed, linkable address).
+    pub bluez_main_conf: PathBuf,
 }
 
 /// The largest receive correction accepted, dB: calibration tables stay well within it, and a
@@ -100,6 +103,7 @@ impl Default for RadioConfig {
             dedup_s: 30,
             stall_timeout_s: 120,
             rssi_correction_db: 0,
+            bluez_main_conf: PathBuf::from("/etc/bluetooth/main.conf"),
         }
     }
 }

@@ -186,6 +186,88 @@ fn advertisements_alternate_when_the_adapter_holds_only_one() {
     }
 }
 
+/// The transmit power (issue 10 §5): our GAEN metadata announces `radio.tx_power_dbm`, so both
+/// advertisements ask the adapter for exactly that (`TxPower`, BlueZ ≥ 5.56). Neither carries
+/// the "tx-power" include: real Bluezone Android adverts have no TX Power Level field
+/// (`setIncludeTxPowerLevel(false)`), and a GAEN advert with one would exceed 31 bytes. An
+/// adapter that cannot honour the request (no `CanSetTxPower`, as with BlueZ before 5.56 or a
+/// controller without the feature) or whose range excludes it gets a warning saying that what
+/// goes on air may differ from what the metadata says; one that can is told so at info level.
+#[test]
+fn advertisements_request_the_metadata_tx_power_and_warn_when_the_adapter_cannot() {
+    let _serial = setup!();
+    let b = Broadcast {
+        bluezone: Some(id(5)),
+        gaen: Some((rpi(5), aem(5))),
+        epoch: 1,
+    };
+    const CANNOT: &str = "cannot set the advertising tx power";
+    const OUTSIDE: &str = "outside the adapter's range";
+    /// (SupportedFeatures, SupportedCapabilities' tx range, requested, the warning expected).
+    type Case<'a> = (&'a [&'a str], Option<(i16, i16)>, i16, Option<&'a str>);
+    let cases: [Case; 4] = [
+        (&["CanSetTxPower"], Some((-34, 7)), -15, None),
+        (
+            &["CanSetTxPower", "HardwareOffload"],
+            Some((-34, 7)),
+            -34,
+            None,
+        ),
+        (&[], None, -15, Some(CANNOT)),
+        (&["CanSetTxPower"], Some((-12, 7)), -15, Some(OUTSIDE)),
+    ];
+    for (features, range, requested, warning) in cases {
+        let what = format!("features {features:?}, range {range:?}, requested {requested}");
+        let mut bus = Bus::start();
+        bus.start_mock();
+        let adapter = bus.add_adapter("hci0", 2, 2);
+        if !features.is_empty() || range.is_some() {
+            bus.set_adv_features(&adapter, features, range);
+        }
+        let logged_before = logs().len();
+        let h = Harness::start(
+            BluezConfig {
+                tx_power: Some(requested),
+                ..test_config()
+            },
+            b,
+        );
+        let ads = wait_for("both adverts", PATIENCE, || {
+            let ads = bus.advertisements("hci0");
+            (ads.len() == 2).then_some(ads)
+        });
+        for ad in &ads {
+            assert_eq!(ad.tx_power, Some(requested), "{what}: {ad:?}");
+            assert!(ad.includes.is_empty(), "{what}: {ad:?}");
+        }
+        // The check runs before the first registration: its line is in the log by now.
+        let logged = logs()[logged_before..].to_string();
+        match warning {
+            Some(text) => {
+                let line = logged
+                    .lines()
+                    .find(|l| l.contains(text))
+                    .unwrap_or_else(|| panic!("{what}: no warning {text:?} in:\n{logged}"));
+                assert!(line.contains("WARN"), "{what}: {line}");
+                assert!(line.contains(&format!("{requested} dBm")), "{what}: {line}");
+                assert!(line.contains("GAEN metadata"), "{what}: {line}");
+            }
+            None => {
+                assert!(
+                    !logged.contains(CANNOT) && !logged.contains(OUTSIDE),
+                    "{what}: unexpected warning in:\n{logged}"
+                );
+                assert!(
+                    logged.contains(&format!("advertising at {requested} dBm")),
+                    "{what}: {logged}"
+                );
+            }
+        }
+        h.stop();
+        bus.kill_all();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // (b) GATT
 
@@ -735,4 +817,136 @@ fn ios_peers_are_read_over_gatt_and_cached() {
     let (r, _) = h.recv_peer(PeerId::Bluezone(id(32)), PATIENCE);
     assert_eq!(r, sighting(PeerId::Bluezone(id(32)), None, -75, Some(0)));
     h.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary on the mock: a linkable address, end to end
+
+/// The `bluezoned` binary, killed and reaped when dropped (a failing assertion leaves nothing).
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bluezoned run` with the BlueZ backend against the mock, on an adapter with a public address
+/// and bluetoothd's `main.conf` as shipped (privacy commented out, so off): the daemon logs an
+/// ERROR naming the fix (`Privacy=device`), `GET /v1/status` (no token needed: operational) and
+/// `bluezoned status --json` (another process, reading what `run` recorded) both report the
+/// address as linkable, and the daemon keeps running and stops cleanly on SIGTERM.
+#[test]
+fn a_linkable_address_is_logged_with_the_fix_and_shown_in_both_statuses() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let _serial = setup!();
+    let mut bus = Bus::start();
+    bus.start_mock();
+    bus.add_adapter("hci0", 2, 2);
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).expect("data directory");
+    let main_conf = tmp.path().join("main.conf");
+    std::fs::write(&main_conf, "[General]\nName = test\n#Privacy = device\n").expect("main.conf");
+    std::fs::write(
+        dir.join("bluezoned.toml"),
+        format!(
+            "[radio]\nbackend = \"bluez\"\nadapter = \"hci0\"\nbluez_main_conf = \"{}\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n",
+            main_conf.display()
+        ),
+    )
+    .expect("bluezoned.toml");
+    let bin = env!("CARGO_BIN_EXE_bluezoned");
+    let command = |args: &[&str]| {
+        let mut c = Command::new(bin);
+        c.arg("--data-dir").arg(&dir).args(args);
+        for v in [
+            "STATE_DIRECTORY",
+            "CREDENTIALS_DIRECTORY",
+            "BLUEZONED_DATA_DIR",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("DBUS_SYSTEM_BUS_ADDRESS", bus_address())
+            .env("RUST_LOG", "bluezoned=info");
+        c
+    };
+    let mut daemon = Daemon(
+        command(&["run"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bluezoned run"),
+    );
+    let stderr = daemon.0.stderr.take().expect("stderr");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Every line up to the API's, which comes after the radio connected.
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    let listening = loop {
+        let left = PATIENCE
+            .checked_sub(start.elapsed())
+            .unwrap_or_else(|| panic!("no \"HTTP API listening\" within {PATIENCE:?}: {seen:#?}"));
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains("HTTP API listening") => break l,
+            Ok(l) => seen.push(l),
+            Err(e) => panic!("the daemon ended or went silent ({e}): {seen:#?}"),
+        }
+    };
+    let fix = seen
+        .iter()
+        .find(|l| l.contains("Privacy=device"))
+        .unwrap_or_else(|| panic!("no line names Privacy=device: {seen:#?}"));
+    assert!(fix.contains("ERROR"), "{fix}");
+    assert!(fix.contains("/etc/bluetooth/main.conf"), "{fix}");
+    assert!(fix.contains("public"), "names the address type: {fix}");
+
+    let addr: std::net::SocketAddr = listening
+        .split("listen=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in {listening:?}"));
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
+    s.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+    s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    let api: serde_json::Value = serde_json::from_str(body).expect("JSON status");
+    let want = serde_json::json!({
+        "adapter": "hci0",
+        "address_type": "public",
+        "privacy": "off",
+        "linkable": true,
+    });
+    assert_eq!(api["radio_privacy"], want, "{api}");
+
+    let out = command(&["status", "--json"])
+        .output()
+        .expect("bluezoned status");
+    assert!(out.status.success(), "{out:?}");
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON status");
+    assert_eq!(cli["radio_privacy"], want, "{cli}");
+
+    assert!(
+        daemon.0.try_wait().expect("try_wait").is_none(),
+        "a linkable address is reported, not fatal"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+    let status = daemon.0.wait().expect("wait");
+    assert!(status.success(), "{status}");
 }

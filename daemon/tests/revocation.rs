@@ -11,6 +11,7 @@ use bluezone_protocol::gaen::export::{
 };
 use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezone_protocol::Tek;
+use bluezoned::store::{DeliveryState, Store, StoredExposure};
 use serde_json::Value;
 
 const DAY0: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
@@ -78,6 +79,11 @@ fn import(dir: &Path, tmp: &Path, name: &str, bytes: Vec<u8>) {
     ]);
 }
 
+/// The exposures as stored (rows of every state, withdrawn ones included).
+fn stored(dir: &Path) -> Vec<StoredExposure> {
+    Store::open(dir).unwrap().exposures().unwrap().exposures
+}
+
 fn check(dir: &Path) -> Value {
     Cli::at(dir).json(&["check", "--json"])
 }
@@ -97,6 +103,7 @@ fn confirmed_then_revoked_withdraws_the_exposure() {
     let e = &first["exposures"][0];
     assert_eq!(e["protocol"], "gaen");
     assert_eq!(e["notify"], true, "{first}");
+    let id = e["id"].as_str().expect("an id").to_string();
 
     import(
         &dir,
@@ -107,10 +114,30 @@ fn confirmed_then_revoked_withdraws_the_exposure() {
     let second = check(&dir);
     assert_eq!(second["exposures"].as_array().unwrap().len(), 0, "{second}");
     assert_eq!(second["withdrawn"], 1, "{second}");
+    // The stored row is kept, withdrawn with its reason, and no longer notifies.
+    let withdrawn = stored(&dir);
+    assert_eq!(withdrawn.len(), 1, "{withdrawn:?}");
+    assert_eq!(withdrawn[0].id.as_str(), id, "the same row");
+    assert_eq!(withdrawn[0].delivery.state, DeliveryState::Withdrawn);
+    assert_eq!(
+        withdrawn[0].delivery.withdrawn_reason.as_deref(),
+        Some("the key was revoked (report type REVOKED)")
+    );
+    assert!(!withdrawn[0].notifies());
+    let reported = serde_json::to_value(&withdrawn[0]).unwrap();
+    assert_eq!(reported["state"], "withdrawn", "{reported}");
+    assert_eq!(reported["notify"], false, "{reported}");
     // Withdrawn once: a later run has nothing left to withdraw, and nothing comes back.
     let third = check(&dir);
     assert_eq!(third["withdrawn"], 0);
     assert_eq!(third["exposures"].as_array().unwrap().len(), 0);
+    let after = stored(&dir);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].delivery.state, DeliveryState::Withdrawn);
+    assert_eq!(
+        after[0].delivery.withdrawn_reason,
+        withdrawn[0].delivery.withdrawn_reason
+    );
 }
 
 #[test]
@@ -133,6 +160,9 @@ fn revoked_then_older_confirmed_ends_the_same() {
     );
     let r = check(&dir);
     assert_eq!(r["exposures"].as_array().unwrap().len(), 0, "{r}");
+    // The key was revoked before it ever matched: no row was stored, so none to withdraw.
+    assert_eq!(r["withdrawn"], 0, "{r}");
+    assert!(stored(&dir).is_empty());
 }
 
 /// `check --json` reports each exposure as stored, in the shape of `GET /v1/exposures` and the

@@ -393,3 +393,95 @@ fn a_writing_command_purges_data_past_retention() {
         .unwrap()
         .is_empty());
 }
+
+/// `init` reads the configuration `run` reads (`<data dir>/bluezoned.toml`, `--config` /
+/// `BLUEZONED_CONFIG`, `BLUEZONED_*` variables and flags) and the same data directory (`--data-dir`
+/// or `BLUEZONED_DATA_DIR`): a configuration the daemon would refuse stops `init`, naming the key,
+/// before any key or store is created; a valid one initialises the directory `run` then uses.
+#[test]
+fn init_reads_the_same_configuration_and_data_directory_as_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nothing_created = |data: &Path| {
+        assert!(
+            !data.join(KEY_FILE).exists(),
+            "no key in {}",
+            data.display()
+        );
+        assert!(
+            !data.join(DB_FILE).exists(),
+            "no store in {}",
+            data.display()
+        );
+    };
+
+    // The data directory's own bluezoned.toml.
+    let data = tmp.path().join("a");
+    Cli::at(&data).config("[store]\nkeep_days = 0\n");
+    let err = fails(&bluezoned(&data, &["init"]));
+    assert!(err.contains("store.keep_days"), "{err}");
+    assert!(err.contains("bluezoned.toml"), "names the file: {err}");
+    nothing_created(&data);
+    // Fixed, it initialises that directory.
+    Cli::at(&data).config("[store]\nkeep_days = 14\n");
+    ok(&bluezoned(&data, &["init"]));
+    assert!(data.join(KEY_FILE).exists() && data.join(DB_FILE).exists());
+
+    // `--config FILE` and `BLUEZONED_CONFIG`, as for `run`.
+    let bad = tmp.path().join("bad.toml");
+    fs::write(&bad, "[radio]\nno_such_key = 1\n").unwrap();
+    let data = tmp.path().join("b");
+    let err = fails(&bluezoned(
+        &data,
+        &["init", "--config", bad.to_str().unwrap()],
+    ));
+    assert!(err.contains("no_such_key"), "{err}");
+    nothing_created(&data);
+    let err = fails(&bluezoned_env(
+        &data,
+        &["init"],
+        &[("BLUEZONED_CONFIG", &bad)],
+    ));
+    assert!(err.contains("no_such_key"), "{err}");
+    nothing_created(&data);
+
+    // A variable standing in for a flag is validated as `run` validates it.
+    let err = fails(
+        &Cli::at(&data)
+            .cmd(&["init"])
+            .env("BLUEZONED_KEEP_DAYS", "0")
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("store.keep_days"), "{err}");
+    nothing_created(&data);
+
+    // The data directory from BLUEZONED_DATA_DIR, whose bluezoned.toml is the one read.
+    let data = tmp.path().join("c");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(
+        data.join("bluezoned.toml"),
+        "[scoring]\nmin_distinct_ids = 0\n",
+    )
+    .unwrap();
+    let from_env = |args: &[&str]| {
+        support::bin()
+            .args(args)
+            .env("BLUEZONED_DATA_DIR", &data)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let err = fails(&from_env(&["init"]));
+    assert!(err.contains("scoring.min_distinct_ids"), "{err}");
+    nothing_created(&data);
+    fs::write(
+        data.join("bluezoned.toml"),
+        "[scoring]\nmin_distinct_ids = 2\n",
+    )
+    .unwrap();
+    let out = ok(&from_env(&["init"]));
+    assert!(out.contains(&data.display().to_string()), "{out}");
+    assert!(data.join(KEY_FILE).exists() && data.join(DB_FILE).exists());
+    // `status` on the same variable finds the store `init` made.
+    ok(&from_env(&["status"]));
+}

@@ -1,9 +1,10 @@
 //! One file per command family. Each returns `anyhow::Result` with context naming the file, field
 //! and expectation; `main` turns an error into a message on stderr and a non-zero exit.
 //!
-//! The commands that match or write state get their data directory and configuration from
-//! [`Env::load`] (the same file, environment and flags as `run`) and the time from its one
-//! clock, so a command decides exactly as the daemon would.
+//! The commands that match or write state (`init` included) get their data directory and
+//! configuration from [`Env::load`] (the same file, environment and flags as `run`) and the time
+//! from its one clock, so a command decides exactly as the daemon would, and a configuration the
+//! daemon would refuse is refused before anything is written.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,7 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Ids(c) => ids::run(c),
         Command::Cases(c) => cases::run(cli.data_dir.clone(), env, c),
-        Command::Init => store_cmds::init(cli.data_dir.clone()),
+        Command::Init => store_cmds::init(&env()?),
         Command::Log(c) => store_cmds::log(cli.data_dir.clone(), env, c),
         Command::Status { json } => store_cmds::status(cli.data_dir.clone(), json),
         Command::Check { json } => cases::check(&env()?, json),

@@ -155,6 +155,7 @@ async fn bluez_radio(
         read_ios_peers: r.protocols.contains(&Protocol::Bluezone),
         // What the GAEN metadata announces is what the adapter is asked for.
         tx_power: Some(i16::from(r.tx_power_dbm)),
+        main_conf: r.bluez_main_conf.clone(),
         ..BluezConfig::default()
     };
     // `connect` fails within 10 s, naming D-Bus, bluetoothd or the adapter, when one is missing.

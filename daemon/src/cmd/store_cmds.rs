@@ -24,9 +24,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::logfile;
 use crate::store::{resolve_data_dir, Store, StoreStats};
 
-pub(super) fn init(data_dir: Option<PathBuf>) -> Result<()> {
-    let dir = resolve_data_dir(data_dir);
-    let (store, report) = Store::init(&dir)
+/// `init`: the data directory `run` would use, after the configuration `run` would read
+/// validated (a file, variable or flag the daemon would refuse stops `init` before it creates
+/// anything).
+pub(super) fn init(env: &super::Env) -> Result<()> {
+    let dir = env.dir.as_path();
+    let (store, report) = Store::init(dir)
         .with_context(|| format!("initialising data directory {}", dir.display()))?;
     let key = format!("{} {}", store.key_source(), store.key_path().display());
     if report.nothing_changed() {

@@ -182,6 +182,7 @@ def _handlers():
                 'service_data': {str(k).lower(): bytes(bytearray(v)) for k, v in props.get('ServiceData', {}).items()},
                 'name': str(props.get('LocalName', '')),
                 'includes': [str(i) for i in props.get('Includes', [])],
+                'tx_power': [int(props['TxPower'])] if 'TxPower' in props else [],
             }
             if _legacy_len(ad) > 31:
                 err(_err('InvalidLength', 'Advertising data too long.'))
@@ -306,10 +307,11 @@ def _adapter_state(device_name):
     return mockobject.objects[path].le
 
 
-@dbus.service.method(MOCK_IFACE, in_signature='s', out_signature='a(sosasa{qay}a{say}sas)')
+@dbus.service.method(MOCK_IFACE, in_signature='s', out_signature='a(sosasa{qay}a{say}sasan)')
 def GetAdvertisements(_self, device_name):
     '''Registered advertisements as read back from their owners:
-    (owner, path, Type, ServiceUUIDs, ManufacturerData, ServiceData, LocalName, Includes).'''
+    (owner, path, Type, ServiceUUIDs, ManufacturerData, ServiceData, LocalName, Includes, TxPower),
+    TxPower as an empty array when the advertisement has none.'''
     out = []
     for (sender, path), ad in _adapter_state(device_name)['adverts'].items():
         out.append((
@@ -317,8 +319,9 @@ def GetAdvertisements(_self, device_name):
             dbus.Dictionary({dbus.UInt16(k): dbus.ByteArray(v) for k, v in ad['manufacturer'].items()}, signature='qay'),
             dbus.Dictionary({k: dbus.ByteArray(v) for k, v in ad['service_data'].items()}, signature='say'),
             ad['name'], dbus.Array(ad['includes'], signature='s'),
+            dbus.Array([dbus.Int16(t) for t in ad['tx_power']], signature='n'),
         ))
-    return dbus.Array(out, signature='(sosasa{qay}a{say}sas)')
+    return dbus.Array(out, signature='(sosasa{qay}a{say}sasan)')
 
 
 @dbus.service.method(MOCK_IFACE, in_signature='s', out_signature='u')

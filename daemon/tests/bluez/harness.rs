@@ -353,6 +353,43 @@ impl Bus {
         self.set(dev, DEVICE_IFACE, "ServiceData", map);
     }
 
+    /// Gives the adapter at `path` the LEAdvertisingManager1 properties of BlueZ ≥ 5.56 that say
+    /// whether it can set the advertising tx power: `SupportedFeatures` and, with `range`,
+    /// `SupportedCapabilities` (`MinTxPower`, `MaxTxPower`). Without this call the adapter has
+    /// neither, as with older BlueZ.
+    pub fn set_adv_features(&self, path: &str, features: &[&str], range: Option<(i16, i16)>) {
+        let features: Vec<String> = features.iter().map(|f| f.to_string()).collect();
+        self.call::<_, ()>(
+            "org.bluez",
+            path,
+            MOCK_IFACE,
+            "AddProperty",
+            (
+                "org.bluez.LEAdvertisingManager1",
+                "SupportedFeatures",
+                Variant(features),
+            ),
+        );
+        if let Some((min, max)) = range {
+            let mut caps = dbus::arg::PropMap::new();
+            caps.insert("MinTxPower".into(), Variant(Box::new(min)));
+            caps.insert("MaxTxPower".into(), Variant(Box::new(max)));
+            caps.insert("MaxAdvLen".into(), Variant(Box::new(31u8)));
+            caps.insert("MaxScnRspLen".into(), Variant(Box::new(31u8)));
+            self.call::<_, ()>(
+                "org.bluez",
+                path,
+                MOCK_IFACE,
+                "AddProperty",
+                (
+                    "org.bluez.LEAdvertisingManager1",
+                    "SupportedCapabilities",
+                    Variant(caps),
+                ),
+            );
+        }
+    }
+
     /// How often `method` was called on the mock object at `path`.
     pub fn calls(&self, path: &str, method: &str) -> usize {
         type Calls = Vec<(u64, Vec<Variant<Box<dyn RefArg>>>)>;
@@ -408,6 +445,7 @@ impl Bus {
             HashMap<String, Vec<u8>>,
             String,
             Vec<String>,
+            Vec<i16>,
         );
         let (rows,): (Vec<Row>,) = self.call(
             "org.bluez",
@@ -418,7 +456,7 @@ impl Bus {
         );
         rows.into_iter()
             .map(
-                |(owner, path, kind, uuids, manufacturer, service_data, name, includes)| Adv {
+                |(owner, path, kind, uuids, manufacturer, service_data, name, includes, tx)| Adv {
                     owner,
                     path: path.to_string(),
                     kind,
@@ -427,6 +465,7 @@ impl Bus {
                     service_data,
                     name,
                     includes,
+                    tx_power: tx.first().copied(),
                 },
             )
             .collect()
@@ -500,6 +539,8 @@ pub struct Adv {
     pub service_data: HashMap<String, Vec<u8>>,
     pub name: String,
     pub includes: Vec<String>,
+    /// `TxPower` (BlueZ ≥ 5.56): the transmit power the advertisement asks the adapter for.
+    pub tx_power: Option<i16>,
 }
 
 impl Adv {

@@ -550,6 +550,82 @@ impl RawEntry {
 mod tests {
     use super::*;
 
+    /// The work an entry costs is bounded by the retained log, not by its span (issue 10 §3):
+    /// an entry starting a year ago derives exactly the sub-keys of one starting at the oldest
+    /// retained day, and its only extra cost is the daily-key hash chain, walked once, one hash
+    /// per day (the chain cannot be skipped: day n's key is SHA256ⁿ of the published one).
+    #[test]
+    fn a_year_long_entry_costs_the_retention_periods_sub_keys_and_one_linear_chain_walk() {
+        use crate::bluezone::rolling::NEXT_DAY_HASHES;
+        use crate::bluezone::SlotsPerDay;
+        use crate::matching::bluezone::match_f0;
+        use crate::matching::{MatchConfig, ObservationIndex};
+        use crate::{PeerId, Sighting};
+
+        const TODAY: i64 = 20_000;
+        const RETAINED: i64 = 21;
+        const YEAR: i64 = 365;
+        let year_key = DailyKey::from_bytes([0x3c; 32]);
+        // Both entries publish the same chain: the retention-long one starts where the year-long
+        // one is on the oldest retained day.
+        let retained_key = year_key.advance((YEAR - (RETAINED - 1)) as u32);
+        let day0 = TODAY - (RETAINED - 1);
+        // The log: one sighting of the case's slot-10 ID on each retained day.
+        let sightings: Vec<Sighting> = (0..RETAINED)
+            .map(|d| Sighting {
+                peer: PeerId::Bluezone(retained_key.advance(d as u32).id(10)),
+                time: (day0 + d) * 86_400 + 10 * 900 + 30,
+                rssi: -60,
+                tx_power: None,
+                aem: None,
+            })
+            .collect();
+        let index = ObservationIndex::build(&sightings, 5);
+        let entry = |key: &DailyKey, days: i64| F0Entry {
+            daily_key: key.clone(),
+            time_start: (TODAY - (days - 1)) * 86_400,
+            time_end: TODAY * 86_400 + 86_399,
+            max: SlotsPerDay::DEFAULT,
+        };
+        let year = entry(&year_key, YEAR + 1);
+        let retained = entry(&retained_key, RETAINED);
+        // One worker thread, so that the per-thread hash count sees all of the walk.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let measure = |entries: &[F0Entry]| {
+            pool.install(|| {
+                NEXT_DAY_HASHES.with(|n| n.set(0));
+                let (hits, stats) = match_f0(entries, &index, &MatchConfig::default());
+                (
+                    hits.len(),
+                    stats.ids_derived,
+                    NEXT_DAY_HASHES.with(|n| n.get()),
+                )
+            })
+        };
+        let (year_hits, year_ids, year_hashes) = measure(std::slice::from_ref(&year));
+        let (kept_hits, kept_ids, kept_hashes) = measure(std::slice::from_ref(&retained));
+        assert_eq!(year_hits, RETAINED as usize, "every retained day matched");
+        assert_eq!(kept_hits, year_hits);
+        // Sub-key work: equal, and only for the retained days (96 a day; the newest day stops
+        // at the newest sighting's slot, 10, plus the legacy layout's slot 15 within the skew).
+        assert_eq!(year_ids, kept_ids);
+        assert!(
+            kept_ids <= (RETAINED as u64) * 96,
+            "{kept_ids} sub-keys for {RETAINED} days"
+        );
+        // The chain: one hash per day walked, from time_start to the newest sighting's day, once.
+        assert_eq!(year_hashes, YEAR as u64);
+        assert_eq!(kept_hashes, (RETAINED - 1) as u64);
+        // Two entries cost the sum: nothing is walked again per matched day or per entry.
+        let (both_hits, both_ids, both_hashes) = measure(&[year.clone(), retained.clone()]);
+        assert_eq!(both_hits, 2 * year_hits);
+        assert_eq!(both_ids, year_ids + kept_ids);
+        assert_eq!(both_hashes, year_hashes + kept_hashes);
+    }
+
     const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     const T0: i64 = 1596844800;
 

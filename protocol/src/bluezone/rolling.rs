@@ -85,6 +85,13 @@ fn id_from_subkey(subkey: &[u8; 32]) -> RollingId {
     RollingId(id)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Daily-key chain hashes ([`DailyKey::next_day`]) made on this thread: lets unit tests count
+    /// the chain walk's work.
+    pub(crate) static NEXT_DAY_HASHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// `SHA256(daily_key || "bluzonesubkey")`.
 pub fn first_subkey(key: &DailyKey) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -105,6 +112,8 @@ impl DailyKey {
 
     /// The next day's key on the published hash chain: `SHA256(daily_key)`.
     pub fn next_day(&self) -> DailyKey {
+        #[cfg(test)]
+        NEXT_DAY_HASHES.with(|n| n.set(n.get() + 1));
         DailyKey::from_bytes(Sha256::digest(self.as_bytes()).into())
     }
 
