@@ -12,7 +12,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::error::StoreError;
-use super::keys::{sync_dir, DerivedKeys, KeyLocation, KeySource, MasterKey};
+use super::keys::DerivedKeys;
+use super::master_key::{sync_dir, KeyLocation, KeySource, MasterKey};
 use super::schema::{self, APPLICATION_ID, CURRENT_VERSION};
 
 /// File name of the database inside the data directory (`-wal` and `-shm` files sit beside it).
