@@ -61,7 +61,7 @@ impl MasterKey {
     fn read(path: &Path, check_mode: bool) -> Result<Self, StoreError> {
         let io = |source| StoreError::KeyIo {
             path: path.to_path_buf(),
-            source,
+            error: source,
         };
         let mut file = fs::File::open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
@@ -117,7 +117,7 @@ impl MasterKey {
         let io = |context, source| StoreError::Io {
             context,
             path: path.to_path_buf(),
-            source,
+            error: source,
         };
         let key = MasterKey::random();
         let mut file = fs::OpenOptions::new()
@@ -161,7 +161,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|source| StoreError::Io {
             context: "syncing directory",
             path: dir.to_path_buf(),
-            source,
+            error: source,
         })
 }
 
