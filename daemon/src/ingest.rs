@@ -41,11 +41,18 @@ pub enum Error {
     /// The content is malformed or over a format limit; `reason` names the field.
     #[error("invalid {format}: {reason}", format = .format.as_str())]
     Invalid { format: Format, reason: String },
+    /// Says its cause in the message (not also as `source()`, so it is printed once).
     #[error("storing the case list: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A worker thread failed (a panic in a parser or the store).
     #[error("case list {0} failed")]
     Task(&'static str),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
 }
 
 impl Error {

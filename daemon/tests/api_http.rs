@@ -606,6 +606,8 @@ async fn exposures_status_and_metrics_after_a_match() {
             "store_errors",
             "counts_ready",
             "radio_privacy",
+            "token_reloads",
+            "token_reload_failures",
         ]),
         "counts only"
     );
@@ -762,7 +764,9 @@ async fn upload_tokens_cannot_read_exposures_or_store_counts() {
                 "matches_run",
                 "case_lists_stored",
                 "store_errors",
-                "radio_privacy"
+                "radio_privacy",
+                "token_reloads",
+                "token_reload_failures",
             ]),
             "{status}"
         );

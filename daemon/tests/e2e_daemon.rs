@@ -2,7 +2,8 @@
 //! working alongside the CLI run from other processes. Readiness and watchdog pings are read
 //! from a test-owned `NOTIFY_SOCKET`, as systemd would read them.
 
-use std::io::{BufRead, BufReader};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use bluezoned::store::Store;
 
 mod support;
-use support::{bin, Cli, BIN};
+use support::{bin, write_private, Cli, BIN};
 
 /// A fast-cycling configuration so a few seconds produce many acknowledged batches.
 const FAST: &str = r#"
@@ -22,36 +23,94 @@ dedup_s = 1
 flush_interval_ms = 100
 "#;
 
+/// The owner token of the daemons these tests start with an API.
+const OWNER: &str = "e2e-owner-token-0123456789abcdef0123";
+
+/// One HTTP/1.1 GET on the daemon's Unix-socket API: the status and the body; `None` while
+/// nothing answers there (not started yet, or gone).
+fn api_get(sock: &Path, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    let text = String::from_utf8(resp).ok()?;
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Polls the API until `/v1/status` answers 200 (the daemon is up and serving); its JSON.
+fn wait_api(sock: &Path, child: &mut Child) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, body)) = api_get(sock, "/v1/status", None) {
+            return serde_json::from_str(&body).unwrap();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("daemon exited ({status}) before its API answered");
+        }
+        assert!(Instant::now() < deadline, "no API answer within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `[api]` on a Unix socket in `dir`, with [`OWNER`] as the owner token (file beside it).
+fn api_config(dir: &Path) -> (String, PathBuf) {
+    let sock = dir.join("api.sock");
+    let tokens = dir.join("owner.tokens");
+    write_private(&tokens, &format!("{OWNER}\n"));
+    let toml = format!(
+        "[api]\nlisten = \"unix:{}\"\nowner_token_file = \"{}\"\n",
+        sock.display(),
+        tokens.display()
+    );
+    (toml, sock)
+}
+
 struct Daemon {
     child: Child,
-    /// `total` of every "sightings stored" line, in order.
+    /// Every new value of `bluezoned_sightings_stored_total` read from `/metrics`, in order:
+    /// sightings the daemon counted only after the store committed them.
     acks: mpsc::Receiver<u64>,
 }
 
-fn start(dir: &std::path::Path) -> Daemon {
+fn start(dir: &Path) -> Daemon {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("bluezoned.toml"), FAST).unwrap();
+    let (api, sock) = api_config(dir);
+    std::fs::write(dir.join("bluezoned.toml"), format!("{FAST}{api}")).unwrap();
     let mut child = bin()
         .args(["--data-dir", dir.to_str().unwrap(), "run", "--radio", "sim"])
-        .env("RUST_LOG", "bluezoned=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    wait_api(&sock, &mut child);
     let (tx, acks) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("sightings stored") {
-                if let Some(t) = line
-                    .split("total=")
-                    .nth(1)
-                    .and_then(|v| v.split_whitespace().next())
-                {
-                    let _ = tx.send(t.parse().unwrap_or(0));
+        let mut last = None;
+        // Ends when the daemon no longer answers (killed or stopped) or the test is done.
+        while let Some((200, text)) = api_get(&sock, "/metrics", Some(OWNER)) {
+            let total =
+                text.lines()
+                    .find_map(|l| l.strip_prefix("bluezoned_sightings_stored_total "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .expect("bluezoned_sightings_stored_total in /metrics") as u64;
+            if last != Some(total) {
+                last = Some(total);
+                if tx.send(total).is_err() {
+                    return;
                 }
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
     });
     Daemon { child, acks }
@@ -94,7 +153,7 @@ fn sigkill_loses_no_acknowledged_sighting() {
         }
         unsafe { libc::kill(d.child.id() as i32, libc::SIGKILL) };
         d.child.wait().unwrap();
-        // Lines printed after the last one read above can only raise the bar.
+        // Totals read after the last one above (before the kill) can only raise the bar.
         while let Ok(t) = d.acks.try_recv() {
             acked = t;
         }
@@ -543,10 +602,10 @@ async fn a_dying_task_ends_the_service_with_an_error_naming_it() {
 
 /// Security L9 (reload): the device API's token file is read again on SIGHUP. A running
 /// `run --radio sim` whose token file is rotated accepts the new token and refuses the old one
-/// (401) after a SIGHUP, and keeps running.
+/// (401) after a SIGHUP, and keeps running; a file refused on reload keeps the tokens in use.
+/// Each reload is learnt from the API's own counters (`/v1/status`), not from the log.
 #[test]
 fn sighup_reloads_the_api_tokens() {
-    use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
     const OLD: &str = "old-owner-token-0123456789abcdef0123";
     const NEW: &str = "new-owner-token-fedcba9876543210fedc";
@@ -557,81 +616,64 @@ fn sighup_reloads_the_api_tokens() {
     let write_tokens = |token: &str| {
         // Rotated as an admin would: a new file renamed over the old one.
         let next = tmp.path().join("tokens.new");
-        std::fs::write(&next, format!("{token}\n")).unwrap();
-        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_private(&next, &format!("{token}\n"));
         std::fs::rename(&next, &tokens).unwrap();
     };
     write_tokens(OLD);
+    let sock = tmp.path().join("api.sock");
     std::fs::write(
         dir.join("bluezoned.toml"),
         format!(
-            "[api]\nlisten = \"127.0.0.1:0\"\nowner_token_file = \"{}\"\n",
+            "[api]\nlisten = \"unix:{}\"\nowner_token_file = \"{}\"\n",
+            sock.display(),
             tokens.display()
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(["--data-dir", dir.to_str().unwrap(), "run", "--radio", "sim"])
-        .env("RUST_LOG", "bluezoned=info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_line = |what: &str| -> String {
+    let status = wait_api(&sock, &mut child);
+    assert_eq!(status["token_reloads"], 0, "{status}");
+    assert_eq!(status["token_reload_failures"], 0, "{status}");
+    let status_of = |token: &str| -> u16 {
+        api_get(&sock, "/v1/exposures", Some(token))
+            .expect("the daemon answers")
+            .0
+    };
+    // Waits until the status counter `name` reaches `n` (the reload was done).
+    let wait_counter = |child: &mut Child, name: &str, n: u64| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("no log line {what:?} within 60 s: {e}"),
+            let v = wait_api(&sock, child);
+            if v[name].as_u64().expect(name) >= n {
+                return v;
             }
+            assert!(Instant::now() < deadline, "{name} never reached {n}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let listening = wait_line("HTTP API listening");
-    let addr: std::net::SocketAddr = listening
-        .split("listen=")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .expect("listen address in the log")
-        .parse()
-        .unwrap();
-    let status_of = |token: &str| -> String {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            s,
-            "GET /v1/exposures HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-             Connection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).unwrap();
-        String::from_utf8_lossy(&head[9..]).into_owned()
-    };
-    assert_eq!(status_of(OLD), "200");
-    assert_eq!(status_of(NEW), "401");
+    assert_eq!(status_of(OLD), 200);
+    assert_eq!(status_of(NEW), 401);
 
     write_tokens(NEW);
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    wait_line("API tokens reloaded");
-    assert_eq!(status_of(NEW), "200");
-    assert_eq!(status_of(OLD), "401");
+    let v = wait_counter(&mut child, "token_reloads", 1);
+    assert_eq!(v["token_reload_failures"], 0, "{v}");
+    assert_eq!(status_of(NEW), 200);
+    assert_eq!(status_of(OLD), 401);
 
-    // A file that became unusable on reload keeps the tokens in use.
+    // A file that became unusable on reload (readable by others) keeps the tokens in use.
     std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    let failed = wait_line("reloading the API tokens failed");
-    assert!(failed.contains("group or others"), "{failed}");
-    assert_eq!(status_of(NEW), "200");
+    let v = wait_counter(&mut child, "token_reload_failures", 1);
+    assert_eq!(v["token_reloads"], 1, "{v}");
+    assert_eq!(status_of(NEW), 200);
+    assert_eq!(status_of(OLD), 401);
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

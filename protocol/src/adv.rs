@@ -18,9 +18,6 @@
 //! 128-bit UUIDs are `u128` values whose hex digits read like the canonical string form
 //! (`0x0000FD6F_0000_1000_8000_00805F9B34FB`); on air they are little-endian.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-
 use crate::ids::{Aem, PeerId, RollingId, Rpi};
 
 /// Maximum length of legacy advertising (or scan response) data.
@@ -288,25 +285,6 @@ impl<'a> StructuredAdvert<'a> {
             }
         }
         Ok(adv)
-    }
-
-    /// From the map-shaped properties most stacks expose (no duplicates possible there).
-    pub fn from_maps<S1: BuildHasher, S2: BuildHasher>(
-        manufacturer_data: &'a HashMap<u16, Vec<u8>, S1>,
-        service_data: &'a HashMap<u128, Vec<u8>, S2>,
-        services: &[u128],
-    ) -> Self {
-        StructuredAdvert {
-            manufacturer_data: manufacturer_data
-                .iter()
-                .map(|(c, d)| (*c, d.as_slice()))
-                .collect(),
-            service_data: service_data
-                .iter()
-                .map(|(u, d)| (*u, d.as_slice()))
-                .collect(),
-            services: services.to_vec(),
-        }
     }
 }
 

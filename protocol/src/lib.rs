@@ -6,8 +6,11 @@
 //! published vectors, and benchmarkable in isolation.
 //!
 //! - [`ids`]: newtypes for keys and identifiers (secrets zeroize and never print).
-//! - [`bluezone`]: Bluezone v3 rolling IDs and the F0 case-list JSON (`docs/bluezone.md`).
+//! - [`bluezone`]: Bluezone v3 rolling IDs, the F0 case-list JSON, the `data_trace.txt` log and
+//!   the iOS read cache (`docs/bluezone.md`).
 //! - [`gaen`]: Exposure Notification v1.2 crypto and signed export files (`docs/gaen.md`).
+//! - [`matching`]: the matching core: the observation index, the Bluezone and GAEN matchers and
+//!   scoring.
 //! - [`adv`]: BLE advertisement codecs for both protocols.
 //! - [`broadcast`]: what a device puts on air at time t, and when that changes.
 //! - [`dedup`]: receptions to sightings, one per peer per window, RSSI averaged.

@@ -526,7 +526,7 @@ fn structured_forms() {
     gaen_data.extend_from_slice(&aem().0);
     let mdata: HashMap<u16, Vec<u8>> = HashMap::from([(0x0059, vec![1, 2, 3])]);
     let sdata: HashMap<u128, Vec<u8>> = HashMap::from([(GAEN_SERVICE, gaen_data.clone())]);
-    let s = StructuredAdvert::from_maps(&mdata, &sdata, &[GAEN_SERVICE]);
+    let s = from_maps(&mdata, &sdata, &[GAEN_SERVICE]);
     let adv = decode_structured(&s).unwrap().unwrap();
     assert_eq!(
         adv,
@@ -666,7 +666,7 @@ proptest! {
 
         let mdata = HashMap::from([(BLUEZONE_COMPANY_ID, bytes.to_vec())]);
         let sdata = HashMap::new();
-        let s = StructuredAdvert::from_maps(&mdata, &sdata, &[BLUEZONE_ANDROID_SERVICE]);
+        let s = from_maps(&mdata, &sdata, &[BLUEZONE_ANDROID_SERVICE]);
         prop_assert_eq!(decode_structured(&s), want);
     }
 
@@ -712,5 +712,25 @@ proptest! {
             Ok(s) => prop_assert_eq!(res, decode_structured(&s)),
             Err(e) => prop_assert_eq!(res, Err(e)),
         }
+    }
+}
+
+/// A `StructuredAdvert` over map-shaped properties, as a BlueZ scanner gets them from btleplug
+/// (`radio/bluez/scan.rs` builds its own from btleplug's `Uuid`-keyed maps the same way).
+fn from_maps<'a>(
+    manufacturer_data: &'a HashMap<u16, Vec<u8>>,
+    service_data: &'a HashMap<u128, Vec<u8>>,
+    services: &[u128],
+) -> StructuredAdvert<'a> {
+    StructuredAdvert {
+        manufacturer_data: manufacturer_data
+            .iter()
+            .map(|(c, d)| (*c, d.as_slice()))
+            .collect(),
+        service_data: service_data
+            .iter()
+            .map(|(u, d)| (*u, d.as_slice()))
+            .collect(),
+        services: services.to_vec(),
     }
 }

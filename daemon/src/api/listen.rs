@@ -1,12 +1,25 @@
 //! Listening and transport: where the API listens, and one connection loop for TCP and the Unix
 //! socket with the limits a local service needs against slow or idle clients.
 //!
-//! axum's own `serve` gives no header-read timeout, no connection cap and no forced close on
-//! shutdown, so connections are served with hyper directly: a timer-driven header-read timeout
-//! (which also ends an idle keep-alive connection, since hyper re-arms it while it waits for the
-//! next request head), a cap on open connections (a connection over it is closed at once, so
-//! fds cannot be exhausted), a smaller cap per peer (one client cannot take every place), and on
+//! Connections are served with hyper directly: a timer-driven header-read timeout (which also
+//! ends an idle keep-alive connection, since hyper re-arms it while it waits for the next
+//! request head), a cap on open connections (a connection over it is closed at once, so fds
+//! cannot be exhausted), a smaller cap per peer (one client cannot take every place), and on
 //! shutdown a grace period after which every connection is dropped, finished or not.
+//!
+//! Why not `axum::serve`: axum 0.7's takes only a `TcpListener`. axum 0.8's (checked at 0.8.9)
+//! takes any `axum::serve::Listener`, `UnixListener` included, and a custom `Listener` could
+//! hold the connection caps; but it builds each connection with
+//! `hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())` and offers no way to
+//! configure it. That builder has no timer, so hyper's header-read timeout never runs: a client
+//! that sends half a request head (or idles on keep-alive) holds its connection for ever. And
+//! `with_graceful_shutdown` then waits, without a bound, for every connection to end (it awaits
+//! all connection tasks; hyper's graceful shutdown lets a half-read head finish first), so
+//! SIGTERM would not end the daemon while such a client is connected (the tests
+//! `api_http::slow_clients_are_cut_off_and_do_not_hold_up_shutdown` and
+//! `api_poll::daemon_binary_serves_the_api_and_polls` hold this).
+//! The one loop below serves TCP and the Unix socket alike, so nothing here is Unix-specific;
+//! when axum's `serve` can take a configured builder, this file shrinks to `Listener` impls.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -134,6 +134,18 @@ const OPERATIONAL: &[LiveRow] = &[
         |m| c(&m.case_lists_stored),
     ),
     (
+        "bluezoned_api_token_reloads_total",
+        Kind::Counter,
+        "SIGHUP reloads of the API token files that took effect.",
+        |m| c(&m.token_reloads),
+    ),
+    (
+        "bluezoned_api_token_reload_failures_total",
+        Kind::Counter,
+        "SIGHUP reloads of the API token files refused (the tokens in use stayed).",
+        |m| c(&m.token_reload_failures),
+    ),
+    (
         "bluezoned_keys_checked_total",
         Kind::Counter,
         "Case keys (F0 records and GAEN keys) matched.",

@@ -21,6 +21,7 @@ pub(crate) mod listen;
 mod metrics;
 mod routes;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,17 +85,23 @@ impl ApiState {
     }
 
     /// Reads the token files again; on an error the tokens in use stay (and it is logged).
+    /// Either way a counter says so (`/v1/status`, `/metrics`), after the tokens changed.
     fn reload_tokens(&self) {
+        let m = &self.shared.metrics;
         match auth::Auth::load(&self.shared.config.api) {
             Ok(a) => {
                 let (owner, upload) = a.counts();
                 *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(a);
+                m.token_reloads.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(owner, upload, "SIGHUP: API tokens reloaded");
             }
-            Err(e) => tracing::error!(
-                error = %crate::error_chain(&e),
-                "SIGHUP: reloading the API tokens failed; the previous tokens stay in use"
-            ),
+            Err(e) => {
+                m.token_reload_failures.fetch_add(1, Ordering::SeqCst);
+                tracing::error!(
+                    error = %crate::error_chain(&e),
+                    "SIGHUP: reloading the API tokens failed; the previous tokens stay in use"
+                )
+            }
         }
     }
 

@@ -288,6 +288,8 @@ async fn status(State(st): State<Arc<ApiState>>, caller: Option<Extension<Caller
         "matches_run": Metrics::get(&m.matches_run),
         "case_lists_stored": Metrics::get(&m.case_lists_stored),
         "store_errors": Metrics::get(&m.store_errors),
+        "token_reloads": Metrics::get(&m.token_reloads),
+        "token_reload_failures": Metrics::get(&m.token_reload_failures),
         // Operational: whether our adverts carry a fixed (linkable) address.
         "radio_privacy": st.shared.radio_privacy.get(),
     });

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub broadcasts: AtomicU64,
     /// New case lists stored by the API or the poller.
     pub case_lists_stored: AtomicU64,
+    /// SIGHUP reloads of the API token files that took effect…
+    pub token_reloads: AtomicU64,
+    /// …and that were refused (the tokens in use stayed).
+    pub token_reload_failures: AtomicU64,
 }
 
 impl Metrics {

@@ -3,15 +3,15 @@
 
 use std::path::PathBuf;
 
-/// An error from the encrypted store.
+/// An error from the encrypted store. A variant that wraps another error says it in its message
+/// and does not also expose it as `source()`, so a cause is printed once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The master key file could not be read (missing, not a file, I/O error).
-    #[error("master key file {path}: {source}")]
+    #[error("master key file {path}: {error}")]
     KeyIo {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The master key file grants access to group or others.
     #[error(
@@ -66,20 +66,18 @@ pub enum StoreError {
         context: &'static str,
     },
     /// Any other SQLite error.
-    #[error("store {path}: {context}: {source}")]
+    #[error("store {path}: {context}: {error}")]
     Sqlite {
         path: PathBuf,
         context: &'static str,
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// A file-system operation on the data directory failed.
-    #[error("{context} {path}: {source}")]
+    #[error("{context} {path}: {error}")]
     Io {
         context: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A sealed record failed authentication (flipped bit, moved to another row or day, or its
     /// day key is missing). Only the location is reported, never the contents.
@@ -126,7 +124,7 @@ impl StoreError {
             _ => StoreError::Sqlite {
                 path: path.to_path_buf(),
                 context,
-                source: e,
+                error: e,
             },
         }
     }
@@ -134,5 +132,31 @@ impl StoreError {
     /// True for [`StoreError::DiskFull`].
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wrapped I/O or SQLite error is said once in the full chain (`{:#}` prints every
+    /// `source()`): the variant's message holds it and `source()` does not repeat it.
+    #[test]
+    fn a_wrapped_cause_is_printed_once() {
+        let io = StoreError::Io {
+            context: "syncing directory",
+            path: "/d".into(),
+            error: std::io::Error::other("disk on fire"),
+        };
+        let sql = StoreError::sql(
+            std::path::Path::new("/d/store.sqlite3"),
+            "reading sightings",
+            rusqlite::Error::InvalidQuery,
+        );
+        for e in [io, sql] {
+            let shown = e.to_string();
+            let chain = format!("{:#}", anyhow::Error::new(e).context("opening the store"));
+            assert_eq!(chain, format!("opening the store: {shown}"));
+        }
     }
 }

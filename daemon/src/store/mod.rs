@@ -18,7 +18,8 @@
 //! | `exposures(id, day, key_hash, blob)` | typed match record + delivery state (JSON) | day key |
 //! | `day_counts(day, sightings)` | sightings per day, for counts without decryption | — (clear) |
 //!
-//! Files: [`open`](Store::open) (opening safely, migrations), `sightings`, `own_keys`,
+//! Files: [`open`](Store::open) (opening safely, migrations), `master_key` (the key file),
+//! [`keys`] (derived keys, day keys, sealing), `sightings`, `own_keys`,
 //! `case_lists`, `exposures` (with the notification state machine), `retention`, `stats`.
 //! Every method that depends on the date takes the UTC day from its caller (the daemon's
 //! clock); the store never reads the system clock.
@@ -72,6 +73,7 @@ mod codec;
 mod error;
 mod exposures;
 pub mod keys;
+mod master_key;
 mod open;
 mod own_keys;
 mod retention;
@@ -87,7 +89,8 @@ pub use exposures::{
     Delivery, DeliveryState, ExposureId, ExposureKey, ExposureRecord, ExposureState, Exposures,
     NotificationEvent, StoredExposure, UpsertOutcome,
 };
-pub use keys::{KeyLocation, KeySource, MasterKey, KEY_FILE, KEY_LEN, SEAL_OVERHEAD};
+pub use keys::SEAL_OVERHEAD;
+pub use master_key::{KeyLocation, KeySource, MasterKey, KEY_FILE, KEY_LEN};
 pub use open::{InitReport, Store, DB_FILE};
 pub use own_keys::OwnKeys;
 pub use retention::{PurgeReport, DEFAULT_KEEP_DAYS};

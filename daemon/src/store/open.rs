@@ -12,7 +12,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::error::StoreError;
-use super::keys::{sync_dir, DerivedKeys, KeyLocation, KeySource, MasterKey};
+use super::keys::DerivedKeys;
+use super::master_key::{sync_dir, KeyLocation, KeySource, MasterKey};
 use super::schema::{self, APPLICATION_ID, CURRENT_VERSION};
 
 /// File name of the database inside the data directory (`-wal` and `-shm` files sit beside it).
@@ -71,7 +72,7 @@ impl Store {
                 .map_err(|source| StoreError::Io {
                     context: "creating data directory",
                     path: data_dir.to_path_buf(),
-                    source,
+                    error: source,
                 })?;
             if let Some(parent) = data_dir.parent() {
                 sync_dir(parent)?;
@@ -86,7 +87,7 @@ impl Store {
             if fs::metadata(&db).map(|m| m.len() > 0).unwrap_or(false) {
                 return Err(StoreError::KeyIo {
                     path: key.path.clone(),
-                    source: std::io::Error::new(
+                    error: std::io::Error::new(
                         std::io::ErrorKind::NotFound,
                         format!(
                             "missing, but store {} exists: refusing to create a new key that \
@@ -167,7 +168,7 @@ impl Store {
                     return Err(StoreError::Io {
                         context: "creating",
                         path: db.to_path_buf(),
-                        source,
+                        error: source,
                     })
                 }
             }
@@ -330,7 +331,7 @@ fn check_header(db: &Path, create: bool) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         context: "reading",
         path: db.to_path_buf(),
-        source,
+        error: source,
     };
     let meta = match fs::metadata(db) {
         Ok(m) => m,
@@ -417,7 +418,7 @@ fn secure_data_dir(dir: &Path) -> Result<(), StoreError> {
     let io = |context, source| StoreError::Io {
         context,
         path: dir.to_path_buf(),
-        source,
+        error: source,
     };
     let meta = fs::metadata(dir).map_err(|e| io("reading data directory", e))?;
     let mode = meta.mode() & 0o7777;
@@ -454,7 +455,7 @@ fn restrict_store_files(db: &Path) -> Result<(), StoreError> {
                     StoreError::Io {
                         context: "setting mode 0600 on",
                         path: p.clone(),
-                        source,
+                        error: source,
                     }
                 })?;
             }

@@ -7,7 +7,7 @@ use std::path::Path;
 use bluezone_protocol::PeerId;
 
 use super::error::StoreError;
-use super::keys::KeySource;
+use super::master_key::KeySource;
 use super::schema;
 use super::Store;
 

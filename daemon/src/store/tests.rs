@@ -83,7 +83,8 @@ fn disk_full_via_max_page_count() {
 /// left anywhere in the table.
 #[test]
 fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
-    use super::keys::{Ad, DerivedKeys, MasterKey};
+    use super::keys::{Ad, DerivedKeys};
+    use super::master_key::MasterKey;
     use sha2::{Digest, Sha256};
 
     let dir = tempfile::tempdir().unwrap();
