@@ -58,16 +58,18 @@ impl CaseUpload {
     }
 }
 
+/// Why an upload was refused. A wrapped parser error is said in the message only, not also
+/// exposed as `source()`, so an error chain prints each cause once (as in `store::error`).
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error("the body is neither a Bluezone F0 list, a GAEN export zip, a signed F0 zip nor publish JSON")]
     NotRecognised,
     #[error("Bluezone F0 list: {0}")]
-    F0(#[source] F0Error),
+    F0(F0Error),
     #[error("signed F0 zip: {0}")]
-    SignedF0(#[source] SignedF0Error),
+    SignedF0(SignedF0Error),
     #[error("GAEN export: {0}")]
-    Export(#[source] ExportError),
+    Export(ExportError),
     #[error("publish JSON: {0}")]
     PublishJson(String),
     #[error("the upload holds no valid key{}", skipped_suffix(.0))]

@@ -60,11 +60,11 @@ impl BusWatch {
                     "subscribing to NameOwnerChanged",
                 ));
             }
-            Ok(Err(source)) => {
+            Ok(Err(cause)) => {
                 io_task.abort();
                 return Err(BluezError::DBus {
                     context: "subscribing to NameOwnerChanged",
-                    source,
+                    cause,
                 });
             }
             Ok(Ok(m)) => m,
@@ -98,9 +98,9 @@ impl BusWatch {
         let (has_owner,): (bool,) = proxy
             .method_call("org.freedesktop.DBus", "NameHasOwner", (BLUEZ_NAME,))
             .await
-            .map_err(|source| BluezError::DBus {
+            .map_err(|cause| BluezError::DBus {
                 context: "asking the bus whether bluetoothd is there",
-                source,
+                cause,
             })?;
         if has_owner {
             Ok(())

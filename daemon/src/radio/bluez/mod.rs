@@ -111,6 +111,8 @@ impl Default for BluezConfig {
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
 /// What went wrong talking to BlueZ. Each ends the current session; [`BluezRadio`] rebuilds it.
+/// A wrapped library error is said in the message only, not also exposed as `source()`, so an
+/// error chain prints each cause once (the convention of `store::error`).
 #[derive(Debug, thiserror::Error)]
 pub enum BluezError {
     #[error(
@@ -139,23 +141,20 @@ pub enum BluezError {
         "no answer from the D-Bus system bus at {address} or from bluetoothd within {limit:?}"
     )]
     NoAnswer { address: String, limit: Duration },
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Bluer {
         context: &'static str,
-        #[source]
-        source: bluer::Error,
+        cause: bluer::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Btleplug {
         context: &'static str,
-        #[source]
-        source: btleplug::Error,
+        cause: btleplug::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     DBus {
         context: &'static str,
-        #[source]
-        source: dbus::Error,
+        cause: dbus::Error,
     },
     #[error("the discovery event stream ended")]
     ScanStreamEnded,
@@ -188,12 +187,12 @@ pub fn system_bus_address() -> String {
 
 /// Context for errors of bluer calls.
 fn bluer_ctx(context: &'static str) -> impl FnOnce(bluer::Error) -> BluezError {
-    move |source| BluezError::Bluer { context, source }
+    move |cause| BluezError::Bluer { context, cause }
 }
 
 /// Context for errors of btleplug calls.
 fn btleplug_ctx(context: &'static str) -> impl FnOnce(btleplug::Error) -> BluezError {
-    move |source| BluezError::Btleplug { context, source }
+    move |cause| BluezError::Btleplug { context, cause }
 }
 
 /// The BlueZ radio. Build it with [`BluezRadio::connect`], then hand it to the service loop.
