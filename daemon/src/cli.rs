@@ -177,7 +177,7 @@ pub enum IdsCommand {
         /// Read the daily key (hex, surrounding whitespace ignored) from this file.
         #[arg(long, value_name = "FILE")]
         daily_key_file: Option<PathBuf>,
-        /// Any unix time within the UTC day.
+        /// Any unix time within the UTC day, 2000-01-01 to 2100-12-31.
         #[arg(long, value_name = "UNIX_SECONDS")]
         day: i64,
         #[arg(long, default_value_t = 96)]

@@ -502,6 +502,13 @@ mod tests {
                 "[scoring]\nattenuation_bucket_weights = [1.0, -0.5, 0.0, 0.0]",
                 "attenuation_bucket_weights",
             ),
+            // Security L2: a negative or absurd window length was accepted silently.
+            ("[scoring]\nwindow_max_s = -60", "window_max_s"),
+            (
+                "[scoring]\nwindow_max_s = 9223372036854775807",
+                "window_max_s",
+            ),
+            ("[scoring]\nscan_period_s = 0", "scan_period_s"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(matches!(e, ConfigError::Scoring(_)), "{text:?}: {e}");

@@ -261,6 +261,64 @@ fn officials_api_answers_each_case_with_the_right_status() {
     );
 }
 
+/// One request with the given `Host` header: the status and the JSON body.
+fn post_with_host(addr: &str, host: &str, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        sock,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    sock.write_all(body).unwrap();
+    let mut resp = String::new();
+    sock.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let json = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+/// Security M2 for the authority API (DNS rebinding): a request whose `Host` is neither a loopback
+/// name nor the listen address gets 421 and stores nothing, even with a valid token; `localhost`
+/// and the literal listen address are answered.
+#[test]
+fn foreign_host_headers_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("auth");
+    let tok = init(&dir);
+    let s = Server::start(&dir);
+    let port = s.addr.rsplit_once(':').unwrap().1.to_string();
+    for host in [
+        format!("attacker.example:{port}"),
+        "evil.test".to_string(),
+        format!("127.0.0.1.nip.io:{port}"),
+    ] {
+        let (st, v) = post_with_host(&s.addr, &host, "/v1/cases", &tok, &f0_body(1));
+        assert_eq!(st, 421, "{host}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("Host"), "{v}");
+        let (st, _) = post_with_host(&s.addr, &host, "/v1/cases/1/revoke", &tok, b"");
+        assert_eq!(st, 421, "{host}");
+    }
+    // 201, not 200: none of the refused uploads was stored.
+    let (st, v) = post_with_host(
+        &s.addr,
+        &format!("localhost:{port}"),
+        "/v1/cases",
+        &tok,
+        &f0_body(1),
+    );
+    assert_eq!(st, 201, "a new case: {v}");
+    for host in [
+        s.addr.clone(),
+        "LOCALHOST".to_string(),
+        "127.0.0.1".to_string(),
+    ] {
+        let (st, v) = post_with_host(&s.addr, &host, "/v1/cases", &tok, &f0_body(1));
+        assert_eq!(st, 200, "{host}: the same case again: {v}");
+    }
+}
+
 #[test]
 fn publication_signs_batches_and_revocations_reach_the_next_one() {
     let t = tempfile::tempdir().unwrap();

@@ -714,6 +714,96 @@ fn the_dbus_policy_scopes_every_rule_to_bluez() {
     }
 }
 
+/// The `Key=value` settings of a unit file, in order (comments and sections left out).
+fn unit_settings(text: &str) -> Vec<(&str, &str)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .collect()
+}
+
+#[test]
+fn the_unit_hands_the_daemon_what_it_reads() {
+    // Not a bus test: the shipped unit, its API drop-in and the README agree with the daemon's
+    // own names (security review M9: the README's API setup did not work with the unit).
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    let unit = std::fs::read_to_string(dist.join("bluezoned.service")).unwrap();
+    let api = std::fs::read_to_string(dist.join("bluezoned.service.d/api.conf")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let unit = unit_settings(&unit);
+    let api = unit_settings(&api);
+    let get = |set: &[(&str, &str)], key: &str| -> Vec<String> {
+        set.iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .collect()
+    };
+    let one = |set: &[(&str, &str)], key: &str| -> String {
+        let v = get(set, key);
+        assert_eq!(v.len(), 1, "{key}: {v:?}");
+        v[0].clone()
+    };
+    let cred_name = |v: &str| v.split_once(':').expect("NAME:PATH").0.to_string();
+
+    // The store key arrives as the credential the daemon reads.
+    assert_eq!(
+        cred_name(&one(&unit, "LoadCredentialEncrypted")),
+        bluezoned::store::KEY_FILE
+    );
+    // Private state, whatever the admin's umask.
+    assert_eq!(one(&unit, "DynamicUser"), "yes");
+    assert_eq!(one(&unit, "StateDirectoryMode"), "0700");
+    assert_eq!(one(&unit, "UMask"), "0077");
+    // The socket's directory exists under ProtectSystem=strict, and only its group gets in.
+    let runtime = one(&unit, "RuntimeDirectory");
+    assert_eq!(one(&unit, "RuntimeDirectoryMode"), "0750");
+    let limit: usize = one(&unit, "LimitNOFILE").parse().unwrap();
+    assert!(limit > bluezoned::api::ServeLimits::default().max_connections + 64);
+
+    // The API drop-in: both token classes as the credentials the daemon looks for, and a socket
+    // inside the runtime directory, at the path the README's commands use.
+    let mut creds: Vec<String> = get(&api, "LoadCredential")
+        .iter()
+        .map(|v| cred_name(v))
+        .collect();
+    creds.sort();
+    assert_eq!(
+        creds,
+        [
+            bluezoned::api::OWNER_CREDENTIAL,
+            bluezoned::api::UPLOAD_CREDENTIAL
+        ]
+    );
+    let exec = get(&api, "ExecStart")
+        .into_iter()
+        .find(|v| !v.is_empty())
+        .unwrap();
+    let socket = exec
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("unix:"))
+        .expect("the drop-in listens on a unix socket");
+    assert!(
+        socket.starts_with(&format!("/run/{runtime}/")),
+        "{socket} outside RuntimeDirectory={runtime}"
+    );
+    assert!(
+        readme.contains(&format!("S={socket}")),
+        "the README uses {socket}"
+    );
+    // Every flag the drop-in passes exists.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_bluezoned"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in exec.split_whitespace().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(flag), "`bluezoned run` has no {flag}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // iOS peers: connect and read, cached for the slot
 

@@ -74,6 +74,39 @@ fn ids_bluezone_equals_the_vector_file_line_for_line() {
         "97"
     ]))
     .contains("max"));
+    // Security L1: a day outside 2000..=2100 is refused naming --day (it printed negative slot
+    // times near i64::MAX); the window's ends are accepted.
+    for day in [
+        "9223372036854775000",
+        "-9223372036854775808",
+        "-1",
+        "0",
+        "946684799",
+        "4133980800",
+    ] {
+        let e = fails(&run(&[
+            "ids",
+            "bluezone",
+            "--daily-key",
+            base,
+            &format!("--day={day}"),
+        ]));
+        assert!(e.contains("2000-01-01"), "{day}: {e}");
+        assert!(e.contains("--day") && e.contains(day), "{day}: {e}");
+    }
+    for day in ["946684800", "4133980799"] {
+        let out = ok(&run(&[
+            "ids",
+            "bluezone",
+            "--daily-key",
+            base,
+            "--day",
+            day,
+        ]));
+        let first: i64 = out.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(first, day.parse::<i64>().unwrap() / 86400 * 86400, "{out}");
+        assert_eq!(out.lines().count(), 96);
+    }
 }
 
 fn run_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {

@@ -217,6 +217,111 @@ fn a_bad_line_rejects_the_whole_file() {
     );
 }
 
+/// Every file of the data directory, by name.
+fn dir_bytes(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Security L1 (log import): a far-future, far-past or negative sighting time rejects the whole
+/// file with an error naming the line and the field, and the data directory stays byte for byte
+/// as it was; a time up to a day ahead (another phone's clock) is accepted.
+#[test]
+fn far_future_and_far_past_times_reject_the_file_and_leave_the_store_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    ok(&bluezoned(&data, &["init"]));
+    let t = now();
+    let good = tmp.path().join("good.tsv");
+    fs::write(
+        &good,
+        format!(
+            "0102030405060708090a0b0c -60 {}\n0102030405060708090a0b0d -60 {}\n",
+            t - 600,
+            t + 3600
+        ),
+    )
+    .unwrap();
+    let out = ok(&bluezoned(
+        &data,
+        &["log", "import", "--format", "tsv", good.to_str().unwrap()],
+    ));
+    assert!(out.contains("imported 2 sightings"), "{out}");
+    let before = dir_bytes(&data);
+
+    let id = "0102030405060708090a0b0e";
+    let cases = [
+        (
+            "tsv",
+            format!("{id} -60 {}", t + 3 * 86_400),
+            "line 2: column 3 (time)",
+            "in the future",
+        ),
+        (
+            "tsv",
+            format!("{id} -60 9223372036854775000"),
+            "line 2: column 3 (time)",
+            "in the future",
+        ),
+        (
+            "tsv",
+            format!("{id} -60 86400"),
+            "line 2: column 3 (time)",
+            "before 946684800 (2000-01-01)",
+        ),
+        (
+            "tsv",
+            format!("{id} -60 -5"),
+            "line 2: column 3 (time)",
+            "non-negative",
+        ),
+        (
+            "bluezone-trace",
+            format!("\t{id}\t-60\t{}", (t + 400 * 86_400) * 1000),
+            "line 2: column 4 (timestamp)",
+            "in the future",
+        ),
+        (
+            "bluezone-trace",
+            format!("\t{id}\t-60\t1000"),
+            "line 2: column 4 (timestamp)",
+            "before",
+        ),
+    ];
+    for (format, bad, place, what) in cases {
+        let first = if format == "tsv" {
+            format!("{id} -60 {t}")
+        } else {
+            format!("\t{id}\t-60\t{t}")
+        };
+        let file = tmp.path().join("bad.txt");
+        fs::write(&file, format!("{first}\n{bad}\n")).unwrap();
+        let err = fails(&bluezoned(
+            &data,
+            &["log", "import", "--format", format, file.to_str().unwrap()],
+        ));
+        assert!(
+            err.contains(place) && err.contains(what),
+            "{format} {bad:?}: {err}"
+        );
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert_eq!(
+            dir_bytes(&data),
+            before,
+            "{format} {bad:?}: the data directory changed"
+        );
+    }
+    assert_eq!(status_json(&data)["sightings"], 2);
+}
+
 #[test]
 fn tsv_round_trip_and_gaen_skipped_in_bluezone_trace() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1193,3 +1193,89 @@ proptest! {
         }
     }
 }
+
+fn extreme_i32() -> impl Strategy<Value = i32> {
+    prop_oneof![
+        any::<i32>(),
+        prop::sample::select(vec![
+            i32::MIN,
+            -1,
+            0,
+            1,
+            143,
+            144,
+            145,
+            i32::MAX - 144,
+            i32::MAX - 143,
+            i32::MAX,
+        ]),
+        0..=144,
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Security L1: any `rolling_start_interval_number` and `rolling_period` either gives a key
+    /// with exactly those values (start ≥ 0, period 1..=144) whose validity, RPI schedule and
+    /// matching never wrap, or skips the key with an error naming the field; other keys stay.
+    #[test]
+    fn extreme_rolling_values_are_kept_exactly_or_refused_by_name(
+        start in extreme_i32(),
+        period in proptest::option::of(extreme_i32()),
+    ) {
+        use bluezone_protocol::gaen::{key_schedule, Enin, Metadata};
+        use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
+        use bluezone_protocol::matching::{MatchConfig, ObservationIndex};
+        use bluezone_protocol::{PeerId, Sighting};
+        let signer = new_signer(9, "k", "v");
+        let message = proto::TemporaryExposureKeyExport {
+            keys: vec![
+                proto_key(vec![1; 16], Some(2_650_000), Some(144)),
+                proto_key(vec![9; 16], Some(start), period),
+            ],
+            ..Default::default()
+        };
+        let zip = signed_zip(&export_bin(&message), &signer, None);
+        let parsed = parse_export(&zip, &[signer.trusted_key()], &limits()).unwrap();
+        prop_assert!(parsed.is_verified());
+        let p = period.unwrap_or(144);
+        if start >= 0 && (1..=144).contains(&p) {
+            prop_assert!(parsed.skipped.is_empty());
+            prop_assert_eq!(parsed.file.keys.len(), 2);
+            let k = parsed.file.keys.iter().find(|k| k.tek == Tek::from_bytes([9; 16])).unwrap();
+            prop_assert_eq!((k.rolling_start, k.rolling_period), (start as u32, p as u32));
+            let g = GaenKey::from(k);
+            let (first, last) = g.validity();
+            prop_assert!(first < start as i64 * 600 && last >= (start as i64 + p as i64) * 600 - 1);
+            let sched = key_schedule(&g.tek, g.rolling_start, g.rolling_period, Metadata::v1_0(0));
+            prop_assert_eq!(sched.len(), p as usize);
+            for (j, (enin, _, _)) in sched.iter().enumerate() {
+                prop_assert_eq!(enin.0 as i64, start as i64 + j as i64, "no wrap");
+            }
+            // The key's last RPI, heard in its interval, is found.
+            let (enin, rpi, aem) = sched[sched.len() - 1];
+            prop_assert_eq!(Enin::from_unix(enin.to_unix()), enin);
+            let s = Sighting {
+                peer: PeerId::Gaen(rpi),
+                time: enin.to_unix() + 7,
+                rssi: -60,
+                tx_power: None,
+                aem: Some(aem),
+            };
+            let index = ObservationIndex::build(std::slice::from_ref(&s), 1);
+            let (hits, _) = match_keys(&[g], &index, &MatchConfig::default());
+            prop_assert!(!hits.is_empty());
+        } else {
+            prop_assert_eq!(parsed.file.keys.len(), 1, "the good key is kept");
+            prop_assert_eq!(parsed.skipped.len(), 1);
+            let skip = &parsed.skipped[0];
+            prop_assert_eq!((skip.list, skip.index), ("keys", 1));
+            let msg = skip.to_string();
+            let field = if start < 0 { "rolling_start_interval_number" } else { "rolling_period" };
+            prop_assert!(msg.contains(field), "{}", msg);
+            let got = if start < 0 { start } else { p };
+            prop_assert!(msg.contains(&got.to_string()), "{}", msg);
+        }
+    }
+}

@@ -242,6 +242,28 @@ fn bluezone_walk_is_anchored_at_time_start_and_runs_while_slot_start_le_time_end
     );
 }
 
+/// Security L1: at the end of the time line the walk ends. An entry and sightings within two
+/// days of `i64::MAX` (no parser lets them through; the matcher must still not wrap or spin: a
+/// saturated day start stayed `<= time_end` forever) are matched like any others.
+#[test]
+fn bluezone_walk_ends_at_the_end_of_the_time_line() {
+    let key = DailyKey::from_bytes([9; 32]);
+    let t0 = i64::MAX - 2 * 86400 + 1;
+    let e = entry(&key, t0, i64::MAX, SlotsPerDay::DEFAULT);
+    let sightings = vec![
+        bz(key.id(0), t0),
+        bz(key.next_day().id(95), i64::MAX - 10),
+        bz(key.id(5), i64::MAX),
+    ];
+    let index = ObservationIndex::build(&sightings, 23);
+    let (hits, _) = match_f0(std::slice::from_ref(&e), &index, &MatchConfig::default());
+    let got: BTreeSet<i64> = matched(&hits, &index, false)
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
+    assert_eq!(got, BTreeSet::from([t0, i64::MAX - 10]));
+}
+
 /// Issue 10 §3: an entry spanning a year costs no more sub-keys than the log's days need.
 #[test]
 fn bluezone_work_is_bounded_by_the_log_not_the_entry() {

@@ -7,6 +7,9 @@
 //! cannot be exhausted), a smaller cap per peer (one client cannot take every place), and on
 //! shutdown a grace period after which every connection is dropped, finished or not.
 //!
+//! Every server served here (the device API and `authority serve`) also answers only requests
+//! whose `Host` is a loopback name or the listen address itself ([`HostRule`]; DNS rebinding).
+//!
 //! Why not `axum::serve`: axum 0.7's takes only a `TcpListener`. axum 0.8's (checked at 0.8.9)
 //! takes any `axum::serve::Listener`, `UnixListener` included, and a custom `Listener` could
 //! hold the connection caps; but it builds each connection with
@@ -28,8 +31,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use axum::extract::Request;
-use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
@@ -108,6 +114,56 @@ pub enum Peer {
     Unknown,
 }
 
+/// The `Host` header values a server answers, against DNS rebinding: a web page whose own name
+/// now resolves to 127.0.0.1 sends that name as `Host`, so any other name is refused (421).
+/// Answered: `localhost`, `127.0.0.1`, `[::1]` and the literal listen address, each with or
+/// without a port, in any case. A request without `Host` (HTTP/1.0) is answered; browsers
+/// always send one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HostRule {
+    /// The listen address as a `Host` name (`[..]` around IPv6); none on a Unix socket.
+    listen_host: Option<String>,
+}
+
+impl HostRule {
+    /// The rule for a server bound at `local`.
+    pub(crate) fn for_listen(local: &Listen) -> HostRule {
+        let listen_host = match local {
+            Listen::Tcp(a) if a.ip().is_ipv6() => Some(format!("[{}]", a.ip())),
+            Listen::Tcp(a) => Some(a.ip().to_string()),
+            Listen::Unix(_) => None,
+        };
+        HostRule { listen_host }
+    }
+
+    /// `host` is `NAME` or `NAME:PORT`, NAME a loopback name or the listen address.
+    pub(crate) fn allows(&self, host: &str) -> bool {
+        let name = match host.rsplit_once(':') {
+            // `[::1]:8421`, `127.0.0.1:8421`, `localhost:8421`; a bare `::1` has colons too.
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !n.ends_with(':') => n,
+            _ => host,
+        };
+        let name = name.to_ascii_lowercase();
+        matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            || self.listen_host.as_deref() == Some(name.as_str())
+    }
+}
+
+/// The [`HostRule`] as middleware: 421 with a JSON error for a foreign `Host`.
+async fn check_host(State(rule): State<Arc<HostRule>>, req: Request, next: Next) -> Response {
+    if let Some(host) = req.headers().get(header::HOST) {
+        if !host.to_str().ok().is_some_and(|h| rule.allows(h)) {
+            tracing::debug!(path = %req.uri().path().escape_debug(),
+                "HTTP API: request for a foreign Host refused (421)");
+            let body = serde_json::json!({
+                "error": "Host header is not this server's address (use localhost, 127.0.0.1 or [::1])"
+            });
+            return (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 pub(crate) enum Listener {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener, PathBuf),
@@ -146,6 +202,16 @@ impl Listener {
     }
 }
 
+impl Listener {
+    /// The bound address.
+    fn local(&self) -> std::io::Result<Listen> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(Listen::Tcp),
+            Listener::Unix(_, path) => Ok(Listen::Unix(path.clone())),
+        }
+    }
+}
+
 fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     // A socket left by an earlier run is replaced; anything else at the path is an error.
@@ -168,13 +234,18 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
 }
 
 /// Serves `app` on `listener` until `shutdown`, then closes every connection within
-/// `limits.shutdown_grace`.
+/// `limits.shutdown_grace`. Requests for a foreign `Host` get 421 before they reach `app`.
 pub(crate) async fn serve(
     listener: Listener,
     app: Router,
     limits: ServeLimits,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let rule = HostRule::for_listen(&listener.local().context("the listening address")?);
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(rule),
+        check_host,
+    ));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_peer = PeerSlots::new(limits.max_connections_per_peer);
     let mut conns = JoinSet::new();
@@ -359,6 +430,42 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Security M2 (DNS rebinding): loopback names and the literal listen address, with or
+    /// without a port and in any case, are answered; any other name is not.
+    #[test]
+    fn host_rule() {
+        let v4 = HostRule::for_listen(&Listen::parse("127.0.0.2:8421").unwrap());
+        for ok in [
+            "localhost",
+            "LocalHost:8421",
+            "127.0.0.1",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:8421",
+            "127.0.0.2",
+            "127.0.0.2:8421",
+        ] {
+            assert!(v4.allows(ok), "{ok}");
+        }
+        for bad in [
+            "attacker.example",
+            "attacker.example:8421",
+            "localhost.attacker.example",
+            "127.0.0.3:8421",
+            "127.0.0.1.nip.io",
+            "::1",
+            "",
+            "localhost:80:80",
+            "[::2]:8421",
+        ] {
+            assert!(!v4.allows(bad), "{bad}");
+        }
+        let v6 = HostRule::for_listen(&Listen::parse("[::1]:0").unwrap());
+        assert!(v6.allows("[::1]:9") && v6.allows("localhost"));
+        let unix = HostRule::for_listen(&Listen::parse("unix:/run/x.sock").unwrap());
+        assert!(unix.allows("localhost") && !unix.allows("x.sock"));
+    }
 
     /// Security M1 (per-peer cap): one peer gets at most `cap` places whatever it does; other
     /// peers are not affected, and a place comes back when its connection ends.

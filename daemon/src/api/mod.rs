@@ -8,9 +8,10 @@
 //! | `GET /metrics` | none / owner | Prometheus text; the same split |
 //!
 //! - [`listen`]: where it listens (`api.listen`: loopback `HOST:PORT`, or `unix:/path`, a socket
-//!   made 0660) and the connection loop with its timeouts, cap and shutdown.
+//!   made 0660) and the connection loop with its timeouts, cap and shutdown, and the `Host`
+//!   rule (421 for a name that is neither loopback nor the listen address: DNS rebinding).
 //! - [`auth`]: the two token classes and the failed-authentication limit.
-//! - [`routes`]: handlers and per-request checks (`Host`, token, time limits, upload queue).
+//! - [`routes`]: handlers and per-request checks (token, time limits, upload queue).
 //! - [`metrics`]: the Prometheus text and the cached store counts.
 //!
 //! Uploads go through [`crate::ingest`] like every other case list. Errors are JSON
@@ -50,22 +51,15 @@ pub(crate) struct ApiState {
     parsers: Semaphore,
     started: Instant,
     counts: Arc<metrics::CountsCache>,
-    /// `Host` values answered besides the loopback names: the listen address itself.
-    listen_host: Option<String>,
 }
 
 impl ApiState {
-    fn load(shared: Arc<Shared>, local: &Listen) -> Result<Arc<ApiState>> {
+    fn load(shared: Arc<Shared>) -> Result<Arc<ApiState>> {
         let auth = auth::Auth::load(&shared.config.api)?;
         let ingest = Ingest::from_config(&shared.config.cases)?;
         if !ingest.has_trust_anchors() {
             tracing::warn!("cases.trust names no key: GAEN uploads are refused");
         }
-        let listen_host = match local {
-            Listen::Tcp(a) if a.ip().is_ipv6() => Some(format!("[{}]", a.ip())),
-            Listen::Tcp(a) => Some(a.ip().to_string()),
-            Listen::Unix(_) => None,
-        };
         Ok(Arc::new(ApiState {
             auth: std::sync::RwLock::new(Arc::new(auth)),
             failures: auth::FailureLimit::default(),
@@ -74,7 +68,6 @@ impl ApiState {
             parsers: Semaphore::new(PARSERS),
             started: Instant::now(),
             counts: Arc::default(),
-            listen_host,
             shared,
         }))
     }
@@ -103,18 +96,6 @@ impl ApiState {
                 )
             }
         }
-    }
-
-    /// `host` is `NAME` or `NAME:PORT`, NAME a loopback name or the listen address.
-    fn host_allowed(&self, host: &str) -> bool {
-        let name = match host.rsplit_once(':') {
-            // `[::1]:8421`, `127.0.0.1:8421`, `localhost:8421`; a bare `::1` has colons too.
-            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !n.ends_with(':') => n,
-            _ => host,
-        };
-        let name = name.to_ascii_lowercase();
-        matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
-            || self.listen_host.as_deref() == Some(name.as_str())
     }
 }
 
@@ -148,7 +129,7 @@ impl Api {
         let want = Listen::parse(listen)?;
         let (listener, local) =
             listen::Listener::bind(&want, shared.config.api.allow_remote).await?;
-        let state = ApiState::load(shared, &local)?;
+        let state = ApiState::load(shared)?;
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler (API token reload)")?;
         tracing::info!(listen = %local, "HTTP API listening");

@@ -1,5 +1,6 @@
-//! Routes and handlers, and the checks every request passes: the `Host` header, the bearer
-//! token and its class, a time limit, and for uploads a bounded queue and a body limit.
+//! Routes and handlers, and the checks every request passes: the bearer token and its class, a
+//! time limit, and for uploads a bounded queue and a body limit. (The `Host` header is checked
+//! before a request gets here, by [`super::listen`]'s `HostRule`, for every server.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +56,6 @@ pub(crate) fn router(st: Arc<ApiState>) -> Router {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
         .layer(middleware::from_fn_with_state(st.clone(), authenticate))
-        .layer(middleware::from_fn_with_state(st.clone(), check_host))
         .layer(middleware::from_fn(log_request))
         .with_state(st)
 }
@@ -73,21 +73,6 @@ async fn log_request(req: Request, next: Next) -> Response {
     tracing::debug!(%method, path = %path.escape_debug(), status = resp.status().as_u16(),
         ms = t.elapsed().as_millis() as u64, "HTTP API request");
     resp
-}
-
-/// DNS rebinding: a web page whose name now resolves to 127.0.0.1 sends its own name as
-/// `Host`. Only loopback names and the listen address itself are answered.
-async fn check_host(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    if let Some(host) = req.headers().get(header::HOST) {
-        let ok = host.to_str().ok().is_some_and(|h| st.host_allowed(h));
-        if !ok {
-            return error(
-                StatusCode::MISDIRECTED_REQUEST,
-                "Host header is not this API's address (use localhost, 127.0.0.1 or [::1])",
-            );
-        }
-    }
-    next.run(req).await
 }
 
 /// Learns the role of a presented token. A wrong token counts as a failure of its peer; a peer

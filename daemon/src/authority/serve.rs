@@ -5,6 +5,8 @@
 //!   the body is read; 401 without a valid token; 429 after repeated failed tokens from one peer.
 //! - `POST /v1/cases/{id}/revoke` (official token): the next publication carries the case's keys as
 //!   revised keys with report type REVOKED.
+//! - Any request whose `Host` is neither a loopback name nor the listen address gets 421 (DNS
+//!   rebinding), by the device API's own rule in [`crate::api::listen`].
 //!
 //! Publications run every `publish.interval_s`, on `SIGHUP`, never two at once.
 
@@ -75,8 +77,8 @@ pub async fn serve(
         .route("/v1/cases/:id/revoke", post(revoke))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state.clone());
-    // The device API's listener: header-read timeout, connection cap, a bounded shutdown, and
-    // loopback only unless `api.allow_remote`.
+    // The device API's listener: header-read timeout, connection cap, a bounded shutdown, the
+    // `Host` rule, and loopback only unless `api.allow_remote`.
     let (listener, local) =
         Listener::bind(&Listen::Tcp(addr), state.auth.config.api.allow_remote).await?;
     let Listen::Tcp(local) = local else {

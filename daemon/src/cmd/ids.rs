@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
+use bluezone_protocol::bluezone::f0::{EARLIEST_TIME, LATEST_TIME};
 use bluezone_protocol::bluezone::SlotsPerDay;
 use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezone_protocol::time::utc_midnight;
@@ -23,6 +24,12 @@ pub fn run(cmd: IdsCommand) -> Result<()> {
             let (hex, from) = secret(daily_key, daily_key_file, "--daily-key")?;
             let key = DailyKey::from_hex(&hex).context(from)?;
             let max = SlotsPerDay::new(max).context("--max")?;
+            if !(EARLIEST_TIME..=LATEST_TIME).contains(&day) {
+                bail!(
+                    "--day: expected a unix time from {EARLIEST_TIME} (2000-01-01) to \
+                     {LATEST_TIME} (2100-12-31), as F0 lists allow, got {day}"
+                );
+            }
             for (start, id) in key.day_schedule(utc_midnight(day), max) {
                 writeln!(out, "{start} {id}")?;
             }

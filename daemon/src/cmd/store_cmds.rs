@@ -4,7 +4,8 @@
 //! - `bluezoned --data-dir DIR init` creates DIR (0700), its key (0600) and the store; run again
 //!   it changes nothing and says so; exit 0 either way.
 //! - `log import --format bluezone-trace|tsv FILE`: all or nothing; a bad line rejects the whole
-//!   file, naming its line and column.
+//!   file, naming its line and column, before the store is opened. Sighting times must lie
+//!   between 2000-01-01 and one day after now.
 //! - `log export --format bluezone-trace|tsv [--days N]` writes to stdout.
 //! - `status [--json]`: counts only, never a key or an identifier.
 
@@ -87,10 +88,13 @@ pub(super) fn status(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
 }
 
 fn import(env: &super::Env, format: LogFormat, file: &Path) -> Result<()> {
-    let mut store = super::open_store_for_write(env)?;
+    // The whole file is checked before the store is opened: a bad file leaves the store as it
+    // was, byte for byte (opening for write may purge or migrate).
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let sightings =
-        logfile::parse_log(format, &bytes).with_context(|| format!("{}", file.display()))?;
+    let window = logfile::TimeWindow::until(SystemClock.now());
+    let sightings = logfile::parse_log(format, &bytes, window)
+        .with_context(|| format!("{}", file.display()))?;
+    let mut store = super::open_store_for_write(env)?;
     // One call, one transaction: the file is stored whole or not at all.
     store
         .insert_sightings(&sightings)

@@ -74,7 +74,7 @@ fn steps_for(base: UnixSeconds, max: SlotsPerDay, last: UnixSeconds) -> u32 {
             if last < base {
                 0
             } else {
-                ((last - base) / m.slot_seconds() + 1).min(n as i64) as u32
+                (last.saturating_sub(base) / m.slot_seconds() + 1).min(n as i64) as u32
             }
         })
         .max()
@@ -124,9 +124,14 @@ pub fn match_f0(
                             key: *key.as_bytes(),
                         });
                     }
-                    base = base.saturating_add(DAY_SECONDS);
-                    if base <= last {
-                        key = key.next_day();
+                    // Checked, not saturating: at the end of the time line a saturated `base`
+                    // would stay `<= last` forever.
+                    match base.checked_add(DAY_SECONDS) {
+                        Some(next) if next <= last => {
+                            base = next;
+                            key = key.next_day();
+                        }
+                        _ => break,
                     }
                 }
             }
@@ -268,9 +273,10 @@ fn report(
     let e = &entries[entry as usize];
     let mut windows = [(0i64, -1i64); 2];
     for (k, (m, n)) in layouts(e.max).enumerate() {
-        let start = base + slot as i64 * m.slot_seconds();
+        let start = base.saturating_add(slot as i64 * m.slot_seconds());
         if (slot as u32) < n && start <= e.time_end {
-            windows[k] = (start - skew, start + m.slot_seconds() + skew);
+            let end = start.saturating_add(m.slot_seconds()).saturating_add(skew);
+            windows[k] = (start.saturating_sub(skew), end);
         }
     }
     for (a, b) in merge(windows) {
@@ -291,7 +297,7 @@ fn report(
 fn merge(mut w: [(i64, i64); 2]) -> impl Iterator<Item = (i64, i64)> {
     w.sort_unstable();
     let [x, y] = w;
-    let merged = if x.0 <= x.1 && y.0 <= y.1 && y.0 <= x.1 + 1 {
+    let merged = if x.0 <= x.1 && y.0 <= y.1 && y.0 <= x.1.saturating_add(1) {
         [(x.0, x.1.max(y.1)), (0, -1)]
     } else {
         [x, y]
