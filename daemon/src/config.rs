@@ -134,6 +134,9 @@ pub struct ApiConfig {
     pub listen: Option<String>,
     /// A listen address beyond loopback is refused unless this is set (tokens cross in clear).
     pub allow_remote: bool,
+    /// Host names (beyond `localhost` and IP addresses) that clients may use to reach the API,
+    /// e.g. a gateway's LAN name; any other `Host` gets 421 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     /// Owner tokens (exposures, status details), one per line.
     pub owner_token_file: Option<PathBuf>,
     /// Upload tokens (health officials: `POST /v1/case-lists` only), one per line.

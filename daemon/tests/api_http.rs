@@ -811,6 +811,8 @@ async fn foreign_host_headers_are_refused() {
         format!("127.0.0.1:{port}"),
         "[::1]".to_string(),
         "LOCALHOST".to_string(),
+        // An address literal cannot be rebound (a LAN client naming the gateway's address).
+        format!("192.0.2.7:{port}"),
     ] {
         let answer = raw(
             d.addr,
@@ -819,6 +821,22 @@ async fn foreign_host_headers_are_refused() {
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 200 "), "{host}: {answer}");
+    }
+    d.stop().await;
+
+    // A name is answered only once `api.allowed_hosts` lists it.
+    let d = Daemon::start(|c| c.api.allowed_hosts = vec!["Gateway.lan".into()]).await;
+    for (host, status) in [("gateway.lan:8421", "200"), ("other.lan", "421")] {
+        let answer = raw(
+            d.addr,
+            &format!("GET /v1/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            b"",
+        )
+        .await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{host}: {answer}"
+        );
     }
     d.stop().await;
 }

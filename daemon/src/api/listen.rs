@@ -8,7 +8,8 @@
 //! shutdown a grace period after which every connection is dropped, finished or not.
 //!
 //! Every server served here (the device API and `authority serve`) also answers only requests
-//! whose `Host` is a loopback name or the listen address itself ([`HostRule`]; DNS rebinding).
+//! whose `Host` is `localhost`, an IP address literal, or a configured name ([`HostRule`]; DNS
+//! rebinding).
 //!
 //! Why not `axum::serve`: axum 0.7's takes only a `TcpListener`. axum 0.8's (checked at 0.8.9)
 //! takes any `axum::serve::Listener`, `UnixListener` included, and a custom `Listener` could
@@ -123,20 +124,30 @@ pub enum Peer {
 pub(crate) struct HostRule {
     /// The listen address as a `Host` name (`[..]` around IPv6); none on a Unix socket.
     listen_host: Option<String>,
+    /// Further names configured for a server reached through a name (`allowed_hosts`).
+    names: Vec<String>,
 }
 
 impl HostRule {
-    /// The rule for a server bound at `local`.
-    pub(crate) fn for_listen(local: &Listen) -> HostRule {
+    /// The rule for a server bound at `local` that also answers to the names `allowed_hosts`.
+    pub(crate) fn for_listen(local: &Listen, allowed_hosts: &[String]) -> HostRule {
         let listen_host = match local {
             Listen::Tcp(a) if a.ip().is_ipv6() => Some(format!("[{}]", a.ip())),
             Listen::Tcp(a) => Some(a.ip().to_string()),
             Listen::Unix(_) => None,
         };
-        HostRule { listen_host }
+        let names = allowed_hosts
+            .iter()
+            .map(|n| n.trim().to_ascii_lowercase())
+            .collect();
+        HostRule { listen_host, names }
     }
 
-    /// `host` is `NAME` or `NAME:PORT`, NAME a loopback name or the listen address.
+    /// `host` is `NAME` or `NAME:PORT`, NAME `localhost`, an IP address literal (`[..]` around
+    /// IPv6), the listen address, or a configured name. DNS rebinding needs a name the
+    /// attacker's DNS answers for, so an address literal is never one: a browser sends the
+    /// literal only when the page itself asked for that address. Any other name is refused,
+    /// since a rebinding attacker's name would reach a loopback server the same way.
     pub(crate) fn allows(&self, host: &str) -> bool {
         let name = match host.rsplit_once(':') {
             // `[::1]:8421`, `127.0.0.1:8421`, `localhost:8421`; a bare `::1` has colons too.
@@ -144,8 +155,15 @@ impl HostRule {
             _ => host,
         };
         let name = name.to_ascii_lowercase();
-        matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+        let ip_literal = name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+        name == "localhost"
+            || ip_literal
             || self.listen_host.as_deref() == Some(name.as_str())
+            || self.names.iter().any(|n| *n == name)
     }
 }
 
@@ -156,7 +174,8 @@ async fn check_host(State(rule): State<Arc<HostRule>>, req: Request, next: Next)
             tracing::debug!(path = %req.uri().path().escape_debug(),
                 "HTTP API: request for a foreign Host refused (421)");
             let body = serde_json::json!({
-                "error": "Host header is not this server's address (use localhost, 127.0.0.1 or [::1])"
+                "error": "Host header is not this server's address (use localhost, an IP address, \
+                          or a name listed in allowed_hosts)"
             });
             return (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response();
         }
@@ -234,14 +253,19 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
 }
 
 /// Serves `app` on `listener` until `shutdown`, then closes every connection within
-/// `limits.shutdown_grace`. Requests for a foreign `Host` get 421 before they reach `app`.
+/// `limits.shutdown_grace`. Requests for a foreign `Host` (not `localhost`, an IP address
+/// literal, or one of `allowed_hosts`) get 421 before they reach `app`.
 pub(crate) async fn serve(
     listener: Listener,
     app: Router,
     limits: ServeLimits,
+    allowed_hosts: &[String],
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let rule = HostRule::for_listen(&listener.local().context("the listening address")?);
+    let rule = HostRule::for_listen(
+        &listener.local().context("the listening address")?,
+        allowed_hosts,
+    );
     let app = app.layer(axum::middleware::from_fn_with_state(
         Arc::new(rule),
         check_host,
@@ -435,7 +459,7 @@ mod tests {
     /// without a port and in any case, are answered; any other name is not.
     #[test]
     fn host_rule() {
-        let v4 = HostRule::for_listen(&Listen::parse("127.0.0.2:8421").unwrap());
+        let v4 = HostRule::for_listen(&Listen::parse("127.0.0.2:8421").unwrap(), &[]);
         for ok in [
             "localhost",
             "LocalHost:8421",
@@ -445,6 +469,9 @@ mod tests {
             "[::1]:8421",
             "127.0.0.2",
             "127.0.0.2:8421",
+            // Address literals cannot be rebound: a LAN client naming the gateway's address.
+            "192.168.1.5:8421",
+            "[fe80::1]:8421",
         ] {
             assert!(v4.allows(ok), "{ok}");
         }
@@ -452,18 +479,26 @@ mod tests {
             "attacker.example",
             "attacker.example:8421",
             "localhost.attacker.example",
-            "127.0.0.3:8421",
+            "gateway.lan",
             "127.0.0.1.nip.io",
             "::1",
             "",
             "localhost:80:80",
-            "[::2]:8421",
+            "[::1",
+            "[attacker.example]:8421",
+            "0x7f000001",
         ] {
             assert!(!v4.allows(bad), "{bad}");
         }
-        let v6 = HostRule::for_listen(&Listen::parse("[::1]:0").unwrap());
+        let named = HostRule::for_listen(
+            &Listen::parse("0.0.0.0:8421").unwrap(),
+            &["Gateway.LAN".to_string()],
+        );
+        assert!(named.allows("gateway.lan:8421") && named.allows("GATEWAY.lan"));
+        assert!(!named.allows("gateway.lan.attacker.example"));
+        let v6 = HostRule::for_listen(&Listen::parse("[::1]:0").unwrap(), &[]);
         assert!(v6.allows("[::1]:9") && v6.allows("localhost"));
-        let unix = HostRule::for_listen(&Listen::parse("unix:/run/x.sock").unwrap());
+        let unix = HostRule::for_listen(&Listen::parse("unix:/run/x.sock").unwrap(), &[]);
         assert!(unix.allows("localhost") && !unix.allows("x.sock"));
     }
 

@@ -154,6 +154,7 @@ impl Api {
             mut hup,
             ..
         } = self;
+        let allowed_hosts = state.shared.config.api.allowed_hosts.clone();
         let reload = async move {
             while hup.recv().await.is_some() {
                 state.reload_tokens();
@@ -161,7 +162,7 @@ impl Api {
             std::future::pending::<()>().await
         };
         tokio::select! {
-            r = listen::serve(listener, app, limits, shutdown) => r,
+            r = listen::serve(listener, app, limits, &allowed_hosts, shutdown) => r,
             () = reload => Ok(()),
         }
     }

@@ -93,6 +93,9 @@ pub struct AuthorityApiConfig {
     /// A listen address that is not loopback must be allowed explicitly (tokens travel in clear
     /// unless a TLS proxy fronts the server).
     pub allow_remote: bool,
+    /// Host names (beyond `localhost` and IP addresses) that clients may use to reach the API,
+    /// e.g. the name a TLS proxy forwards; any other `Host` gets 421 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AuthorityApiConfig {
@@ -101,6 +104,7 @@ impl Default for AuthorityApiConfig {
             max_upload_bytes: 16 << 20,
             max_keys_per_upload: 100_000,
             allow_remote: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -88,9 +88,16 @@ pub async fn serve(
     ready(local);
 
     let schedule = tokio::spawn(schedule(state.clone(), shutdown.clone()));
-    listen::serve(listener, app, ServeLimits::default(), shutdown.clone())
-        .await
-        .context("serving the authority API")?;
+    let allowed_hosts = state.auth.config.api.allowed_hosts.clone();
+    listen::serve(
+        listener,
+        app,
+        ServeLimits::default(),
+        &allowed_hosts,
+        shutdown.clone(),
+    )
+    .await
+    .context("serving the authority API")?;
     shutdown.cancel();
     schedule.await.context("publication schedule")?
 }
