@@ -6,7 +6,10 @@
 //! - [`check`]: the matching pipeline (store → index → matchers → scoring → exposures).
 //! - [`clock`]: the only source of time (system clock, or tokio's virtual clock in simulation).
 //! - [`radio`]: the `Radio` trait and its backends: BlueZ, and `radio::sim` (the simulated world,
-//!   its scanner, and the phones and scenes of `run --radio sim`, `demo` and tests).
+//!   its scanner, and the phones and scenes of `run --radio sim`, `demo` and tests). In
+//!   `radio::sim`: `space` (positions, mobility, propagation), `device` (device kinds and what
+//!   they put on air), `medium` (the shared world, device handles, ground truth), `frame` (the
+//!   air at one instant, with a spatial grid), `scanner` (`SimRadio`), `phones` (scenes).
 //! - [`config`]: TOML file + environment + flags, validated at startup.
 //! - [`service`]: the service loop — advertiser, radio, logger, maintenance.
 //! - [`keyexport`]: the files a person who tests positive hands to the health authority.

@@ -13,8 +13,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
+use super::device::{DeviceId, DeviceModel, Source};
 use super::frame::Frame;
-use super::medium::{DeviceHandle, DeviceId, DeviceModel, Medium, MediumConfig, SimStats, Source};
+use super::medium::{DeviceHandle, Medium, SimStats};
+use super::space::MediumConfig;
 use super::{mix, Normals, SimError};
 use crate::clock::{self, SharedClock};
 use crate::radio::{Broadcast, Radio, RadioError, RadioFuture, RadioIo};
@@ -117,6 +119,10 @@ pub struct SimRadio {
     gatt: IosReadCache<u64>,
     /// Counters not yet added to the medium's (added when the next frame is fetched).
     stats: SimStats,
+    /// Buffers kept from one wake-up to the next: the peers in range (with squared distance),
+    /// and what was heard.
+    candidates: Vec<(usize, f64)>,
+    heard: Vec<Sighting>,
 }
 
 impl fmt::Debug for SimRadio {
@@ -164,15 +170,18 @@ impl SimRadio {
             normals: Normals::default(),
             gatt: IosReadCache::new(),
             stats: SimStats::default(),
+            candidates: Vec::new(),
+            heard: Vec::new(),
         })
     }
 
-    /// Hears everything audible in `frame` (one wake-up of a scan window). Holds no lock: the
-    /// frame is this instant's snapshot of the air.
-    fn scan_point(&mut self, frame: &Frame, cfg: &MediumConfig) -> Vec<Sighting> {
-        let mut out = Vec::new();
+    /// Hears everything audible in `frame` (one wake-up of a scan window) into `self.heard`.
+    /// Holds no lock: the frame is this instant's snapshot of the air.
+    fn scan_point(&mut self, frame: &Frame, cfg: &MediumConfig) {
+        let out = &mut self.heard;
+        out.clear();
         let Some(me) = frame.entries.get(self.device.0).filter(|e| e.present) else {
-            return out;
+            return;
         };
         let stamp = self.clock.now();
         // A failed read is retried in the next scan window, not at every packet.
@@ -180,13 +189,14 @@ impl SimRadio {
         let window_ms = self.schedule.window_ms as f64;
         let points = self.schedule.points as f64;
         let stats = &mut self.stats;
-        for index in frame.candidates(self.device.0) {
+        frame.candidates_into(self.device.0, &mut self.candidates);
+        for &(index, distance2) in &self.candidates {
             let Some(peer) = frame.entries.get(index) else {
                 continue;
             };
             let Some(air) = &peer.air else { continue };
             let walls = u32::from(peer.pos.room != me.pos.room);
-            let attenuation = cfg.mean_attenuation_db(me.pos.distance(&peer.pos), walls);
+            let attenuation = cfg.mean_attenuation_db_sq(distance2, walls);
             // Packets per window of each advert, coalesced onto `points` wake-ups.
             let per_window = window_ms / peer.advert_interval_s / 1000.0;
             let p_point = per_window.min(points) / points;
@@ -246,7 +256,6 @@ impl SimRadio {
                 });
             }
         }
-        out
     }
 
     async fn run_inner(mut self, io: RadioIo) -> Result<(), RadioError> {
@@ -271,10 +280,11 @@ impl SimRadio {
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            let receptions = self.scan_point(&frame, &config);
+            self.scan_point(&frame, &config);
             drop(frame);
+            let receptions = &mut self.heard;
             let send_all = async {
-                for reception in receptions {
+                for reception in receptions.drain(..) {
                     // Without an await point while the logger keeps up (the common case).
                     match heard.try_send(reception) {
                         Ok(()) => {}
