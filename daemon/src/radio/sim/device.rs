@@ -16,6 +16,10 @@ use super::mix;
 use super::space::{Mobility, Position};
 use crate::radio::Broadcast;
 
+/// Broadcast changes a device remembers: IDs switch every 10–15 minutes, scanners look back
+/// at most one scan window.
+const CHANGES_KEPT: usize = 4;
+
 /// What kind of device this is, i.e. what it puts on air and whether it scans.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceModel {
@@ -121,6 +125,10 @@ pub(super) struct Device {
     /// What it has on air, kept until its broadcast changes.
     pub(super) air: Option<Arc<Air>>,
     pub(super) gatt_reads_served: Arc<AtomicU64>,
+    /// Recent changes of a watched broadcast, `(true time ms, new value)` ascending, as its
+    /// radio saw them happen (see [`Device::note_broadcast`]): scanners that hear a window's
+    /// earlier instants at its end hear what was on air then.
+    pub(super) changes: Vec<(i64, Broadcast)>,
 }
 
 impl Device {
@@ -148,10 +156,31 @@ impl Device {
             )
     }
 
+    /// Records that the watched broadcast became `b` at true time `t_ms` (a few are kept).
+    pub(super) fn note_broadcast(&mut self, t_ms: i64, b: Broadcast) {
+        if self.changes.len() >= CHANGES_KEPT {
+            self.changes.remove(0);
+        }
+        self.changes.push((t_ms, b));
+    }
+
     fn broadcast(&self, t_ms: i64) -> Option<Broadcast> {
         match &self.source {
             Source::Off => None,
-            Source::Watch(rx) => Some(*rx.borrow()),
+            Source::Watch(rx) => {
+                // Before the last recorded change: the value recorded for `t_ms`. From it on
+                // (or with nothing recorded): what is on air now, recorded or not.
+                let at = match self.changes.last() {
+                    Some((since, _)) if t_ms < *since => self
+                        .changes
+                        .iter()
+                        .rev()
+                        .find(|(since, _)| *since <= t_ms)
+                        .map(|(_, b)| *b),
+                    _ => None,
+                };
+                Some(at.unwrap_or_else(|| *rx.borrow()))
+            }
             Source::Schedule(f) => Some(f(t_ms.div_euclid(1000))),
         }
     }

@@ -17,6 +17,10 @@ use super::SimError;
 use crate::clock::SharedClock;
 use crate::radio::Broadcast;
 
+/// Frames kept for scanners that wake after others: a scan window's wake-ups (4 by default)
+/// with room for scanners on other phases.
+const FRAMES_KEPT: usize = 16;
+
 /// Counters over the whole medium, for tests and demos that check the loss model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SimStats {
@@ -53,7 +57,8 @@ pub(super) struct Inner {
     /// Bumped by every change to a device (see `device_mut`): a frame of an older generation
     /// is rebuilt.
     pub(super) generation: u64,
-    pub(super) frame: Option<Arc<Frame>>,
+    /// The frames of the latest instants scanners asked for (at most [`FRAMES_KEPT`]).
+    pub(super) frames: Vec<Arc<Frame>>,
 }
 
 impl Inner {
@@ -103,7 +108,7 @@ impl Medium {
                 devices: Vec::new(),
                 stats: SimStats::default(),
                 generation: 0,
-                frame: None,
+                frames: Vec::new(),
             })),
         }
     }
@@ -146,6 +151,7 @@ impl Medium {
             source_gen: 0,
             air: None,
             gatt_reads_served: Arc::default(),
+            changes: Vec::new(),
         });
         DeviceHandle {
             medium: self.clone(),
@@ -219,37 +225,56 @@ impl Medium {
         Ok(total)
     }
 
-    /// The air now (true time), built once per instant and shared by every scanner that
-    /// wakes then; `stats` are the caller's counters since its last call, added here so that
+    /// The air at each of the instants `back_ms` milliseconds before now (true time), in that
+    /// order, into `out`: a scanner that wakes at the end of its window hears the window's
+    /// earlier instants through them. Each frame is built once per instant and shared by every
+    /// scanner asking for it. Where devices are and whether they are present is that of the
+    /// instant; what they have on air is what they have now (a broadcast schedule: of the
+    /// instant). `stats` are the caller's counters since its last call, added here so that
     /// scanning itself needs no lock.
-    pub(super) fn frame_now(&self, stats: &SimStats) -> Arc<Frame> {
+    pub(super) fn frames_back(&self, back_ms: &[i64], stats: &SimStats, out: &mut Vec<Arc<Frame>>) {
+        out.clear();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let t_ms = inner.clock.now_ms();
+        let now_ms = inner.clock.now_ms();
         inner.stats.add(stats);
-        if let Some(f) = inner
-            .frame
-            .as_ref()
-            .filter(|f| f.t_ms == t_ms && f.generation == inner.generation)
-        {
-            return Arc::clone(f);
-        }
-        let seed = inner.config.seed;
-        let entries = inner.devices.iter_mut().enumerate().map(|(i, d)| {
-            let present = d.present(t_ms);
-            EntryInput {
-                present,
-                removed: d.removed_ms.is_some_and(|r| t_ms >= r),
-                pos: d.position(t_ms),
-                tx_power_dbm: d.spec.tx_power_dbm,
-                advert_interval_s: d.spec.advert_interval.as_secs_f64(),
-                air: if present { d.air(t_ms, seed, i) } else { None },
-                gatt_served: Arc::clone(&d.gatt_reads_served),
+        let generation = inner.generation;
+        inner.frames.retain(|f| f.generation == generation);
+        for &back in back_ms {
+            let t_ms = now_ms.saturating_sub(back);
+            if let Some(f) = inner.frames.iter().find(|f| f.t_ms == t_ms) {
+                out.push(Arc::clone(f));
+                continue;
             }
-        });
-        let frame = Arc::new(Frame::build(&inner.config, t_ms, inner.generation, entries));
-        inner.frame = Some(Arc::clone(&frame));
-        frame
+            let seed = inner.config.seed;
+            let entries = inner.devices.iter_mut().enumerate().map(|(i, d)| {
+                let present = d.present(t_ms);
+                EntryInput {
+                    present,
+                    removed: d.removed_ms.is_some_and(|r| t_ms >= r),
+                    pos: d.position(t_ms),
+                    tx_power_dbm: d.spec.tx_power_dbm,
+                    advert_interval_s: d.spec.advert_interval.as_secs_f64(),
+                    air: if present { d.air(t_ms, seed, i) } else { None },
+                    gatt_served: Arc::clone(&d.gatt_reads_served),
+                }
+            });
+            let frame = Arc::new(Frame::build(&inner.config, t_ms, generation, entries));
+            if inner.frames.len() >= FRAMES_KEPT {
+                inner.frames.remove(0);
+            }
+            inner.frames.push(Arc::clone(&frame));
+            out.push(frame);
+        }
+    }
+
+    /// Records that `device`'s watched broadcast changed to `b` now (its radio saw it).
+    pub(super) fn note_broadcast(&self, device: DeviceId, b: Broadcast) {
+        let mut inner = self.lock();
+        let now_ms = inner.clock.now_ms();
+        if let Ok(dev) = inner.device_mut(device) {
+            dev.note_broadcast(now_ms, b);
+        }
     }
 
     /// Adds a scanner's counters.

@@ -10,7 +10,11 @@
 //!
 //! Per scan window a peer sends `window / advert_interval` packets of each advert it has on air;
 //! to keep CPU small these are coalesced onto at most `max_packets_per_window` (4) receptions,
-//! each with its own noise and its own chance of loss. A Bluezone-iOS peer is read over GATT at
+//! each with its own noise and its own chance of loss, all heard when the scanner wakes at the
+//! window's last instant (one timer and one delivery per window). A broadcast driven through
+//! [`DeviceHandle::broadcast_sender`] that changes within a window is heard with its new value
+//! from the window's start; bluezoned devices (their radio records each change's time) and
+//! broadcast schedules are heard with the value of each instant. A Bluezone-iOS peer is read over GATT at
 //! most once per address per 15-minute slot (a failed read is retried in the next window).
 //!
 //! Everything runs on tokio's clock: under `tokio::time::pause()` (or

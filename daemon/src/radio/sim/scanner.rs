@@ -22,10 +22,12 @@ use crate::clock::{self, SharedClock};
 use crate::radio::{Broadcast, Radio, RadioError, RadioFuture, RadioIo};
 
 /// The scanner's duty cycle, on the device's own clock: a `window` starting at every multiple of
-/// `interval` (shifted by `phase`). Within a window the radio wakes `max_packets_per_window`
-/// times, evenly spaced, and hears at most one packet per advert per peer at each wake — a
+/// `interval` (shifted by `phase`). Within a window the radio listens at `max_packets_per_window`
+/// evenly spaced instants and hears at most one packet per advert per peer at each — a
 /// coalescing of the real ~20 packets that keeps CPU small. Each coalesced packet has its own
-/// noise and loss.
+/// noise and loss. The simulated radio wakes once per window, at its last instant, and hears
+/// the earlier ones as they were (positions then, broadcasts as they were then), each reception
+/// stamped with its own instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScanConfig {
     /// Time from one scan window's start to the next (10 s).
@@ -175,15 +177,15 @@ impl SimRadio {
         })
     }
 
-    /// Hears everything audible in `frame` (one wake-up of a scan window) into `self.heard`.
-    /// Holds no lock: the frame is this instant's snapshot of the air.
-    fn scan_point(&mut self, frame: &Frame, cfg: &MediumConfig) {
+    /// Hears everything audible in `frame` (one wake-up of a scan window), stamped `stamp_ms`
+    /// on the device's clock, onto `self.heard`. Holds no lock: the frame is that instant's
+    /// snapshot of the air.
+    fn scan_point(&mut self, frame: &Frame, cfg: &MediumConfig, stamp_ms: i64) {
         let out = &mut self.heard;
-        out.clear();
         let Some(me) = frame.entries.get(self.device.0).filter(|e| e.present) else {
             return;
         };
-        let stamp = self.clock.now();
+        let stamp = stamp_ms.div_euclid(1000);
         // A failed read is retried in the next scan window, not at every packet.
         let retry_s = (self.schedule.interval_ms / 1000).max(1);
         let window_ms = self.schedule.window_ms as f64;
@@ -264,24 +266,69 @@ impl SimRadio {
             heard,
             shutdown,
         } = io;
+        // Every change of the broadcast is recorded with its time, for scanners that hear a
+        // window's earlier instants at its end.
+        let mut changes = broadcast.clone();
+        let mut watching = true;
         let _on_air = OnAirGuard::install(&self.medium, self.device, broadcast)?;
         let config = self.medium.config();
         let mut after = self.clock.now_ms();
+        // The wake-ups of one window (ms, own clock), how long before its last one each is,
+        // and the air at each: kept from window to window.
+        let mut points: Vec<i64> = Vec::new();
+        let mut back: Vec<i64> = Vec::new();
+        let mut frames = Vec::new();
         loop {
-            let (t, _window_start) = self.schedule.next_point(after);
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(clock::until(&*self.clock, t)) => {}
+            // The next window's wake-ups at or after `after`, heard all at once at the last of
+            // them: one timer and one delivery per window, each reception stamped with its own
+            // wake-up's time.
+            points.clear();
+            let (first, window) = self.schedule.next_point(after);
+            let mut last = first;
+            points.push(first);
+            loop {
+                let (t, w) = self.schedule.next_point(last.saturating_add(1));
+                if w != window || t <= last {
+                    break;
+                }
+                points.push(t);
+                last = t;
             }
-            after = t.saturating_add(1);
-            let frame = self.medium.frame_now(&std::mem::take(&mut self.stats));
-            if frame.entries.get(self.device.0).is_none_or(|e| e.removed) {
+            let sleep = tokio::time::sleep(clock::until(&*self.clock, last));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Ok(()),
+                    changed = changes.changed(), if watching => match changed {
+                        Ok(()) => {
+                            let b = *changes.borrow_and_update();
+                            self.medium.note_broadcast(self.device, b);
+                        }
+                        // The advertiser is gone: nothing changes any more.
+                        Err(_) => watching = false,
+                    },
+                    _ = &mut sleep => break,
+                }
+            }
+            after = last.saturating_add(1);
+            back.clear();
+            back.extend(points.iter().map(|t| last - t));
+            self.medium
+                .frames_back(&back, &std::mem::take(&mut self.stats), &mut frames);
+            if frames
+                .last()
+                .is_none_or(|f| f.entries.get(self.device.0).is_none_or(|e| e.removed))
+            {
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            self.scan_point(&frame, &config);
-            drop(frame);
+            let now_ms = self.clock.now_ms();
+            self.heard.clear();
+            for (frame, b) in frames.iter().zip(&back) {
+                self.scan_point(frame, &config, now_ms - b);
+            }
+            frames.clear();
             let receptions = &mut self.heard;
             let send_all = async {
                 for reception in receptions.drain(..) {
@@ -341,6 +388,7 @@ impl OnAirGuard {
             .map_err(|e| RadioError::Failed(e.into()))?;
         dev.source = Source::Watch(broadcast);
         dev.source_gen += 1;
+        dev.changes.clear();
         Ok(OnAirGuard {
             medium: medium.clone(),
             device,
