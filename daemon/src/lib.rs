@@ -6,8 +6,10 @@
 //! - [`config`]: TOML file < environment < flags (clap `env`), validated at startup.
 //! - [`clock`]: the only source of time (system clock, or tokio's virtual clock in simulation).
 //! - [`radio`]: the `Radio` trait (it reports `Sighting`s) and its backends: `radio::bluez`, and
-//!   `radio::sim` (`medium`: the simulated world; `scanner`: its `Radio`; `phones`: the phones
-//!   and scenes of `run --radio sim`, `demo` and tests).
+//!   `radio::sim` (`space`: positions, mobility, propagation; `device`: device kinds and what
+//!   they put on air; `medium`: the shared world, device handles, ground truth; `frame`: the air
+//!   at one instant, with a spatial grid; `scanner`: its `Radio`; `phones`: the phones and
+//!   scenes of `run --radio sim`, `demo` and tests).
 //! - [`service`]: the service loop — advertiser, radio, logger, maintenance, notifications, all
 //!   in one `supervisor` (the first task to end on its own stops the rest and is named).
 //! - [`caselist`]: case lists as they arrive — format detection, checks, typed errors, summaries;

@@ -139,10 +139,27 @@ secret_key!(
 );
 
 /// An identifier heard on air: either protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PeerId {
     Bluezone(RollingId),
     Gaen(Rpi),
+}
+
+/// Hashes the protocol tag and the identifier's bytes in one `write` (the derived hash feeds the
+/// hasher three times: tag, length, bytes). De-duplication hashes every reception, and with the
+/// keyed SipHash of std's maps, each `write` has a cost. Equal IDs hash equally: same tag, same
+/// bytes.
+impl std::hash::Hash for PeerId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut buf = [0u8; 1 + Rpi::LEN];
+        let bytes = self.as_slice();
+        buf[0] = match self {
+            PeerId::Bluezone(_) => 0,
+            PeerId::Gaen(_) => 1,
+        };
+        buf[1..=bytes.len()].copy_from_slice(bytes);
+        state.write(&buf[..=bytes.len()]);
+    }
 }
 
 impl PeerId {

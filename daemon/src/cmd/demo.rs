@@ -270,6 +270,9 @@ pub async fn simulate(n: usize, hours: u32, seed: u64, progress: bool) -> Result
         // A day's sightings of one device fit in a few hundred KiB; SQLite's default 2 MiB page
         // cache per store would dominate the memory of thousands of devices.
         store.set_cache_kib(STORE_CACHE_KIB)?;
+        // Nothing but this device's service ever opens its store: its transactions need not
+        // lock the files each time (what is read and written is the same).
+        store.set_exclusive_locking()?;
         let shared = Shared::new_on_virtual_time(store, config.clone(), clock.clone());
         let radio = handle.radio(clock.clone(), super::run::scan_config(&config))?;
         tasks.push(tokio::spawn(service::run(

@@ -22,6 +22,9 @@ use crate::config::Protocol;
 /// Sightings held while the store refuses writes, before the oldest are dropped.
 pub const MAX_PENDING: usize = 100_000;
 
+/// Most receptions taken from the radio's channel at once.
+const RECV_BURST: usize = 1024;
+
 pub async fn run(
     shared: Arc<Shared>,
     heard: mpsc::Receiver<Sighting>,
@@ -46,17 +49,24 @@ pub async fn run_capped(
     let mut dedup = Dedup::new(dedup_s, filter);
     let mut tick = tokio::time::interval(shared.config.flush_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Receptions arrive in bursts (a scan hears every peer in range at once): taking what is
+    // queued in one go costs one wake-up and one release of channel capacity per burst.
+    let mut burst = Vec::with_capacity(RECV_BURST);
     loop {
         tokio::select! {
             // Shutdown first: what is still queued then goes through the drain below.
             biased;
             _ = shutdown.cancelled() => break,
-            r = heard.recv() => {
-                let Some(r) = r else { break };
-                shared.metrics.receptions.fetch_add(1, Ordering::Relaxed);
-                dedup.offer(r);
-                if dedup.pending().len() >= cfg.store.batch_max {
-                    flush(&shared, &mut dedup, max_pending).await?;
+            n = heard.recv_many(&mut burst, RECV_BURST) => {
+                if n == 0 {
+                    break;
+                }
+                shared.metrics.receptions.fetch_add(n as u64, Ordering::Relaxed);
+                for r in burst.drain(..) {
+                    dedup.offer(r);
+                    if dedup.pending().len() >= cfg.store.batch_max {
+                        flush(&shared, &mut dedup, max_pending).await?;
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -242,11 +252,13 @@ mod tests {
         let shared = shared(dir.path(), vec![Protocol::Bluezone]);
         fill_disk(&shared, true);
         let (tx, rx) = mpsc::channel(1024);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(shared.clone(), rx, stop.clone()));
+        // All queued before the logger starts: its first write is the whole batch, which cannot
+        // fit in the pages the store already has.
         for i in 0..300 {
             tx.send(seen(bz(i), 0, -60)).await.unwrap();
         }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(shared.clone(), rx, stop.clone()));
         until("a failed write", || {
             Metrics::get(&shared.metrics.store_errors) >= 1
         })
@@ -271,11 +283,13 @@ mod tests {
         let shared = shared(dir.path(), vec![Protocol::Bluezone]);
         fill_disk(&shared, true);
         let (tx, rx) = mpsc::channel(1024);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run_capped(shared.clone(), rx, stop.clone(), 50));
+        // All queued before the logger starts: its first write is the whole batch, which cannot
+        // fit in the pages the store already has.
         for i in 0..300 {
             tx.send(seen(bz(i), 0, -60)).await.unwrap();
         }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_capped(shared.clone(), rx, stop.clone(), 50));
         until("a failed write", || {
             Metrics::get(&shared.metrics.store_errors) >= 1
         })

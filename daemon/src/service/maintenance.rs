@@ -15,8 +15,10 @@ use crate::check::{self, incremental::Incremental, CheckReport};
 
 /// How often retention runs (it is cheap when there is nothing to purge).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-/// How often the store is asked whether case lists changed (another process, e.g. `cases
-/// import`, wrote them). One small query; a new list is matched within this delay.
+/// How often the store is asked whether another process (e.g. `cases import`) wrote to it:
+/// `PRAGMA data_version`, one read of a counter; only when it moved does the matcher look at the
+/// case lists. A list written by another process is matched within this delay; lists this
+/// process stores wake the task at once (`match_now`).
 const CASE_LISTS_POLL: Duration = Duration::from_secs(5);
 
 /// How often sightings logged since the last match are matched against the case keys that
@@ -33,6 +35,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()>
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sightings = tokio::time::interval(SIGHTINGS_MATCH_EVERY);
     sightings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The data_version last seen; `None` until read (and after a failed read).
+    let mut others_wrote_at: Option<i64> = None;
     loop {
         if want_match {
             want_match = false;
@@ -40,10 +44,23 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()>
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = retention.tick() => purge(&shared).await?,
+            _ = retention.tick() => {
+                purge(&shared).await?;
+                // The purge may have dropped old case lists.
+                want_match = true;
+            }
             _ = shared.match_now.notified() => want_match = true,
-            // A small query: the matcher reads more only if a list was added or removed.
-            _ = poll.tick() => want_match = true,
+            _ = poll.tick() => {
+                // Read before matching: a write after this read moves it again for the next poll.
+                let version = shared.with_store(|s| s.data_version()).await?;
+                let version = version
+                    .inspect_err(|e| tracing::warn!(error = %e, "reading the store's data_version"))
+                    .ok();
+                if version.is_none() || version != others_wrote_at {
+                    want_match = true;
+                }
+                others_wrote_at = version;
+            }
             _ = sightings.tick() => {
                 want_match = true;
                 sightings_due = true;
@@ -99,8 +116,7 @@ pub async fn match_changes(
     matcher: &mut Incremental,
     sightings_due: bool,
 ) -> Result<()> {
-    let cfg = shared.config.clone();
-    let skew = cfg.matching.skew_s;
+    let skew = shared.config.matching.skew_s;
     let planned = {
         let m = std::mem::take(matcher);
         let (m, plan) = shared
@@ -120,6 +136,7 @@ pub async fn match_changes(
             return Ok(());
         }
     };
+    let cfg = shared.config.clone();
     // The store is held only to read and to write back: matching millions of keys must not
     // stall the logger's writes or the API.
     let mut reports = Vec::new();

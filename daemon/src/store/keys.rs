@@ -271,10 +271,8 @@ pub(crate) fn day_key_for_write(
 ) -> Result<DayKey, StoreError> {
     let sql = |context| move |e| StoreError::sql(path, context, e);
     let wrapped: Option<Vec<u8>> = tx
-        .query_row("SELECT wrapped FROM day_keys WHERE day = ?1", [day], |r| {
-            r.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT wrapped FROM day_keys WHERE day = ?1")
+        .and_then(|mut s| s.query_row([day], |r| r.get(0)).optional())
         .map_err(sql("reading day key"))?;
     match wrapped {
         Some(w) => keys.unwrap_day_key(day, &w).ok_or(StoreError::Corrupt {
@@ -302,10 +300,8 @@ pub(crate) fn day_key_for_read(
     day: i64,
 ) -> rusqlite::Result<Option<DayKey>> {
     let wrapped: Option<Vec<u8>> = conn
-        .query_row("SELECT wrapped FROM day_keys WHERE day = ?1", [day], |r| {
-            r.get(0)
-        })
-        .optional()?;
+        .prepare_cached("SELECT wrapped FROM day_keys WHERE day = ?1")
+        .and_then(|mut s| s.query_row([day], |r| r.get(0)).optional())?;
     Ok(wrapped.and_then(|w| {
         let k = keys.unwrap_day_key(day, &w);
         if k.is_none() {

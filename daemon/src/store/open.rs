@@ -302,6 +302,27 @@ impl Store {
         &self.conn
     }
 
+    /// SQLite's `PRAGMA data_version`: changes whenever another connection (e.g. `cases import`
+    /// in another process) commits to this database; writes through this connection leave it
+    /// unchanged. A cheap "did anyone else write?" check for pollers.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(self.sql("reading data_version"))
+    }
+
+    /// Makes this connection the only one that may use the database from now on (SQLite
+    /// `locking_mode=EXCLUSIVE`): its file locks are taken once and kept, so transactions no
+    /// longer lock and unlock the files. Other processes (`cases import`, `keys export`) then
+    /// get "database is locked": only for stores nothing else opens, like the simulated
+    /// devices of `demo`. Takes effect at the next transaction.
+    pub fn set_exclusive_locking(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(self.sql("setting locking_mode"))
+    }
+
     /// Caps this connection's page cache at about `kib` KiB (SQLite `cache_size`, default about
     /// 2 MiB). Only memory changes: pages beyond it are read again from the file system's cache.
     /// Simulations running thousands of stores in one process use a small one.

@@ -40,9 +40,8 @@ impl Store {
         self.write_tx(|tx, path, keys| {
             let sql = |context| move |e| StoreError::sql(path, context, e);
             let mut id: i64 = tx
-                .query_row("SELECT COALESCE(MAX(id), 0) FROM sightings", [], |r| {
-                    r.get(0)
-                })
+                .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM sightings")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
                 .map_err(sql("reading the last sightings chunk id"))?;
             let mut plain = Zeroizing::new(Vec::new());
             let mut insert = tx

@@ -282,3 +282,20 @@ fn an_exposure_row_written_as_generic_json_reads_as_a_typed_record() {
     let again = store.upsert_exposure(&e.record).unwrap();
     assert_eq!((again.id.as_str(), again.inserted), (id.as_str(), false));
 }
+
+/// `data_version` moves when another connection (another process: `cases import`) commits,
+/// and not for this connection's own writes, which the daemon's tasks announce themselves.
+#[test]
+fn data_version_sees_other_connections_writes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = KeyLocation::resolve(dir.path(), None);
+    let (mut daemon, _) = Store::init_at(dir.path(), loc.clone()).unwrap();
+    let v0 = daemon.data_version().unwrap();
+    daemon.insert_sightings(&batch(3, 1)).unwrap();
+    assert_eq!(daemon.data_version().unwrap(), v0, "own write");
+    let mut other = Store::open_at(dir.path(), loc).unwrap();
+    other.insert_sightings(&batch(3, 2)).unwrap();
+    let v1 = daemon.data_version().unwrap();
+    assert_ne!(v1, v0, "another connection's commit");
+    assert_eq!(daemon.data_version().unwrap(), v1, "nothing new");
+}

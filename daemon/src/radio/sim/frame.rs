@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bluezone_protocol::adv::Advert;
 use bluezone_protocol::RollingId;
 
-use super::medium::{MediumConfig, Position};
+use super::space::{MediumConfig, Position};
 use crate::radio::Broadcast;
 
 /// How far below sensitivity (in noise standard deviations) a peer's mean RSSI may be before
@@ -151,39 +151,47 @@ impl Frame {
 
     /// The devices `me` might hear now: present, on air, and within their range of `me`
     /// (in device order within each cell).
+    #[cfg(test)]
     pub(super) fn candidates(&self, me: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        self.candidates_into(me, &mut out);
+        out.into_iter().map(|(i, _)| i).collect()
+    }
+
+    /// [`Frame::candidates`] into `out` (cleared first), each with its squared distance to `me`
+    /// in metres: a scanner calls this at every wake-up and keeps the buffer.
+    pub(super) fn candidates_into(&self, me: usize, out: &mut Vec<(usize, f64)>) {
+        out.clear();
         let Some(my) = self.entries.get(me) else {
-            return Vec::new();
+            return;
         };
         let in_range = |i: usize| {
-            self.entries.get(i).is_some_and(|e| {
-                if i == me || !e.present || e.air.is_none() {
-                    return false;
-                }
-                let (dx, dy) = (e.pos.x - my.pos.x, e.pos.y - my.pos.y);
-                let d2 = dx * dx + dy * dy;
-                // NaN positions stay candidates: the propagation model decides (and drops them).
-                let cut = if e.pos.room == my.pos.room {
-                    e.cut2_same
-                } else {
-                    e.cut2_wall
-                };
-                d2.is_nan() || d2 <= cut
-            })
+            let e = self.entries.get(i)?;
+            if i == me || !e.present || e.air.is_none() {
+                return None;
+            }
+            let (dx, dy) = (e.pos.x - my.pos.x, e.pos.y - my.pos.y);
+            let d2 = dx * dx + dy * dy;
+            // NaN positions stay candidates: the propagation model decides (and drops them).
+            let cut = if e.pos.room == my.pos.room {
+                e.cut2_same
+            } else {
+                e.cut2_wall
+            };
+            (d2.is_nan() || d2 <= cut).then_some((i, d2))
         };
         let Some(cell) = self.cell_m else {
-            return (0..self.entries.len()).filter(|&i| in_range(i)).collect();
+            out.extend((0..self.entries.len()).filter_map(in_range));
+            return;
         };
         let (cx, cy) = cell_of(&my.pos, cell);
-        let mut out = Vec::new();
         for gx in cx.saturating_sub(1)..=cx.saturating_add(1) {
             for gy in cy.saturating_sub(1)..=cy.saturating_add(1) {
                 if let Some(ids) = self.grid.get(&(gx, gy)) {
-                    out.extend(ids.iter().map(|&i| i as usize).filter(|&i| in_range(i)));
+                    out.extend(ids.iter().filter_map(|&i| in_range(i as usize)));
                 }
             }
         }
-        out
     }
 }
 

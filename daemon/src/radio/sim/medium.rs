@@ -1,277 +1,25 @@
-//! The medium: the simulated world. Devices, where they are over time (rooms, mobility), what
-//! they have on air, how a packet fares between two of them (propagation, noise, loss), and the
+//! The medium: the simulated world's shared state. Its devices (see [`super::device`]), where
+//! they are ([`super::space`]), the air at each instant ([`super::frame`]), counters, and the
 //! ground truth that demos compare the daemon's conclusions with.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
-use bluezone_protocol::adv;
 use bluezone_protocol::time::UnixSeconds;
 use tokio::sync::watch;
 
-use super::frame::{Air, EntryInput, Frame};
+use super::device::{BroadcastSchedule, Device, DeviceId, DeviceModel, DeviceSpec, Source};
+use super::frame::{EntryInput, Frame};
 use super::scanner::{ScanConfig, SimRadio};
-use super::{mix, SimError};
+use super::space::{MediumConfig, Mobility, Position};
+use super::SimError;
 use crate::clock::SharedClock;
 use crate::radio::Broadcast;
 
-/// Distances below this are treated as this (the far-field model breaks down nearer).
-pub const MIN_DISTANCE_M: f64 = 0.1;
-
-/// Propagation and loss parameters of a [`Medium`].
-///
-/// Mean attenuation (tx power − RSSI) at distance `d` metres:
-/// `path_loss_at_1m_db + 10 · path_loss_exponent · log10(max(d, 0.1))`, plus `wall_loss_db`
-/// when the two devices are in different rooms (one wall, however many rooms apart). Every packet
-/// adds its own `N(0, noise_sigma_db)` and is then lost with probability `packet_loss`; a packet
-/// below `sensitivity_dbm` is not heard.
-///
-/// With the defaults (indoor, exponent 2.7): 1 m → 40.0 dB, 2 m → 48.1 dB, 3 m → 52.9 dB,
-/// 5 m → 58.9 dB, 10 m → 67.0 dB, 30 m → 79.9 dB (89.9 dB through a wall). At Bluezone's "low"
-/// tx power of −15 dBm and −100 dBm sensitivity, packets beyond 85 dB are lost: mean range about
-/// 46 m in one room and 20 m through a wall.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MediumConfig {
-    /// Attenuation at the 1 m reference distance (40 dB: 2.4 GHz free space plus body/antenna).
-    pub path_loss_at_1m_db: f64,
-    /// How fast attenuation grows with distance (2 = free space; 2.7 = indoors).
-    pub path_loss_exponent: f64,
-    /// Standard deviation of each packet's RSSI (multipath fading, orientation).
-    pub noise_sigma_db: f64,
-    /// Extra attenuation between devices in different rooms.
-    pub wall_loss_db: f64,
-    /// Weakest RSSI a scanner still reports.
-    pub sensitivity_dbm: i8,
-    /// Probability that any one packet (advert or GATT read) is lost, in `[0, 1]`.
-    pub packet_loss: f64,
-    /// Seeds every random draw of the simulation (noise, loss, addresses).
-    pub seed: u64,
-}
-
-impl Default for MediumConfig {
-    fn default() -> Self {
-        MediumConfig {
-            path_loss_at_1m_db: 40.0,
-            path_loss_exponent: 2.7,
-            noise_sigma_db: 4.0,
-            wall_loss_db: 10.0,
-            sensitivity_dbm: -100,
-            packet_loss: 0.1,
-            seed: 0,
-        }
-    }
-}
-
-impl MediumConfig {
-    /// Mean attenuation in dB over `distance_m` through `walls` walls (before noise): the formula
-    /// the medium uses, exposed so tests and demos can compare against it.
-    pub fn mean_attenuation_db(&self, distance_m: f64, walls: u32) -> f64 {
-        let d = if distance_m.is_nan() {
-            distance_m
-        } else {
-            distance_m.max(MIN_DISTANCE_M)
-        };
-        self.path_loss_at_1m_db
-            + 10.0 * self.path_loss_exponent * d.log10()
-            + f64::from(walls) * self.wall_loss_db
-    }
-}
-
-/// Where a device is: metres on a floor plan, and the room it is in (walls separate rooms).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Position {
-    /// Metres east on the floor plan.
-    pub x: f64,
-    /// Metres north on the floor plan.
-    pub y: f64,
-    /// Devices in different rooms have a wall between them.
-    pub room: u32,
-}
-
-impl Position {
-    /// Straight-line distance in metres (rooms do not matter here, only for wall loss).
-    pub fn distance(&self, other: &Position) -> f64 {
-        (self.x - other.x).hypot(self.y - other.y)
-    }
-}
-
-/// One point of a [`Mobility::Path`]: where the device is at unix time `t`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Waypoint {
-    /// True (virtual) unix time of arrival.
-    pub t: UnixSeconds,
-    /// Metres east on the floor plan.
-    pub x: f64,
-    /// Metres north on the floor plan.
-    pub y: f64,
-    /// The room the device is in from `t` until the next waypoint.
-    pub room: u32,
-}
-
-impl Waypoint {
-    /// At `(x, y)` in `room` at time `t`.
-    pub fn new(t: UnixSeconds, x: f64, y: f64, room: u32) -> Self {
-        Waypoint { t, x, y, room }
-    }
-
-    fn position(&self) -> Position {
-        Position {
-            x: self.x,
-            y: self.y,
-            room: self.room,
-        }
-    }
-}
-
-/// How a device moves: its position as a function of (true, virtual) unix time.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Mobility {
-    /// Stays put.
-    Fixed { x: f64, y: f64, room: u32 },
-    /// A piecewise-linear walk through waypoints, in any order (they are sorted by time). Before
-    /// the first waypoint the device waits at it, after the last it stays there. Between two
-    /// waypoints it is in the room of the earlier one and changes room on arrival. An empty path
-    /// means the origin of room 0.
-    Path(Vec<Waypoint>),
-}
-
-impl Mobility {
-    /// The position at unix time `t_ms` (milliseconds, for smooth walks).
-    pub fn position_at_ms(&self, t_ms: i64) -> Position {
-        match self {
-            Mobility::Fixed { x, y, room } => Position {
-                x: *x,
-                y: *y,
-                room: *room,
-            },
-            Mobility::Path(points) => path_position(points, t_ms),
-        }
-    }
-
-    pub(super) fn normalised(self) -> Mobility {
-        match self {
-            Mobility::Path(mut points) => {
-                points.sort_by_key(|p| p.t);
-                Mobility::Path(points)
-            }
-            fixed => fixed,
-        }
-    }
-}
-
-/// Position on a time-sorted path. A binary search: a day's path of a busy person has hundreds
-/// of waypoints, and the medium asks for positions at every scan.
-fn path_position(points: &[Waypoint], t_ms: i64) -> Position {
-    let (Some(first), Some(last)) = (points.first(), points.last()) else {
-        return Position {
-            x: 0.0,
-            y: 0.0,
-            room: 0,
-        };
-    };
-    let t = t_ms as f64 / 1000.0;
-    if t <= first.t as f64 {
-        return first.position();
-    }
-    if t >= last.t as f64 {
-        return last.position();
-    }
-    // The segment [a, b) with a the last waypoint at or before t (equal times: the later one).
-    let k = points.partition_point(|p| (p.t as f64) <= t);
-    let (Some(a), Some(b)) = (k.checked_sub(1).and_then(|i| points.get(i)), points.get(k)) else {
-        return last.position();
-    };
-    let (ta, tb) = (a.t as f64, b.t as f64);
-    let f = (t - ta) / (tb - ta);
-    Position {
-        x: a.x + f * (b.x - a.x),
-        y: a.y + f * (b.y - a.y),
-        room: a.room,
-    }
-}
-
-/// What kind of device this is, i.e. what it puts on air and whether it scans.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeviceModel {
-    /// Our daemon, driven by a [`SimRadio`]: advertises the Bluezone-Android layout (if
-    /// `bluezone`) and/or the GAEN layout (if `gaen`) of its current [`Broadcast`], and scans.
-    Bluezoned { bluezone: bool, gaen: bool },
-    /// A Bluezone Android phone: the ID is in its advert.
-    BluezoneAndroid,
-    /// A Bluezone iOS phone in the foreground: the advert carries no ID; scanners read it over
-    /// GATT.
-    BluezoneIos,
-    /// An Exposure Notification phone: RPI + AEM in service data.
-    Gaen,
-    /// An attacker re-broadcasting one captured raw advert, whatever the time.
-    Replayer { packet: Vec<u8> },
-}
-
-impl DeviceModel {
-    pub(super) fn label(&self) -> &'static str {
-        match self {
-            DeviceModel::Bluezoned { .. } => "bluezoned",
-            DeviceModel::BluezoneAndroid => "Bluezone-Android",
-            DeviceModel::BluezoneIos => "Bluezone-iOS",
-            DeviceModel::Gaen => "GAEN",
-            DeviceModel::Replayer { .. } => "replayer",
-        }
-    }
-}
-
-/// Everything the medium needs to know about a new device.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeviceSpec {
-    /// For logs and demos only.
-    pub name: String,
-    /// What it puts on air, and whether it runs our daemon.
-    pub model: DeviceModel,
-    /// Radiated power; RSSI = tx power − attenuation.
-    pub tx_power_dbm: i8,
-    /// Where it is over time.
-    pub mobility: Mobility,
-    /// Time between two packets of each advert the device has on air.
-    pub advert_interval: Duration,
-}
-
-impl DeviceSpec {
-    /// A spec with the model's usual tx power and advert interval: −15 dBm ("low") and 100 ms
-    /// for Bluezone phones and bluezoned, −10 dBm and 250 ms for GAEN (200–270 ms on real phones),
-    /// −10 dBm and 100 ms for a replayer.
-    pub fn new(name: impl Into<String>, model: DeviceModel, mobility: Mobility) -> Self {
-        let (tx_power_dbm, interval_ms) = match model {
-            DeviceModel::Gaen => (-10, 250),
-            DeviceModel::Replayer { .. } => (-10, 100),
-            _ => (-15, 100),
-        };
-        DeviceSpec {
-            name: name.into(),
-            model,
-            tx_power_dbm,
-            mobility,
-            advert_interval: Duration::from_millis(interval_ms),
-        }
-    }
-}
-
-/// Identifies a device on one medium.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceId(pub(super) usize);
-
-impl DeviceId {
-    /// Devices are numbered from 0 in the order they were added.
-    pub fn index(self) -> usize {
-        self.0
-    }
-}
-
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+/// Frames kept for scanners that wake after others: a scan window's wake-ups (4 by default)
+/// with room for scanners on other phases.
+const FRAMES_KEPT: usize = 16;
 
 /// Counters over the whole medium, for tests and demos that check the loss model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -301,117 +49,6 @@ impl SimStats {
     }
 }
 
-/// A phone's broadcast as a function of true unix time (e.g. the IDs of its own keys).
-pub type BroadcastSchedule = Arc<dyn Fn(UnixSeconds) -> Broadcast + Send + Sync>;
-
-/// Where a device's on-air state comes from.
-pub(super) enum Source {
-    /// Nothing on air (a bluezoned device whose radio is not running).
-    Off,
-    Watch(watch::Receiver<Broadcast>),
-    Schedule(BroadcastSchedule),
-}
-
-pub(super) struct Device {
-    pub(super) spec: DeviceSpec,
-    /// `(from_ms, mobility)`, ascending; the first entry starts at `i64::MIN`.
-    pub(super) mobility: Vec<(i64, Mobility)>,
-    pub(super) added_ms: i64,
-    pub(super) removed_ms: Option<i64>,
-    pub(super) sender: watch::Sender<Broadcast>,
-    pub(super) source: Source,
-    /// Bumped whenever `source` is replaced, so a stopping radio only clears its own.
-    pub(super) source_gen: u64,
-    /// What it has on air, kept until its broadcast changes.
-    pub(super) air: Option<Arc<Air>>,
-    pub(super) gatt_reads_served: Arc<AtomicU64>,
-}
-
-impl Device {
-    pub(super) fn present(&self, t_ms: i64) -> bool {
-        let before_removal = match self.removed_ms {
-            Some(r) => t_ms < r,
-            None => true,
-        };
-        t_ms >= self.added_ms && before_removal
-    }
-
-    pub(super) fn position(&self, t_ms: i64) -> Position {
-        self.mobility
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= t_ms)
-            .or(self.mobility.first())
-            .map_or(
-                Position {
-                    x: 0.0,
-                    y: 0.0,
-                    room: 0,
-                },
-                |(_, m)| m.position_at_ms(t_ms),
-            )
-    }
-
-    fn broadcast(&self, t_ms: i64) -> Option<Broadcast> {
-        match &self.source {
-            Source::Off => None,
-            Source::Watch(rx) => Some(*rx.borrow()),
-            Source::Schedule(f) => Some(f(t_ms.div_euclid(1000))),
-        }
-    }
-
-    /// What the device has on air at `t_ms`: encoded and decoded once per broadcast, then
-    /// shared by every scanner until the broadcast changes.
-    pub(super) fn air(&mut self, t_ms: i64, seed: u64, index: usize) -> Option<Arc<Air>> {
-        let b = self.broadcast(t_ms)?;
-        if let Some(air) = self.air.as_ref().filter(|a| a.broadcast == b) {
-            return Some(Arc::clone(air));
-        }
-        let mut raw = Vec::new();
-        match &self.spec.model {
-            DeviceModel::Bluezoned { bluezone, gaen } => {
-                if let Some(id) = b.bluezone.filter(|_| *bluezone) {
-                    raw.push(adv::encode_bluezone_android(&id));
-                }
-                if let Some((rpi, aem)) = b.gaen.filter(|_| *gaen) {
-                    raw.push(adv::encode_gaen(&rpi, &aem));
-                }
-            }
-            DeviceModel::BluezoneAndroid => {
-                if let Some(id) = b.bluezone {
-                    raw.push(adv::encode_bluezone_android(&id));
-                }
-            }
-            DeviceModel::BluezoneIos => {
-                if b.bluezone.is_some() {
-                    raw.push(adv::encode_bluezone_ios_foreground());
-                }
-            }
-            DeviceModel::Gaen => {
-                if let Some((rpi, aem)) = b.gaen {
-                    raw.push(adv::encode_gaen(&rpi, &aem));
-                }
-            }
-            DeviceModel::Replayer { packet } => raw.push(packet.clone()),
-        }
-        let air = Arc::new(Air {
-            broadcast: b,
-            address: mix(mix(seed ^ 0x0ADD_7E55 ^ index as u64) ^ b.epoch),
-            // The scanner's own decoder, as a real scanner would run it on the raw bytes.
-            adverts: raw
-                .iter()
-                .map(|r| adv::decode_advert(r).ok().flatten())
-                .collect(),
-            gatt_value: match self.spec.model {
-                DeviceModel::BluezoneIos => b.bluezone,
-                _ => None,
-            },
-        });
-        self.air = Some(Arc::clone(&air));
-        Some(air)
-    }
-}
-
 pub(super) struct Inner {
     pub(super) config: MediumConfig,
     pub(super) clock: SharedClock,
@@ -420,7 +57,8 @@ pub(super) struct Inner {
     /// Bumped by every change to a device (see `device_mut`): a frame of an older generation
     /// is rebuilt.
     pub(super) generation: u64,
-    pub(super) frame: Option<Arc<Frame>>,
+    /// The frames of the latest instants scanners asked for (at most [`FRAMES_KEPT`]).
+    pub(super) frames: Vec<Arc<Frame>>,
 }
 
 impl Inner {
@@ -470,7 +108,7 @@ impl Medium {
                 devices: Vec::new(),
                 stats: SimStats::default(),
                 generation: 0,
-                frame: None,
+                frames: Vec::new(),
             })),
         }
     }
@@ -513,6 +151,7 @@ impl Medium {
             source_gen: 0,
             air: None,
             gatt_reads_served: Arc::default(),
+            changes: Vec::new(),
         });
         DeviceHandle {
             medium: self.clone(),
@@ -586,37 +225,56 @@ impl Medium {
         Ok(total)
     }
 
-    /// The air now (true time), built once per instant and shared by every scanner that
-    /// wakes then; `stats` are the caller's counters since its last call, added here so that
+    /// The air at each of the instants `back_ms` milliseconds before now (true time), in that
+    /// order, into `out`: a scanner that wakes at the end of its window hears the window's
+    /// earlier instants through them. Each frame is built once per instant and shared by every
+    /// scanner asking for it. Where devices are and whether they are present is that of the
+    /// instant; what they have on air is what they have now (a broadcast schedule: of the
+    /// instant). `stats` are the caller's counters since its last call, added here so that
     /// scanning itself needs no lock.
-    pub(super) fn frame_now(&self, stats: &SimStats) -> Arc<Frame> {
+    pub(super) fn frames_back(&self, back_ms: &[i64], stats: &SimStats, out: &mut Vec<Arc<Frame>>) {
+        out.clear();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let t_ms = inner.clock.now_ms();
+        let now_ms = inner.clock.now_ms();
         inner.stats.add(stats);
-        if let Some(f) = inner
-            .frame
-            .as_ref()
-            .filter(|f| f.t_ms == t_ms && f.generation == inner.generation)
-        {
-            return Arc::clone(f);
-        }
-        let seed = inner.config.seed;
-        let entries = inner.devices.iter_mut().enumerate().map(|(i, d)| {
-            let present = d.present(t_ms);
-            EntryInput {
-                present,
-                removed: d.removed_ms.is_some_and(|r| t_ms >= r),
-                pos: d.position(t_ms),
-                tx_power_dbm: d.spec.tx_power_dbm,
-                advert_interval_s: d.spec.advert_interval.as_secs_f64(),
-                air: if present { d.air(t_ms, seed, i) } else { None },
-                gatt_served: Arc::clone(&d.gatt_reads_served),
+        let generation = inner.generation;
+        inner.frames.retain(|f| f.generation == generation);
+        for &back in back_ms {
+            let t_ms = now_ms.saturating_sub(back);
+            if let Some(f) = inner.frames.iter().find(|f| f.t_ms == t_ms) {
+                out.push(Arc::clone(f));
+                continue;
             }
-        });
-        let frame = Arc::new(Frame::build(&inner.config, t_ms, inner.generation, entries));
-        inner.frame = Some(Arc::clone(&frame));
-        frame
+            let seed = inner.config.seed;
+            let entries = inner.devices.iter_mut().enumerate().map(|(i, d)| {
+                let present = d.present(t_ms);
+                EntryInput {
+                    present,
+                    removed: d.removed_ms.is_some_and(|r| t_ms >= r),
+                    pos: d.position(t_ms),
+                    tx_power_dbm: d.spec.tx_power_dbm,
+                    advert_interval_s: d.spec.advert_interval.as_secs_f64(),
+                    air: if present { d.air(t_ms, seed, i) } else { None },
+                    gatt_served: Arc::clone(&d.gatt_reads_served),
+                }
+            });
+            let frame = Arc::new(Frame::build(&inner.config, t_ms, generation, entries));
+            if inner.frames.len() >= FRAMES_KEPT {
+                inner.frames.remove(0);
+            }
+            inner.frames.push(Arc::clone(&frame));
+            out.push(frame);
+        }
+    }
+
+    /// Records that `device`'s watched broadcast changed to `b` now (its radio saw it).
+    pub(super) fn note_broadcast(&self, device: DeviceId, b: Broadcast) {
+        let mut inner = self.lock();
+        let now_ms = inner.clock.now_ms();
+        if let Ok(dev) = inner.device_mut(device) {
+            dev.note_broadcast(now_ms, b);
+        }
     }
 
     /// Adds a scanner's counters.
@@ -723,35 +381,5 @@ impl DeviceHandle {
     /// with `scan`.
     pub fn radio(&self, clock: SharedClock, scan: ScanConfig) -> Result<SimRadio, SimError> {
         SimRadio::new(self, clock, scan)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attenuation_bands() {
-        let c = MediumConfig::default();
-        assert!((c.mean_attenuation_db(1.0, 0) - 40.0).abs() < 1e-9);
-        assert!(c.mean_attenuation_db(2.0, 0) <= 50.0);
-        let few = c.mean_attenuation_db(4.0, 0);
-        assert!((50.0..=70.0).contains(&few));
-        assert!(c.mean_attenuation_db(30.0, 0) > 70.0);
-        assert!(
-            (c.mean_attenuation_db(30.0, 1) - c.mean_attenuation_db(30.0, 0) - 10.0).abs() < 1e-9
-        );
-    }
-
-    #[test]
-    fn path_interpolates() {
-        let p = vec![
-            Waypoint::new(10, 0.0, 0.0, 1),
-            Waypoint::new(20, 10.0, 0.0, 2),
-        ];
-        assert_eq!(path_position(&p, 0).x, 0.0);
-        let mid = path_position(&p, 15_000);
-        assert!((mid.x - 5.0).abs() < 1e-9 && mid.room == 1);
-        assert_eq!(path_position(&p, 25_000).room, 2);
     }
 }

@@ -10,7 +10,11 @@
 //!
 //! Per scan window a peer sends `window / advert_interval` packets of each advert it has on air;
 //! to keep CPU small these are coalesced onto at most `max_packets_per_window` (4) receptions,
-//! each with its own noise and its own chance of loss. A Bluezone-iOS peer is read over GATT at
+//! each with its own noise and its own chance of loss, all heard when the scanner wakes at the
+//! window's last instant (one timer and one delivery per window). A broadcast driven through
+//! [`DeviceHandle::broadcast_sender`] that changes within a window is heard with its new value
+//! from the window's start; bluezoned devices (their radio records each change's time) and
+//! broadcast schedules are heard with the value of each instant. A Bluezone-iOS peer is read over GATT at
 //! most once per address per 15-minute slot (a failed read is retried in the next window).
 //!
 //! Everything runs on tokio's clock: under `tokio::time::pause()` (or
@@ -22,26 +26,31 @@
 //! [`Medium::contacts_within`]) so that demos can compare what the daemon concluded with what
 //! really happened.
 //!
-//! - `medium`: the world — devices, positions, rooms, mobility, propagation, ground truth.
+//! - `space`: where a device is over time (positions, rooms, mobility) and how the signal fades
+//!   with distance and walls ([`MediumConfig`]).
+//! - `device`: what kind of device each is and what it puts on air (raw adverts, decoded once
+//!   per broadcast).
+//! - `medium`: the shared world — its devices, handles to drive them, counters, ground truth.
 //! - `frame`: the air at one instant, shared by every scanner waking then, with a spatial grid
 //!   so that a scan visits only the peers in radio range ([`CULL_SIGMAS`]).
 //! - `scanner`: [`SimRadio`], the simulated scanner that implements [`Radio`](super::Radio).
 //! - [`phones`]: what the simulated phones broadcast, and the scenes built from them.
 
+mod device;
 mod frame;
 mod medium;
 pub mod phones;
 mod scanner;
+mod space;
 
 use bluezone_protocol::time::UnixSeconds;
 use rand::Rng;
 
+pub use device::{BroadcastSchedule, DeviceId, DeviceModel, DeviceSpec};
 pub use frame::CULL_SIGMAS;
-pub use medium::{
-    BroadcastSchedule, DeviceHandle, DeviceId, DeviceModel, DeviceSpec, Medium, MediumConfig,
-    Mobility, Position, SimStats, Waypoint, MIN_DISTANCE_M,
-};
+pub use medium::{DeviceHandle, Medium, SimStats};
 pub use scanner::{ScanConfig, SimRadio};
+pub use space::{MediumConfig, Mobility, Position, Waypoint, MIN_DISTANCE_M};
 
 /// Errors of the simulation's API (never of the simulated air, which just loses packets).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,8 +94,9 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Draws of N(0, 1) by Box–Muller, so the crate needs no distribution library. Each pair of
-/// uniforms gives two independent normals; both are used (the scanner draws one per packet).
+/// Draws of N(0, 1) by Marsaglia's polar method, so the crate needs no distribution library
+/// (and no trigonometry on the scanner's hot path). Each accepted pair of uniforms gives two
+/// independent normals; both are used (the scanner draws one per packet).
 #[derive(Debug, Default)]
 struct Normals {
     spare: Option<f64>,
@@ -97,12 +107,17 @@ impl Normals {
         if let Some(z) = self.spare.take() {
             return z;
         }
-        let u1 = 1.0 - rng.gen::<f64>(); // (0, 1]: ln is finite
-        let u2 = rng.gen::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
-        self.spare = Some(r * sin);
-        r * cos
+        loop {
+            let u = 2.0 * rng.gen::<f64>() - 1.0;
+            let v = 2.0 * rng.gen::<f64>() - 1.0;
+            let s = u * u + v * v;
+            // Inside the unit disc and not at its centre (ln 0); accepted with probability π/4.
+            if s > 0.0 && s < 1.0 {
+                let f = (-2.0 * s.ln() / s).sqrt();
+                self.spare = Some(v * f);
+                return u * f;
+            }
+        }
     }
 }
 

@@ -13,17 +13,21 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
+use super::device::{DeviceId, DeviceModel, Source};
 use super::frame::Frame;
-use super::medium::{DeviceHandle, DeviceId, DeviceModel, Medium, MediumConfig, SimStats, Source};
+use super::medium::{DeviceHandle, Medium, SimStats};
+use super::space::MediumConfig;
 use super::{mix, Normals, SimError};
 use crate::clock::{self, SharedClock};
 use crate::radio::{Broadcast, Radio, RadioError, RadioFuture, RadioIo};
 
 /// The scanner's duty cycle, on the device's own clock: a `window` starting at every multiple of
-/// `interval` (shifted by `phase`). Within a window the radio wakes `max_packets_per_window`
-/// times, evenly spaced, and hears at most one packet per advert per peer at each wake — a
+/// `interval` (shifted by `phase`). Within a window the radio listens at `max_packets_per_window`
+/// evenly spaced instants and hears at most one packet per advert per peer at each — a
 /// coalescing of the real ~20 packets that keeps CPU small. Each coalesced packet has its own
-/// noise and loss.
+/// noise and loss. The simulated radio wakes once per window, at its last instant, and hears
+/// the earlier ones as they were (positions then, broadcasts as they were then), each reception
+/// stamped with its own instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScanConfig {
     /// Time from one scan window's start to the next (10 s).
@@ -117,6 +121,10 @@ pub struct SimRadio {
     gatt: IosReadCache<u64>,
     /// Counters not yet added to the medium's (added when the next frame is fetched).
     stats: SimStats,
+    /// Buffers kept from one wake-up to the next: the peers in range (with squared distance),
+    /// and what was heard.
+    candidates: Vec<(usize, f64)>,
+    heard: Vec<Sighting>,
 }
 
 impl fmt::Debug for SimRadio {
@@ -164,29 +172,33 @@ impl SimRadio {
             normals: Normals::default(),
             gatt: IosReadCache::new(),
             stats: SimStats::default(),
+            candidates: Vec::new(),
+            heard: Vec::new(),
         })
     }
 
-    /// Hears everything audible in `frame` (one wake-up of a scan window). Holds no lock: the
-    /// frame is this instant's snapshot of the air.
-    fn scan_point(&mut self, frame: &Frame, cfg: &MediumConfig) -> Vec<Sighting> {
-        let mut out = Vec::new();
+    /// Hears everything audible in `frame` (one wake-up of a scan window), stamped `stamp_ms`
+    /// on the device's clock, onto `self.heard`. Holds no lock: the frame is that instant's
+    /// snapshot of the air.
+    fn scan_point(&mut self, frame: &Frame, cfg: &MediumConfig, stamp_ms: i64) {
+        let out = &mut self.heard;
         let Some(me) = frame.entries.get(self.device.0).filter(|e| e.present) else {
-            return out;
+            return;
         };
-        let stamp = self.clock.now();
+        let stamp = stamp_ms.div_euclid(1000);
         // A failed read is retried in the next scan window, not at every packet.
         let retry_s = (self.schedule.interval_ms / 1000).max(1);
         let window_ms = self.schedule.window_ms as f64;
         let points = self.schedule.points as f64;
         let stats = &mut self.stats;
-        for index in frame.candidates(self.device.0) {
+        frame.candidates_into(self.device.0, &mut self.candidates);
+        for &(index, distance2) in &self.candidates {
             let Some(peer) = frame.entries.get(index) else {
                 continue;
             };
             let Some(air) = &peer.air else { continue };
             let walls = u32::from(peer.pos.room != me.pos.room);
-            let attenuation = cfg.mean_attenuation_db(me.pos.distance(&peer.pos), walls);
+            let attenuation = cfg.mean_attenuation_db_sq(distance2, walls);
             // Packets per window of each advert, coalesced onto `points` wake-ups.
             let per_window = window_ms / peer.advert_interval_s / 1000.0;
             let p_point = per_window.min(points) / points;
@@ -246,7 +258,6 @@ impl SimRadio {
                 });
             }
         }
-        out
     }
 
     async fn run_inner(mut self, io: RadioIo) -> Result<(), RadioError> {
@@ -255,26 +266,72 @@ impl SimRadio {
             heard,
             shutdown,
         } = io;
+        // Every change of the broadcast is recorded with its time, for scanners that hear a
+        // window's earlier instants at its end.
+        let mut changes = broadcast.clone();
+        let mut watching = true;
         let _on_air = OnAirGuard::install(&self.medium, self.device, broadcast)?;
         let config = self.medium.config();
         let mut after = self.clock.now_ms();
+        // The wake-ups of one window (ms, own clock), how long before its last one each is,
+        // and the air at each: kept from window to window.
+        let mut points: Vec<i64> = Vec::new();
+        let mut back: Vec<i64> = Vec::new();
+        let mut frames = Vec::new();
         loop {
-            let (t, _window_start) = self.schedule.next_point(after);
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(clock::until(&*self.clock, t)) => {}
+            // The next window's wake-ups at or after `after`, heard all at once at the last of
+            // them: one timer and one delivery per window, each reception stamped with its own
+            // wake-up's time.
+            points.clear();
+            let (first, window) = self.schedule.next_point(after);
+            let mut last = first;
+            points.push(first);
+            loop {
+                let (t, w) = self.schedule.next_point(last.saturating_add(1));
+                if w != window || t <= last {
+                    break;
+                }
+                points.push(t);
+                last = t;
             }
-            after = t.saturating_add(1);
-            let frame = self.medium.frame_now(&std::mem::take(&mut self.stats));
-            if frame.entries.get(self.device.0).is_none_or(|e| e.removed) {
+            let sleep = tokio::time::sleep(clock::until(&*self.clock, last));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Ok(()),
+                    changed = changes.changed(), if watching => match changed {
+                        Ok(()) => {
+                            let b = *changes.borrow_and_update();
+                            self.medium.note_broadcast(self.device, b);
+                        }
+                        // The advertiser is gone: nothing changes any more.
+                        Err(_) => watching = false,
+                    },
+                    _ = &mut sleep => break,
+                }
+            }
+            after = last.saturating_add(1);
+            back.clear();
+            back.extend(points.iter().map(|t| last - t));
+            self.medium
+                .frames_back(&back, &std::mem::take(&mut self.stats), &mut frames);
+            if frames
+                .last()
+                .is_none_or(|f| f.entries.get(self.device.0).is_none_or(|e| e.removed))
+            {
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            let receptions = self.scan_point(&frame, &config);
-            drop(frame);
+            let now_ms = self.clock.now_ms();
+            self.heard.clear();
+            for (frame, b) in frames.iter().zip(&back) {
+                self.scan_point(frame, &config, now_ms - b);
+            }
+            frames.clear();
+            let receptions = &mut self.heard;
             let send_all = async {
-                for reception in receptions {
+                for reception in receptions.drain(..) {
                     // Without an await point while the logger keeps up (the common case).
                     match heard.try_send(reception) {
                         Ok(()) => {}
@@ -331,6 +388,7 @@ impl OnAirGuard {
             .map_err(|e| RadioError::Failed(e.into()))?;
         dev.source = Source::Watch(broadcast);
         dev.source_gen += 1;
+        dev.changes.clear();
         Ok(OnAirGuard {
             medium: medium.clone(),
             device,
