@@ -827,7 +827,7 @@ fn compact_case_lists_are_derived_when_a_v3_store_is_opened() {
     assert_eq!(store.case_lists().unwrap().len(), 2, "no row lost");
     let compact = store.case_list_compact(good).unwrap().expect("derived");
     let mut records = bluezoned::caselist::compact::Records::default();
-    bluezoned::caselist::compact::decode_into(&compact, good, &mut records).unwrap();
+    bluezoned::caselist::compact::decode_into(compact, good, &mut records).unwrap();
     assert_eq!(records.f0.len(), 1);
     assert_eq!(records.f0[0].key, [7u8; 32]);
     assert_eq!(
