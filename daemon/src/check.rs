@@ -401,8 +401,8 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
         }
         report.withdrawn += n;
     }
-    for record in &report.matched {
-        let outcome = store.upsert_exposure(record)?;
+    let outcomes = store.upsert_exposures(&report.matched)?;
+    for (record, outcome) in report.matched.iter().zip(outcomes) {
         let stored = StoredExposure {
             id: outcome.id,
             key: record.key(),
