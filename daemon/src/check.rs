@@ -145,7 +145,7 @@ fn load_records(store: &Store) -> Result<Records> {
                 compact::encode(&list, &bytes)
             }
         };
-        compact::decode_into(&compact, info.id, &mut records)
+        compact::decode_into(compact, info.id, &mut records)
             .with_context(|| format!("stored case list {}", info.id))?;
     }
     Ok(records)
@@ -219,11 +219,12 @@ fn resolve(r: &Records) -> Cases {
     }
 
     // GAEN: per (TEK, rolling start) the winning publication: REVOKED first, then the
-    // latest (export end, import order, revised entry); of equals, the first seen.
-    let g = &r.gaen;
-    let id = |i: usize| (g[i].tek, g[i].rolling_start);
+    // latest (export end, import order, revised entry); of equals, the first seen. The records
+    // are read where they lie, in the opened compact forms.
+    let n = r.gaen_len();
+    let id = |i: usize| r.gaen_key(i);
     let rank = |i: usize| {
-        let k = &g[i];
+        let k = r.gaen(i);
         (
             k.report_type == ReportType::Revoked.to_i32(),
             k.end_timestamp,
@@ -231,33 +232,38 @@ fn resolve(r: &Records) -> Cases {
             k.revised,
         )
     };
-    let sorted = (1..g.len()).all(|i| id(i - 1) < id(i));
-    let order: Vec<u32> = if sorted {
-        (0..g.len() as u32).collect()
-    } else {
-        let mut o: Vec<u32> = (0..g.len() as u32).collect();
+    let sorted = (1..n).all(|i| id(i - 1) < id(i));
+    // Identity when already in key order (a single export from a server): no index array.
+    let order: Option<Vec<u32>> = (!sorted).then(|| {
+        let mut o: Vec<u32> = (0..n as u32).collect();
         o.sort_unstable_by(|&a, &b| id(a as usize).cmp(&id(b as usize)).then(a.cmp(&b)));
         o
-    };
+    });
+    let at_ = |k: usize| order.as_ref().map_or(k, |o| o[k] as usize);
+    // Exact capacity: a million keys grown by doubling held up to twice their size.
+    cases.gaen.reserve_exact(n);
+    cases.gaen_info.reserve_exact(n);
+    cases.gaen_list.reserve_exact(n);
     let mut at = 0;
-    while at < order.len() {
-        let mut best = order[at] as usize;
+    while at < n {
+        let mut best = at_(at);
         let mut next = at + 1;
-        while next < order.len() && id(order[next] as usize) == id(best) {
-            if rank(order[next] as usize) > rank(best) {
-                best = order[next] as usize;
+        while next < n && id(at_(next)) == id(best) {
+            if rank(at_(next)) > rank(best) {
+                best = at_(next);
             }
             next += 1;
         }
         at = next;
-        let k = &g[best];
+        let (tek, _) = id(best);
+        let k = r.gaen(best);
         let report_type = ReportType::from_i32(k.report_type);
         if report_type == ReportType::Revoked {
-            cases.revoked.push(("gaen", hex::encode(k.tek)));
+            cases.revoked.push(("gaen", hex::encode(tek)));
             continue;
         }
         cases.gaen.push(GaenKey {
-            tek: Tek::from_bytes(k.tek),
+            tek: Tek::from_bytes(*tek),
             rolling_start: Enin(k.rolling_start),
             rolling_period: k.rolling_period,
             revoked: false,
@@ -395,8 +401,8 @@ pub fn persist(store: &mut Store, report: &mut CheckReport) -> Result<()> {
         }
         report.withdrawn += n;
     }
-    for record in &report.matched {
-        let outcome = store.upsert_exposure(record)?;
+    let outcomes = store.upsert_exposures(&report.matched)?;
+    for (record, outcome) in report.matched.iter().zip(outcomes) {
         let stored = StoredExposure {
             id: outcome.id,
             key: record.key(),

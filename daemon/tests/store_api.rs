@@ -346,6 +346,32 @@ fn record(case_key: &str, day: i64, minutes: f64, notify: bool) -> ExposureRecor
     }
 }
 
+/// The batch upsert (one transaction) reports and stores what one upsert at a time does.
+#[test]
+fn exposures_upsert_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = init(dir.path());
+    let first = store
+        .upsert_exposures(&[
+            record("aa11", D0, 5.0, false),
+            record("bb22", D0 + 1, 30.0, true),
+        ])
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].inserted && !first[0].became_pending);
+    assert!(first[1].inserted && first[1].became_pending);
+    assert_eq!(first[1].delivery.state, DeliveryState::Pending);
+    let again = store
+        .upsert_exposures(&[record("aa11", D0, 9.0, true)])
+        .unwrap();
+    assert!(!again[0].inserted && again[0].became_pending);
+    assert_eq!(again[0].id, first[0].id);
+    let ex = store.exposures().unwrap();
+    assert_eq!(ex.exposures.len(), 2);
+    assert_eq!(ex.exposures[0].record, record("aa11", D0, 9.0, true));
+    assert!(store.upsert_exposures(&[]).unwrap().is_empty());
+}
+
 #[test]
 fn exposures_upsert() {
     let dir = tempfile::tempdir().unwrap();
@@ -827,7 +853,7 @@ fn compact_case_lists_are_derived_when_a_v3_store_is_opened() {
     assert_eq!(store.case_lists().unwrap().len(), 2, "no row lost");
     let compact = store.case_list_compact(good).unwrap().expect("derived");
     let mut records = bluezoned::caselist::compact::Records::default();
-    bluezoned::caselist::compact::decode_into(&compact, good, &mut records).unwrap();
+    bluezoned::caselist::compact::decode_into(compact, good, &mut records).unwrap();
     assert_eq!(records.f0.len(), 1);
     assert_eq!(records.f0[0].key, [7u8; 32]);
     assert_eq!(

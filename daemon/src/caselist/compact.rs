@@ -43,10 +43,9 @@ pub struct F0Record {
     pub list: i64,
 }
 
-/// One published GAEN key.
+/// One published GAEN key, decoded from its record by [`Records::gaen`].
 #[derive(Clone, Copy, Debug)]
 pub struct GaenRecord {
-    pub tek: [u8; 16],
     pub rolling_start: u32,
     pub rolling_period: u32,
     pub report_type: i32,
@@ -59,14 +58,28 @@ pub struct GaenRecord {
     pub list: i64,
 }
 
-/// The records of any number of lists, in two contiguous buffers whose key bytes are zeroed
-/// once, in one pass each, when dropped (not a million small zeroizing keys).
+/// One GAEN list's records, kept as the opened compact form: decoding them into structs would
+/// hold a second, larger copy of a million keys.
+struct GaenBlock {
+    /// The whole compact form (header included); zeroed when dropped.
+    bytes: Zeroizing<Vec<u8>>,
+    /// Index (over all lists) of its first record.
+    first: usize,
+    list: i64,
+    end_timestamp: u64,
+}
+
+/// The records of any number of lists: F0 entries in two contiguous buffers whose key bytes
+/// are zeroed once, in one pass each, when dropped; GAEN keys left in their opened compact
+/// forms (33 bytes a key), read through [`gaen_key`](Records::gaen_key) and
+/// [`gaen`](Records::gaen).
 #[derive(Default)]
 pub struct Records {
     pub f0: Vec<F0Record>,
     /// Daily keys an F0 list revoked (its `revoked` array), with that list's id.
     pub f0_revoked: Vec<([u8; 32], i64)>,
-    pub gaen: Vec<GaenRecord>,
+    gaen: Vec<GaenBlock>,
+    gaen_len: usize,
 }
 
 impl Drop for Records {
@@ -77,10 +90,64 @@ impl Drop for Records {
         for (k, _) in &mut self.f0_revoked {
             k.zeroize();
         }
-        for r in &mut self.gaen {
-            r.tek.zeroize();
+        // The GAEN buffers (33 MB for 1M keys) are wiped with a plain fill, which runs at
+        // memory speed; `Zeroizing`'s volatile byte-at-a-time writes cost ~15 ms a `check`.
+        // `black_box` keeps the fill from being dropped as a dead store.
+        for b in &mut self.gaen {
+            let mut bytes = std::mem::take(&mut *b.bytes);
+            let cap = bytes.capacity();
+            bytes.clear();
+            bytes.resize(cap, 0);
+            std::hint::black_box(&mut bytes);
         }
     }
+}
+
+impl Records {
+    /// GAEN keys in all lists.
+    pub fn gaen_len(&self) -> usize {
+        self.gaen_len
+    }
+
+    /// The block holding GAEN key `i` and the key's record in it.
+    #[inline]
+    fn gaen_record(&self, i: usize) -> (&GaenBlock, &[u8]) {
+        let b = if self.gaen.len() == 1 {
+            &self.gaen[0]
+        } else {
+            &self.gaen[self.gaen.partition_point(|b| b.first <= i) - 1]
+        };
+        let at = HEADER + (i - b.first) * GAEN_RECORD;
+        (b, &b.bytes[at..at + GAEN_RECORD])
+    }
+
+    /// GAEN key `i`'s TEK and rolling start (`i < gaen_len()`).
+    #[inline]
+    pub fn gaen_key(&self, i: usize) -> (&[u8; 16], u32) {
+        let (_, r) = self.gaen_record(i);
+        let tek: &[u8; 16] = r[..16].try_into().unwrap_or(&[0; 16]);
+        (tek, u32_at(r, 16))
+    }
+
+    /// The rest of GAEN key `i`'s record (`i < gaen_len()`).
+    pub fn gaen(&self, i: usize) -> GaenRecord {
+        let (b, r) = self.gaen_record(i);
+        let flags = r[32];
+        GaenRecord {
+            rolling_start: u32_at(r, 16),
+            rolling_period: u32_at(r, 20),
+            report_type: u32_at(r, 24) as i32,
+            days_since_onset: (flags & FLAG_ONSET != 0).then_some(u32_at(r, 28) as i32),
+            revised: flags & FLAG_REVISED != 0,
+            end_timestamp: b.end_timestamp,
+            list: b.list,
+        }
+    }
+}
+
+#[inline]
+fn u32_at(r: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]])
 }
 
 /// The compact form of a checked list parsed from `original` (an F0 list's revocation array is
@@ -155,9 +222,10 @@ pub fn format(bytes: &[u8]) -> Result<Format, Error> {
     }
 }
 
-/// Appends the records of list `list` to `out`.
-pub fn decode_into(bytes: &[u8], list: i64, out: &mut Records) -> Result<(), Error> {
-    let format = format(bytes)?;
+/// Appends the records of list `list` (its opened compact form `bytes`) to `out`. A GAEN
+/// list's buffer is kept as it is.
+pub fn decode_into(bytes: Zeroizing<Vec<u8>>, list: i64, out: &mut Records) -> Result<(), Error> {
+    let format = format(&bytes)?;
     let end_timestamp = u64::from_le_bytes(bytes[5..13].try_into().unwrap_or_default());
     let n = u32::from_le_bytes(bytes[13..17].try_into().unwrap_or_default()) as usize;
     let body = &bytes[HEADER..];
@@ -168,7 +236,6 @@ pub fn decode_into(bytes: &[u8], list: i64, out: &mut Records) -> Result<(), Err
     if body.len() != n.saturating_mul(size) {
         return Err(Error("length does not match the record count"));
     }
-    let u32_at = |r: &[u8], i: usize| u32::from_le_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
     let i64_at = |r: &[u8], i: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&r[i..i + 8]);
@@ -196,22 +263,14 @@ pub fn decode_into(bytes: &[u8], list: i64, out: &mut Records) -> Result<(), Err
             }
         }
         Format::GaenExport => {
-            out.gaen.reserve(n);
-            for r in body.chunks_exact(GAEN_RECORD) {
-                let mut tek = [0u8; 16];
-                tek.copy_from_slice(&r[..16]);
-                let flags = r[32];
-                out.gaen.push(GaenRecord {
-                    tek,
-                    rolling_start: u32_at(r, 16),
-                    rolling_period: u32_at(r, 20),
-                    report_type: u32_at(r, 24) as i32,
-                    days_since_onset: (flags & FLAG_ONSET != 0).then_some(u32_at(r, 28) as i32),
-                    revised: flags & FLAG_REVISED != 0,
-                    end_timestamp,
+            if n > 0 {
+                out.gaen.push(GaenBlock {
+                    bytes,
+                    first: out.gaen_len,
                     list,
+                    end_timestamp,
                 });
-                tek.zeroize();
+                out.gaen_len += n;
             }
         }
     }
@@ -234,7 +293,7 @@ mod tests {
         let c = encode(&list, json.as_bytes());
         assert_eq!(format(&c).unwrap(), Format::BluezoneF0);
         let mut r = Records::default();
-        decode_into(&c, 9, &mut r).unwrap();
+        decode_into(c.clone(), 9, &mut r).unwrap();
         assert_eq!(r.f0.len(), 1);
         let e = r.f0[0];
         assert_eq!(
@@ -242,8 +301,8 @@ mod tests {
             ([7u8; 32], 1728000000, 1728086399, 144, 9)
         );
         // Truncated or unknown data is refused, not misread.
-        assert!(decode_into(&c[..c.len() - 1], 9, &mut r).is_err());
-        assert!(decode_into(b"BZC1\x07aaaaaaaaaaaa", 9, &mut r).is_err());
+        assert!(decode_into(Zeroizing::new(c[..c.len() - 1].to_vec()), 9, &mut r).is_err());
+        assert!(decode_into(Zeroizing::new(b"BZC1\x07aaaaaaaaaaaa".to_vec()), 9, &mut r).is_err());
         assert!(format(b"PK\x03\x04").is_err());
     }
 
@@ -259,9 +318,68 @@ mod tests {
         let list = parse(json.as_bytes(), &[], &Limits::default()).unwrap();
         let c = encode(&list, json.as_bytes());
         let mut r = Records::default();
-        decode_into(&c, 3, &mut r).unwrap();
+        decode_into(c.clone(), 3, &mut r).unwrap();
         assert_eq!(r.f0.len(), 1);
         assert_eq!(r.f0[0].key, [7u8; 32]);
         assert_eq!(r.f0_revoked, vec![([8u8; 32], 3)]);
+    }
+
+    /// GAEN records stay in their opened compact forms; read back across two lists, each
+    /// key's fields, list and export end are the ones published.
+    #[test]
+    fn gaen_records_read_across_lists() {
+        use bluezone_protocol::gaen::export::{
+            write_unsigned_export, ExportFile, ExportKey, ReportType,
+        };
+        use bluezone_protocol::ids::Tek;
+        let export = |end: u64, teks: &[u8]| {
+            let file = ExportFile {
+                start_timestamp: end - 86400,
+                end_timestamp: end,
+                region: "VN".into(),
+                batch_num: 1,
+                batch_size: 1,
+                keys: teks
+                    .iter()
+                    .map(|&t| ExportKey {
+                        report_type: ReportType::SelfReport,
+                        days_since_onset: Some(-2),
+                        ..ExportKey::new(Tek::from_bytes([t; 16]), 2_650_000 + t as u32)
+                    })
+                    .collect(),
+                ..ExportFile::default()
+            };
+            let zip = write_unsigned_export(&file).unwrap();
+            let list = parse(&zip, &[], &Limits::default()).unwrap();
+            encode(&list, &zip)
+        };
+        let mut r = Records::default();
+        decode_into(export(1_600_000_000, &[1, 2, 3]), 4, &mut r).unwrap();
+        decode_into(export(1_600_086_400, &[]), 5, &mut r).unwrap();
+        decode_into(export(1_600_172_800, &[9, 8]), 6, &mut r).unwrap();
+        assert_eq!(r.gaen_len(), 5);
+        // (The export writer sorts its keys.)
+        let got: Vec<(u8, u32, i64, u64)> = (0..5)
+            .map(|i| {
+                let (tek, start) = r.gaen_key(i);
+                let k = r.gaen(i);
+                assert_eq!(k.rolling_start, start);
+                assert_eq!(k.rolling_period, 144);
+                assert_eq!(k.report_type, ReportType::SelfReport.to_i32());
+                assert_eq!(k.days_since_onset, Some(-2));
+                assert!(!k.revised);
+                (tek[0], start - 2_650_000, k.list, k.end_timestamp)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 1, 4, 1_600_000_000),
+                (2, 2, 4, 1_600_000_000),
+                (3, 3, 4, 1_600_000_000),
+                (8, 8, 6, 1_600_172_800),
+                (9, 9, 6, 1_600_172_800),
+            ]
+        );
     }
 }

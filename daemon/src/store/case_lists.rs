@@ -180,10 +180,27 @@ impl Store {
                 "SELECT content_hash, format, entries, imported_day, compact FROM case_lists WHERE id = ?1"
             }
         };
-        type Row = (String, String, i64, i64, Option<Vec<u8>>);
+        type Row = (String, String, i64, i64, Option<Zeroizing<Vec<u8>>>);
+        // The sealed column is read through SQLite's incremental blob I/O straight into the
+        // buffer that is then decrypted in place: one copy of a list (33 MB for 1M GAEN keys)
+        // in memory, not SQLite's, a `Vec`'s and the plaintext's.
+        let column = match which {
+            Sealed::Original => "blob",
+            Sealed::Compact => "compact",
+        };
         let row: Option<Row> = tx
             .query_row(query, [id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                let present = r.get_ref(4)?.data_type() != rusqlite::types::Type::Null;
+                let blob = if present {
+                    let b =
+                        tx.blob_open(rusqlite::DatabaseName::Main, "case_lists", column, id, true)?;
+                    let mut buf = Zeroizing::new(vec![0u8; b.len()]);
+                    b.read_at_exact(&mut buf, 0)?;
+                    Some(buf)
+                } else {
+                    None
+                };
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, blob))
             })
             .optional()
             .map_err(&sql)?;
@@ -194,7 +211,7 @@ impl Store {
                 row: format!("id {id}"),
             });
         };
-        let Some(blob) = blob else {
+        let Some(mut blob) = blob else {
             return Ok(None);
         };
         let corrupt = || StoreError::Corrupt {
@@ -213,8 +230,10 @@ impl Store {
             Sealed::Original => Ad::case_list(day, &hash, &format, entries),
             Sealed::Compact => Ad::case_list_compact(day, &hash, &format, entries),
         };
-        let plain = key.open(&ad, &blob).ok_or_else(corrupt)?;
-        Ok(Some(plain))
+        if !key.open_in_place(&ad, &mut blob) {
+            return Err(corrupt());
+        }
+        Ok(Some(blob))
     }
 }
 

@@ -259,6 +259,46 @@ pub struct Exposures<T = StoredExposure> {
     pub corrupt: usize,
 }
 
+/// One upsert inside the caller's write transaction.
+fn upsert_in(
+    tx: &rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    keys: &DerivedKeys,
+    id: ExposureId,
+    record: &ExposureRecord,
+) -> Result<UpsertOutcome, StoreError> {
+    let key = record.key();
+    let old = read_row::<serde::de::IgnoredAny>(tx, path, keys, &id)?;
+    let (inserted, mut delivery) = match old {
+        None => (true, Delivery::new(false)),
+        Some((_, env)) => (false, env.delivery),
+    };
+    if delivery.state == DeliveryState::Withdrawn {
+        return Ok(UpsertOutcome {
+            id,
+            inserted,
+            became_pending: false,
+            delivery,
+        });
+    }
+    let became_pending = record.notify && delivery.state == DeliveryState::NotNotifying;
+    if became_pending {
+        delivery = Delivery::new(true);
+    }
+    let env = Envelope {
+        key,
+        delivery,
+        record,
+    };
+    write_row(tx, path, keys, &id, env.key.day, &env)?;
+    Ok(UpsertOutcome {
+        id,
+        inserted,
+        became_pending,
+        delivery: env.delivery,
+    })
+}
+
 /// What [`Store::upsert_exposure`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpsertOutcome {
@@ -279,38 +319,27 @@ impl Store {
         &mut self,
         record: &ExposureRecord,
     ) -> Result<UpsertOutcome, StoreError> {
-        let key = record.key();
-        let id = ExposureId(self.keys.exposure_hash(&key));
+        let id = ExposureId(self.keys.exposure_hash(&record.key()));
+        self.write_tx(|tx, path, keys| upsert_in(tx, path, keys, id, record))
+    }
+
+    /// [`upsert_exposure`](Store::upsert_exposure) for every record of `records`, in one
+    /// transaction (one commit, not one per exposure: a `check` that finds a hundred exposures
+    /// waited for a hundred syncs). All are stored, or none.
+    pub fn upsert_exposures(
+        &mut self,
+        records: &[ExposureRecord],
+    ) -> Result<Vec<UpsertOutcome>, StoreError> {
+        let ids: Vec<ExposureId> = records
+            .iter()
+            .map(|r| ExposureId(self.keys.exposure_hash(&r.key())))
+            .collect();
         self.write_tx(|tx, path, keys| {
-            let old = read_row::<serde::de::IgnoredAny>(tx, path, keys, &id)?;
-            let (inserted, mut delivery) = match old {
-                None => (true, Delivery::new(false)),
-                Some((_, env)) => (false, env.delivery),
-            };
-            if delivery.state == DeliveryState::Withdrawn {
-                return Ok(UpsertOutcome {
-                    id: id.clone(),
-                    inserted,
-                    became_pending: false,
-                    delivery,
-                });
-            }
-            let became_pending = record.notify && delivery.state == DeliveryState::NotNotifying;
-            if became_pending {
-                delivery = Delivery::new(true);
-            }
-            let env = Envelope {
-                key,
-                delivery,
-                record,
-            };
-            write_row(tx, path, keys, &id, env.key.day, &env)?;
-            Ok(UpsertOutcome {
-                id: id.clone(),
-                inserted,
-                became_pending,
-                delivery: env.delivery,
-            })
+            records
+                .iter()
+                .zip(ids)
+                .map(|(record, id)| upsert_in(tx, path, keys, id, record))
+                .collect()
         })
     }
 

@@ -144,6 +144,10 @@ impl DayKey {
     pub(crate) fn open(&self, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         open(&self.0, ad, sealed)
     }
+    /// Opens `sealed` where it lies: on success it holds the plaintext; else it is zeroed.
+    pub(crate) fn open_in_place(&self, ad: &Ad, sealed: &mut Vec<u8>) -> bool {
+        open_in_place(&self.0, ad, sealed)
+    }
     /// Opens into `buf` (reused across calls to avoid allocations); `false` if authentication
     /// fails. `buf` then holds the plaintext; the caller zeroizes it when done.
     pub(crate) fn open_into(&self, ad: &Ad, sealed: &[u8], buf: &mut Vec<u8>) -> bool {
@@ -232,6 +236,39 @@ fn seal(cipher: &Aes256Gcm, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
 fn open(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(Vec::new());
     open_into(cipher, ad, sealed, &mut buf).then_some(buf)
+}
+
+fn open_in_place(cipher: &Aes256Gcm, ad: &Ad, buf: &mut Vec<u8>) -> bool {
+    let n = buf.len();
+    if n < SEAL_OVERHEAD {
+        buf.zeroize();
+        return false;
+    }
+    let (Ok(nonce), Ok(tag)) = (
+        <[u8; NONCE_LEN]>::try_from(&buf[..NONCE_LEN]),
+        <[u8; TAG_LEN]>::try_from(&buf[n - TAG_LEN..]),
+    ) else {
+        buf.zeroize();
+        return false;
+    };
+    let ok = cipher
+        .decrypt_in_place_detached(
+            &Nonce::from(nonce),
+            &ad.0,
+            &mut buf[NONCE_LEN..n - TAG_LEN],
+            &Tag::from(tag),
+        )
+        .is_ok();
+    if !ok {
+        buf.zeroize();
+        return false;
+    }
+    let plain = n - SEAL_OVERHEAD;
+    buf.copy_within(NONCE_LEN..n - TAG_LEN, 0);
+    // The tail past the plaintext held its last bytes before the move.
+    buf[plain..].zeroize();
+    buf.truncate(plain);
+    true
 }
 
 fn open_into(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8], buf: &mut Vec<u8>) -> bool {

@@ -443,81 +443,107 @@ impl IdTable<16> {
 
     /// Writes the positions of the IDs of `ids` (at most [`FILTER_CHUNK16`]) that pass the
     /// filter to `cand` and returns how many. Two passes: the first hashes every ID, keeps its
-    /// word index and bits and prefetches the word; the second tests them, by which time the
-    /// words of a filter too large for the cache (2 MB at 1M IDs) are on their way.
+    /// word index and bits and prefetches the word; the second gathers and tests eight words at
+    /// a time, by which time the words of a filter too large for the cache (2 MB at 1M IDs)
+    /// are on their way.
+    ///
+    /// Eight IDs a step, so that every 64-bit lane after the NH products holds a whole ID: two
+    /// zmm of four IDs give sixteen 64-bit products, whose pairs are summed across the two
+    /// registers (unpack low + high) into one register of eight hashes. The vector ports are
+    /// the limit here (AVX-512 issues on two), so the bit mask uses rotates (`vprolvq` takes
+    /// its count modulo 64: no masking) and three-way ORs, and the word indices reach the
+    /// scalar prefetches through memory (loads) rather than lane extracts.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512dq")]
     unsafe fn filter_pass16(&self, ids: &[[u8; 16]], cand: &mut [u16; FILTER_CHUNK16]) -> usize {
         use core::arch::x86_64::*;
+        use core::mem::MaybeUninit;
         let fk = self.fkey;
         let base = self.filter.as_ptr();
-        let key = _mm512_set_epi32(
-            fk.k[3] as i32,
-            fk.k[2] as i32,
-            fk.k[1] as i32,
+        let key = _mm512_setr_epi32(
             fk.k[0] as i32,
-            fk.k[3] as i32,
-            fk.k[2] as i32,
             fk.k[1] as i32,
-            fk.k[0] as i32,
-            fk.k[3] as i32,
             fk.k[2] as i32,
-            fk.k[1] as i32,
-            fk.k[0] as i32,
             fk.k[3] as i32,
-            fk.k[2] as i32,
-            fk.k[1] as i32,
             fk.k[0] as i32,
+            fk.k[1] as i32,
+            fk.k[2] as i32,
+            fk.k[3] as i32,
+            fk.k[0] as i32,
+            fk.k[1] as i32,
+            fk.k[2] as i32,
+            fk.k[3] as i32,
+            fk.k[0] as i32,
+            fk.k[1] as i32,
+            fk.k[2] as i32,
+            fk.k[3] as i32,
         );
         let fmul = _mm512_set1_epi64(FMUL as i64);
         let nwords = _mm512_set1_epi64(fk.words as i64);
         let one = _mm512_set1_epi64(1);
-        let low6 = _mm512_set1_epi64(63);
-        let mut widx = [0u64; FILTER_CHUNK16];
-        let mut wbits = [0u64; FILTER_CHUNK16];
-        let quads = ids.len().min(FILTER_CHUNK16) / 4;
-        for q in 0..quads {
-            let x = _mm512_xor_si512(_mm512_loadu_si512(ids.as_ptr().add(4 * q) as *const _), key);
-            // Qword 0 of an ID: (w0^k0)(w1^k1); qword 1: (w2^k2)(w3^k3); summed into both.
-            let p = _mm512_mul_epu32(x, _mm512_srli_epi64::<32>(x));
-            let h = _mm512_add_epi64(p, _mm512_shuffle_epi32::<0x4E>(p));
+        // After the unpacks, qword 2l + s holds ID 4s + l of the eight: back to ID order.
+        let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+        // Written in full for the first `8 * octs` entries before any is read: no memset.
+        let mut widx = [MaybeUninit::<u64>::uninit(); FILTER_CHUNK16];
+        let mut wbits = [MaybeUninit::<u64>::uninit(); FILTER_CHUNK16];
+        let widx_p = widx.as_mut_ptr() as *mut u64;
+        let wbits_p = wbits.as_mut_ptr() as *mut u64;
+        let octs = ids.len().min(FILTER_CHUNK16) / 8;
+        const PREFETCH_LAG: usize = 2;
+        let src = ids.as_ptr() as *const __m512i;
+        for o in 0..octs {
+            let xa = _mm512_xor_si512(_mm512_loadu_si512(src.add(2 * o) as *const _), key);
+            let xb = _mm512_xor_si512(_mm512_loadu_si512(src.add(2 * o + 1) as *const _), key);
+            // Qword 2i of an ID's pair: (w0^k0)(w1^k1); qword 2i + 1: (w2^k2)(w3^k3).
+            let pa = _mm512_mul_epu32(xa, _mm512_srli_epi64::<32>(xa));
+            let pb = _mm512_mul_epu32(xb, _mm512_srli_epi64::<32>(xb));
+            let h = _mm512_add_epi64(_mm512_unpacklo_epi64(pa, pb), _mm512_unpackhi_epi64(pa, pb));
+            let h = _mm512_permutexvar_epi64(order, h);
             let h = _mm512_mullo_epi64(_mm512_xor_si512(h, _mm512_srli_epi64::<32>(h)), fmul);
-            let idx = _mm512_srli_epi64::<32>(_mm512_mul_epu32(_mm512_srli_epi64::<32>(h), nwords));
-            let bit = |c: __m512i| _mm512_sllv_epi64(one, _mm512_and_si512(c, low6));
-            let m = _mm512_or_si512(
-                _mm512_or_si512(bit(h), bit(_mm512_srli_epi64::<6>(h))),
-                _mm512_or_si512(
-                    _mm512_or_si512(
-                        bit(_mm512_srli_epi64::<12>(h)),
-                        bit(_mm512_srli_epi64::<18>(h)),
-                    ),
-                    _mm512_or_si512(
-                        bit(_mm512_srli_epi64::<24>(h)),
-                        bit(_mm512_srli_epi64::<30>(h)),
-                    ),
+            // The dword swap, not a shift by 32: with the upper halves known zero LLVM turns
+            // `vpmuludq` into the three-uop `vpmullq`.
+            let idx =
+                _mm512_srli_epi64::<32>(_mm512_mul_epu32(_mm512_shuffle_epi32::<0xB1>(h), nwords));
+            let bit = |c: __m512i| _mm512_rolv_epi64(one, c);
+            let m = _mm512_ternarylogic_epi64::<0xFE>(
+                _mm512_ternarylogic_epi64::<0xFE>(
+                    bit(h),
+                    bit(_mm512_srli_epi64::<6>(h)),
+                    bit(_mm512_srli_epi64::<12>(h)),
                 ),
+                _mm512_or_si512(
+                    bit(_mm512_srli_epi64::<18>(h)),
+                    bit(_mm512_srli_epi64::<24>(h)),
+                ),
+                bit(_mm512_srli_epi64::<30>(h)),
             );
-            // Even qwords: one per ID.
-            let sel = _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6);
-            _mm256_storeu_si256(
-                widx.as_mut_ptr().add(4 * q) as *mut _,
-                _mm512_castsi512_si256(_mm512_permutexvar_epi64(sel, idx)),
-            );
-            _mm256_storeu_si256(
-                wbits.as_mut_ptr().add(4 * q) as *mut _,
-                _mm512_castsi512_si256(_mm512_permutexvar_epi64(sel, m)),
-            );
-            for k in 0..4 {
-                _mm_prefetch::<_MM_HINT_T0>(base.add(widx[4 * q + k] as usize) as *const i8);
+            _mm512_storeu_si512(widx_p.add(8 * o) as *mut _, idx);
+            _mm512_storeu_si512(wbits_p.add(8 * o) as *mut _, m);
+            // The words of the octet two steps back, read back from memory: not extracted
+            // from lanes (the vector ports are busy), and not the octet just stored (a 64-bit
+            // load from the upper half of a 512-bit store still in the store buffer does not
+            // forward, and stalled every step).
+            if o >= PREFETCH_LAG {
+                let w = core::hint::black_box(widx_p.add(8 * (o - PREFETCH_LAG))) as *const u64;
+                for k in 0..8 {
+                    _mm_prefetch::<_MM_HINT_T0>(base.add(*w.add(k) as usize) as *const i8);
+                }
             }
         }
         let mut n = 0;
-        for i in 0..4 * quads {
-            let (w, m) = (widx[i] as usize, wbits[i]);
-            cand[n] = i as u16;
-            n += (*base.add(w) & m == m) as usize;
+        for o in 0..octs {
+            let idx = _mm512_loadu_si512(widx_p.add(8 * o) as *const _);
+            let m = _mm512_loadu_si512(wbits_p.add(8 * o) as *const _);
+            // Every index is below `fk.words`, the filter's length.
+            let f = _mm512_i64gather_epi64::<8>(idx, base as *const _);
+            let mut pass = _mm512_cmpeq_epi64_mask(_mm512_and_si512(f, m), m);
+            while pass != 0 {
+                cand[n] = (8 * o + pass.trailing_zeros() as usize) as u16;
+                n += 1;
+                pass &= pass - 1;
+            }
         }
-        for (i, id) in ids.iter().enumerate().skip(4 * quads) {
+        for (i, id) in ids.iter().enumerate().skip(8 * octs) {
             let (w, m) = filter_slot(filter_hash(id_words(id), &fk), fk.words);
             cand[n] = i as u16;
             n += (self.filter[w] & m == m) as usize;
@@ -765,7 +791,9 @@ mod tests {
             })
             .collect();
         let t = ObservationIndex::build(&sightings, 77);
-        for len in [0usize, 1, 3, 4, 5, 143, 144, 255, 256, 257, 600] {
+        for len in [
+            0usize, 1, 3, 4, 5, 7, 8, 9, 143, 144, 255, 256, 257, 575, 576, 577, 600,
+        ] {
             let batch: Vec<[u8; 16]> = (0..len as u32).map(|i| id(i * 3)).collect();
             let want: Vec<(usize, u32)> = batch
                 .iter()
