@@ -163,7 +163,7 @@ impl HostRule {
         name == "localhost"
             || ip_literal
             || self.listen_host.as_deref() == Some(name.as_str())
-            || self.names.iter().any(|n| *n == name)
+            || self.names.contains(&name)
     }
 }
 

@@ -409,6 +409,7 @@ impl<const N: usize> IdTable<N> {
 }
 
 /// IDs a [`IdTable::find_batch16`] pass handles at once (four GAEN keys' RPIs).
+#[cfg(target_arch = "x86_64")]
 const FILTER_CHUNK16: usize = 576;
 
 impl IdTable<16> {
@@ -417,6 +418,8 @@ impl IdTable<16> {
     /// computed in one zmm register (each ID's two 64-bit halves are the hash's two NH
     /// products), so the first pass costs a few vector instructions per four IDs instead of
     /// some forty scalar ones per ID. Same results, same order.
+    // `hit` is only re-borrowed mutably by the x86-64 path.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     pub fn find_batch16(&self, ids: &[[u8; 16]], mut hit: impl FnMut(usize, u32)) {
         #[cfg(target_arch = "x86_64")]
         if super::cpu::avx512() && !self.ids.is_empty() {
