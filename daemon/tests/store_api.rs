@@ -611,7 +611,7 @@ fn stats_count_per_day() {
     );
     assert_eq!(st.oldest_day, Some(D0));
     assert!(st.store_bytes > 0);
-    assert_eq!(st.schema_version, 4);
+    assert_eq!(st.schema_version, 5);
 }
 
 fn mode(p: &Path) -> u32 {
@@ -730,7 +730,7 @@ fn counts_are_filled_when_a_v2_store_is_opened() {
     store
         .insert_sightings(&[bz(1, D0, 1), bz(2, D0, 2), gaen(3, D0 + 2, 4)])
         .unwrap();
-    drop(store);
+    store.downgrade_to_v4_for_tests().unwrap();
     raw(dir.path())
         .execute_batch(
             "DROP TABLE day_counts; ALTER TABLE case_lists DROP COLUMN compact; \
@@ -738,7 +738,7 @@ fn counts_are_filled_when_a_v2_store_is_opened() {
         )
         .unwrap();
     let store = reopen(dir.path());
-    assert_eq!(store.stats().unwrap().schema_version, 4);
+    assert_eq!(store.stats().unwrap().schema_version, 5);
     assert_eq!(store.counts().unwrap().days, vec![(D0, 2), (D0 + 2, 1)]);
 }
 
@@ -818,12 +818,12 @@ fn compact_case_lists_are_derived_when_a_v3_store_is_opened() {
         .unwrap();
     assert!(store.case_list_compact(good).unwrap().is_some());
     assert!(store.case_list_compact(bad).unwrap().is_none());
-    drop(store);
+    store.downgrade_to_v4_for_tests().unwrap();
     raw(dir.path())
         .execute_batch("ALTER TABLE case_lists DROP COLUMN compact; PRAGMA user_version = 3;")
         .unwrap();
     let store = reopen(dir.path());
-    assert_eq!(store.stats().unwrap().schema_version, 4);
+    assert_eq!(store.stats().unwrap().schema_version, 5);
     assert_eq!(store.case_lists().unwrap().len(), 2, "no row lost");
     let compact = store.case_list_compact(good).unwrap().expect("derived");
     let mut records = bluezoned::caselist::compact::Records::default();

@@ -51,8 +51,12 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Keys derived from the master key, held by an open store.
 pub(crate) struct DerivedKeys {
-    /// Wraps (seals) day keys.
+    /// Wraps (seals) day keys: the epoch's wrapping key once the store has opened
+    /// ([`DerivedKeys::set_wrap`]); the master-derived one of schema v1-v4 before.
     wrap: Aes256Gcm,
+    /// HMAC-SHA256(master, "wrap-day-keys"): the v1-v4 wrapping key, and the HMAC key that
+    /// combines with each epoch key (schema v5).
+    wrap_seed: Zeroizing<[u8; 32]>,
     /// HMAC key for case-list content hashes.
     case_hash: Zeroizing<[u8; 32]>,
     /// HMAC key for exposure row hashes (their stable ids).
@@ -66,6 +70,7 @@ impl DerivedKeys {
         let wrap = master.derive("wrap-day-keys");
         DerivedKeys {
             wrap: Aes256Gcm::new(wrap.as_ref().into()),
+            wrap_seed: wrap,
             case_hash: master.derive("case-list-hash"),
             exposure_hash: master.derive("exposure-key-hash"),
             check: *master.derive("key-check"),
@@ -96,6 +101,42 @@ impl DerivedKeys {
         }
         mac.update(&key.day.to_be_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The wrapping key of ratchet epoch `epoch` (schema v5):
+    /// HMAC-SHA256(HMAC(master, "wrap-day-keys"), "bluezoned/v1/wrap-epoch" ‖ epoch ‖ K_epoch),
+    /// so it needs both the master key and the epoch key from the ratchet file.
+    pub(crate) fn epoch_wrap(&self, epoch: u64, epoch_key: &[u8; KEY_LEN]) -> Aes256Gcm {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.wrap_seed.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"bluezoned/v1/wrap-epoch");
+        mac.update(&epoch.to_be_bytes());
+        mac.update(epoch_key);
+        let mut k = Zeroizing::new([0u8; 32]);
+        k.copy_from_slice(&mac.finalize().into_bytes());
+        Aes256Gcm::new(k.as_ref().into())
+    }
+
+    /// The wrapping key of schema v1-v4, derived from the master key alone.
+    pub(crate) fn legacy_wrap(&self) -> Aes256Gcm {
+        Aes256Gcm::new(self.wrap_seed.as_ref().into())
+    }
+
+    /// Makes `wrap` the key that wraps and unwraps day keys from now on.
+    pub(crate) fn set_wrap(&mut self, wrap: Aes256Gcm) {
+        self.wrap = wrap;
+    }
+
+    /// Opens `wrapped` (the day key of `day`) under the current wrapping key and seals it again
+    /// under `to`; `None` if it fails to open.
+    pub(crate) fn rewrap_day_key(
+        &self,
+        to: &Aes256Gcm,
+        day: i64,
+        wrapped: &[u8],
+    ) -> Option<Vec<u8>> {
+        let raw = open(&self.wrap, &Ad::day_key(day), wrapped)?;
+        Some(seal(to, &Ad::day_key(day), &raw))
     }
 
     /// A fresh random day key and its wrapped form for `day_keys`.
@@ -215,7 +256,7 @@ impl Ad {
     }
 }
 
-fn seal(cipher: &Aes256Gcm, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
+pub(super) fn seal(cipher: &Aes256Gcm, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
     let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
@@ -229,7 +270,7 @@ fn seal(cipher: &Aes256Gcm, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
     out
 }
 
-fn open(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(super) fn open(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(Vec::new());
     open_into(cipher, ad, sealed, &mut buf).then_some(buf)
 }

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 use super::error::StoreError;
 use super::keys::DerivedKeys;
 use super::master_key::{sync_dir, KeyLocation, KeySource, MasterKey};
+use super::ratchet::{self, Ratchet, RATCHET_VERSION};
 use super::schema::{self, APPLICATION_ID, CURRENT_VERSION};
 
 /// File name of the database inside the data directory (`-wal` and `-shm` files sit beside it).
@@ -27,6 +28,7 @@ pub struct Store {
     pub(super) path: PathBuf,
     pub(super) keys: DerivedKeys,
     pub(super) key: KeyLocation,
+    pub(super) ratchet: Ratchet,
 }
 
 impl fmt::Debug for Store {
@@ -177,9 +179,10 @@ impl Store {
         let mut conn = Connection::open_with_flags(db, flags).map_err(sql("opening"))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(sql("setting busy timeout"))?;
-        let keys = DerivedKeys::new(master);
+        let mut keys = DerivedKeys::new(master);
+        let ratchet_file = ratchet::ratchet_path(db);
         let version = schema::user_version(&conn).map_err(sql("reading schema version"))?;
-        let created = if version > 0 {
+        let (created, ratchet) = if version > 0 {
             let app = schema::application_id(&conn).map_err(sql("reading application id"))?;
             if app != APPLICATION_ID {
                 return Err(StoreError::NotAStore {
@@ -208,11 +211,21 @@ impl Store {
                     key_source: key.describe(),
                 });
             }
+            // From v5 the ratchet file must fit the store (checked before anything is written);
+            // before, it is created here and the v5 migration re-wraps under it.
+            let ratchet = if version >= RATCHET_VERSION {
+                let epoch = ratchet::db_epoch(&conn, db)?;
+                Ratchet::load(&ratchet_file, master, epoch)?
+            } else {
+                Ratchet::create(&ratchet_file, master)?
+            };
+            let wrap = keys.epoch_wrap(ratchet.epoch(), ratchet.key());
             configure(db, &conn)?;
             schema::migrate(&mut conn, db, version, None, &|v, tx| {
-                migration_step(db, &keys, v, tx)
+                migration_step(db, &keys, &wrap, v, tx)
             })?;
-            false
+            keys.set_wrap(wrap);
+            (false, ratchet)
         } else {
             let objects: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
@@ -231,6 +244,8 @@ impl Store {
                     path: db.to_path_buf(),
                 });
             }
+            let ratchet = Ratchet::create(&ratchet_file, master)?;
+            let wrap = keys.epoch_wrap(ratchet.epoch(), ratchet.key());
             configure(db, &conn)?;
             let check = keys.check;
             let put_check = move |_: i64, tx: &Transaction<'_>| {
@@ -242,12 +257,13 @@ impl Store {
                 .map_err(sql("storing the key check value"))
             };
             schema::migrate(&mut conn, db, 0, Some(&put_check), &|v, tx| {
-                migration_step(db, &keys, v, tx)
+                migration_step(db, &keys, &wrap, v, tx)
             })?;
+            keys.set_wrap(wrap);
             if let Some(dir) = db.parent() {
                 sync_dir(dir)?;
             }
-            true
+            (true, ratchet)
         };
         Ok((
             Store {
@@ -255,6 +271,7 @@ impl Store {
                 path: db.to_path_buf(),
                 keys,
                 key,
+                ratchet,
             },
             created,
         ))
@@ -399,10 +416,12 @@ fn configure(db: &Path, conn: &Connection) -> Result<(), StoreError> {
 fn migration_step(
     db: &Path,
     keys: &DerivedKeys,
+    epoch_wrap: &aes_gcm::Aes256Gcm,
     new_version: i64,
     tx: &Transaction<'_>,
 ) -> Result<(), StoreError> {
     match new_version {
+        RATCHET_VERSION => ratchet::rewrap_all(tx, db, keys, epoch_wrap, 0),
         2 => super::exposures::migrate_v1_key_hashes(tx, db, keys),
         3 => super::sightings::fill_day_counts(tx, db, keys),
         4 => super::case_lists::fill_compact(tx, db, keys),

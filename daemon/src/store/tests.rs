@@ -161,7 +161,7 @@ fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
     }
 
     let mut store = Store::open_at(dir.path(), loc.clone()).unwrap();
-    assert_eq!(store.stats().unwrap().schema_version, 4);
+    assert_eq!(store.stats().unwrap().schema_version, 5);
     let x = store.exposures().unwrap();
     assert_eq!(x.exposures.len(), rows.len());
     assert_eq!(x.corrupt, 1);
@@ -281,4 +281,266 @@ fn an_exposure_row_written_as_generic_json_reads_as_a_typed_record() {
     // A later match updates the same row.
     let again = store.upsert_exposure(&e.record).unwrap();
     assert_eq!((again.id.as_str(), again.inserted), (id.as_str(), false));
+}
+
+mod ratchet {
+    //! L8: the forward-ratcheting wrap key (`store::ratchet`).
+    use super::super::keys::DerivedKeys;
+    use super::super::master_key::MasterKey;
+    use super::super::ratchet::{
+        ratchet_path, CrashPoint, Ratchet, CRASH_AT, SLOT_LEN, SLOT_STRIDE,
+    };
+    use super::*;
+    use std::fs;
+
+    const D: i64 = 20_000;
+
+    fn day_batch(day: i64, n: usize, tag: u32) -> Vec<Sighting> {
+        let mut b = batch(n, tag);
+        for (i, s) in b.iter_mut().enumerate() {
+            s.time = day * 86_400 + 100 + i as i64;
+        }
+        b
+    }
+
+    fn setup() -> (tempfile::TempDir, KeyLocation, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = KeyLocation::resolve(dir.path(), None);
+        let (mut store, _) = Store::init_at(dir.path(), loc.clone()).unwrap();
+        store.insert_sightings(&day_batch(D, 3, 1)).unwrap();
+        store.insert_sightings(&day_batch(D + 1, 4, 2)).unwrap();
+        store.insert_sightings(&day_batch(D + 2, 5, 3)).unwrap();
+        (dir, loc, store)
+    }
+
+    fn wrapped(store: &Store, day: i64) -> Vec<u8> {
+        store
+            .conn_for_tests()
+            .query_row("SELECT wrapped FROM day_keys WHERE day = ?1", [day], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    /// What someone holding the master key and a copy of the ratchet file (as it is now) can
+    /// do with a wrapped day key: load the file at `epoch` and try to open it.
+    fn attacker_opens(
+        master: &MasterKey,
+        file_copy: &[u8],
+        epoch: u64,
+        day: i64,
+        wrapped: &[u8],
+    ) -> Result<bool, StoreError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("wrap-ratchet");
+        fs::write(&p, file_copy).unwrap();
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let r = Ratchet::load(&p, master, epoch)?;
+        let mut k = DerivedKeys::new(master);
+        k.set_wrap(k.epoch_wrap(r.epoch(), r.key()));
+        Ok(k.unwrap_day_key(day, wrapped).is_some())
+    }
+
+    fn nonzero_slots(file: &[u8]) -> usize {
+        (0..2)
+            .filter(|s| {
+                let at = s * SLOT_STRIDE as usize;
+                file[at..at + SLOT_LEN].iter().any(|&b| b != 0)
+            })
+            .count()
+    }
+
+    fn all_sightings(store: &Store) -> usize {
+        let r = store.sightings_in_days(i64::MIN, i64::MAX).unwrap();
+        assert_eq!(r.corrupt, 0);
+        r.sightings.len()
+    }
+
+    /// A purge that deletes a day key steps the epoch: copies of wrapped day keys taken before
+    /// (the purged day's and a retained day's) no longer open with the master key and the
+    /// ratchet file as it is after the step; the old file would have opened them (so the check
+    /// can fail); the retained data reads after reopening.
+    #[test]
+    fn purge_steps_the_epoch_and_old_wrapped_keys_no_longer_open() {
+        let (dir, loc, mut store) = setup();
+        let master = MasterKey::read_file(&loc.path).unwrap();
+        let rfile = ratchet_path(store.path());
+        let e0 = store.wrap_epoch();
+        let old_file = fs::read(&rfile).unwrap();
+        let (old_d, old_d2) = (wrapped(&store, D), wrapped(&store, D + 2));
+        assert!(attacker_opens(&master, &old_file, e0, D, &old_d).unwrap());
+        assert!(attacker_opens(&master, &old_file, e0, D + 2, &old_d2).unwrap());
+
+        // Nothing deleted: no step.
+        let r = store.purge_older_than(D + 21, 21).unwrap();
+        assert_eq!((r.day_keys, r.wrap_epoch), (0, e0));
+        // Day D deleted: one step.
+        let r = store.purge_older_than(D + 1 + 21, 21).unwrap();
+        assert_eq!((r.day_keys, r.wrap_epoch), (1, e0 + 1));
+        let new_file = fs::read(&rfile).unwrap();
+        assert_eq!(nonzero_slots(&new_file), 1, "old epoch key erased");
+        assert_ne!(wrapped(&store, D + 2), old_d2, "re-wrapped");
+        for (day, w) in [(D, &old_d), (D + 2, &old_d2)] {
+            assert!(!attacker_opens(&master, &new_file, e0 + 1, day, w).unwrap());
+            // Nor can the new file be walked back to the old epoch.
+            let e = attacker_opens(&master, &new_file, e0, day, w).unwrap_err();
+            assert!(matches!(e, StoreError::Ratchet { .. }), "{e}");
+        }
+        drop(store);
+        let store = Store::open_at(dir.path(), loc).unwrap();
+        assert_eq!(store.wrap_epoch(), e0 + 1);
+        assert_eq!(all_sightings(&store), 4 + 5);
+    }
+
+    /// A crash at each reachable point of a step (next key written, day keys re-wrapped, not
+    /// committed; committed, old slot not erased) leaves a store that opens with every row,
+    /// and the file is tidied to one slot on open. A torn write of the unused slot is harmless.
+    #[test]
+    fn a_crash_during_an_epoch_step_loses_nothing() {
+        for (point, expect_epoch) in [(CrashPoint::BeforeCommit, 0), (CrashPoint::AfterCommit, 1)] {
+            let (dir, loc, mut store) = setup();
+            let rfile = ratchet_path(store.path());
+            assert_eq!(store.wrap_epoch(), 0);
+            CRASH_AT.with(|c| c.set(Some(point)));
+            let e = store.advance_wrap_epoch().unwrap_err();
+            CRASH_AT.with(|c| c.set(None));
+            assert!(e.to_string().contains("simulated crash"), "{e}");
+            drop(store); // as kill -9: only what reached the files counts
+            assert_eq!(nonzero_slots(&fs::read(&rfile).unwrap()), 2, "{point:?}");
+            let mut store = Store::open_at(dir.path(), loc.clone()).unwrap();
+            assert_eq!(store.wrap_epoch(), expect_epoch, "{point:?}");
+            assert_eq!(all_sightings(&store), 12, "{point:?}");
+            assert_eq!(nonzero_slots(&fs::read(&rfile).unwrap()), 1, "{point:?}");
+            // Later steps work as usual.
+            assert_eq!(store.advance_wrap_epoch().unwrap(), expect_epoch + 1);
+            drop(store);
+
+            // A torn write into the unused slot (garbage there): opens, slot cleared.
+            let mut f = fs::read(&rfile).unwrap();
+            let used = if f[..SLOT_LEN].iter().any(|&b| b != 0) {
+                0
+            } else {
+                1
+            };
+            let at = (1 - used) * SLOT_STRIDE as usize;
+            f[at..at + SLOT_LEN].fill(0x5a);
+            fs::write(&rfile, &f).unwrap();
+            let store = Store::open_at(dir.path(), loc).unwrap();
+            assert_eq!(all_sightings(&store), 12);
+            assert_eq!(nonzero_slots(&fs::read(&rfile).unwrap()), 1);
+        }
+    }
+
+    /// Also through `purge_older_than`: a crash before the commit keeps the rows and the
+    /// epoch; the next purge deletes and steps.
+    #[test]
+    fn a_crash_during_a_purge_step_rolls_back_the_purge() {
+        let (dir, loc, mut store) = setup();
+        CRASH_AT.with(|c| c.set(Some(CrashPoint::BeforeCommit)));
+        assert!(store.purge_older_than(D + 1 + 21, 21).is_err());
+        CRASH_AT.with(|c| c.set(None));
+        drop(store);
+        let mut store = Store::open_at(dir.path(), loc).unwrap();
+        assert_eq!((store.wrap_epoch(), all_sightings(&store)), (0, 12));
+        let r = store.purge_older_than(D + 1 + 21, 21).unwrap();
+        assert_eq!((r.day_keys, r.wrap_epoch), (1, 1));
+        assert_eq!(all_sightings(&store), 9);
+    }
+
+    fn db_bytes(dir: &Path) -> Vec<u8> {
+        let mut v = fs::read(dir.join(DB_FILE)).unwrap();
+        v.extend(fs::read(dir.join(format!("{DB_FILE}-wal"))).unwrap_or_default());
+        v
+    }
+
+    /// A missing ratchet file, or one newer than the store (store restored from an older
+    /// backup): a clear error naming the file, the store untouched. A ratchet file older than
+    /// the store (restored from an older backup) is derived forward.
+    #[test]
+    fn ratchet_file_missing_newer_or_older_than_the_store() {
+        let (dir, loc, mut store) = setup();
+        let rfile = ratchet_path(store.path());
+        let file_e0 = fs::read(&rfile).unwrap();
+        store.advance_wrap_epoch().unwrap();
+        store.advance_wrap_epoch().unwrap();
+        drop(store);
+
+        // Older file: derived forward from epoch 0 to 2, rewritten at epoch 2.
+        let file_e2 = fs::read(&rfile).unwrap();
+        fs::write(&rfile, &file_e0).unwrap();
+        let store = Store::open_at(dir.path(), loc.clone()).unwrap();
+        assert_eq!((store.wrap_epoch(), all_sightings(&store)), (2, 12));
+        drop(store);
+        let master = MasterKey::read_file(&loc.path).unwrap();
+        let now = fs::read(&rfile).unwrap();
+        assert_eq!(nonzero_slots(&now), 1);
+        assert!(Ratchet::load(&rfile, &master, 2).is_ok());
+        drop(file_e2);
+
+        // Missing.
+        fs::rename(&rfile, dir.path().join("aside")).unwrap();
+        let before = db_bytes(dir.path());
+        let e = Store::open_at(dir.path(), loc.clone()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&rfile.display().to_string()) && msg.contains("missing"),
+            "{msg}"
+        );
+        assert_eq!(db_bytes(dir.path()), before, "store untouched");
+        fs::rename(dir.path().join("aside"), &rfile).unwrap();
+
+        // Store older than the file: make the store claim epoch 1 (as a restored older copy).
+        {
+            let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+            c.execute("UPDATE meta SET value = 1 WHERE key = 'wrap_epoch'", [])
+                .unwrap();
+        }
+        let before = db_bytes(dir.path());
+        let e = Store::open_at(dir.path(), loc).unwrap_err();
+        assert!(matches!(e, StoreError::Ratchet { .. }), "{e}");
+        assert!(e.to_string().contains(&rfile.display().to_string()), "{e}");
+        assert_eq!(db_bytes(dir.path()), before, "store untouched");
+    }
+
+    /// Schema v4 (day keys wrapped under the master-derived key, no ratchet file) migrates on
+    /// first open: the file is created 0600, every day key re-wrapped (the master-derived key
+    /// no longer opens any), no row lost.
+    #[test]
+    fn a_v4_store_gets_the_ratchet_on_first_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, loc, store) = setup();
+        let rfile = ratchet_path(store.path());
+        store.downgrade_to_v4_for_tests().unwrap();
+        assert!(!rfile.exists());
+        let master = MasterKey::read_file(&loc.path).unwrap();
+        let legacy = DerivedKeys::new(&master);
+        let v4_keys: Vec<(i64, Vec<u8>)> = {
+            let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let mut st = c.prepare("SELECT day, wrapped FROM day_keys").unwrap();
+            let v = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            v
+        };
+        assert_eq!(v4_keys.len(), 3);
+        for (day, w) in &v4_keys {
+            assert!(legacy.unwrap_day_key(*day, w).is_some(), "v4 format");
+        }
+
+        let store = Store::open_at(dir.path(), loc).unwrap();
+        assert_eq!(store.stats().unwrap().schema_version, 5);
+        assert_eq!(store.wrap_epoch(), 0);
+        assert_eq!(all_sightings(&store), 12);
+        assert_eq!(
+            fs::metadata(&rfile).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        for (day, _) in &v4_keys {
+            assert!(legacy
+                .unwrap_day_key(*day, &wrapped(&store, *day))
+                .is_none());
+        }
+    }
 }
