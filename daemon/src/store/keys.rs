@@ -4,11 +4,51 @@
 //! ```text
 //! master key (32 bytes; $CREDENTIALS_DIRECTORY/bluezoned.key or <data dir>/bluezoned.key)
 //!  ├─ HMAC-SHA256(master, "bluezoned/v1/key-check")      stored in meta: wrong key → clear error
-//!  ├─ HMAC-SHA256(master, "bluezoned/v1/wrap-day-keys")  AES-256-GCM key wrapping day keys
+//!  ├─ W = HMAC-SHA256(master, "bluezoned/v1/wrap-day-keys")   (wrapped day keys itself, v1-v4)
+//!  ├─ F = HMAC-SHA256(master, "bluezoned/v1/wrap-ratchet-file") seals the slots of wrap-ratchet
 //!  ├─ HMAC-SHA256(master, "bluezoned/v1/case-list-hash") HMAC key for case-list content hashes
 //!  └─ HMAC-SHA256(master, "bluezoned/v1/exposure-key-hash") HMAC key for exposure row ids
+//! epoch key K_e (<data dir>/wrap-ratchet, sealed under F; K_0 random, K_{e+1} = HMAC(K_e, "next"))
+//!  └─ wrap key(e) = HMAC-SHA256(W, "bluezoned/v1/wrap-epoch" ‖ e ‖ K_e)  wraps day keys (v5)
 //! day key(d) (32 random bytes per UTC day, stored wrapped in day_keys) seals every row of day d
 //! ```
+//!
+//! # The wrap ratchet (schema v5, L8)
+//!
+//! Purge deletes a day key, but a copy of its wrapped form can survive outside SQLite (freed
+//! blocks, the file system's journal, a snapshot). Under a fixed wrapping key that copy would
+//! open forever for whoever later gets the master key. So day keys are wrapped under the key
+//! of an **epoch** `e`, which depends on `K_e` from the `wrap-ratchet` file, and whenever purge
+//! deletes a day key the epoch steps (`super::ratchet`), in purge's own transaction:
+//!
+//! 1. `K_{e+1} = HMAC(K_e, "next")` is written, sealed, into the file slot the store does not
+//!    use, in place, and fsynced. The file has two slots in separate 4 KiB blocks.
+//! 2. Every retained day key (≤ retention days of them) is re-wrapped under epoch `e + 1`, and
+//!    `meta.wrap_epoch = e + 1`, in the same transaction as the purge; commit (fsynced).
+//! 3. The slot holding `K_e` is overwritten with zeros in place and fsynced.
+//!
+//! After step 3 the file and the master key give `K_{e+1}` only; `K_e` cannot be computed from
+//! it (HMAC is one-way), so a copy of any day key wrapped under epoch `e` or earlier, deleted or
+//! not, no longer opens. The slot is overwritten **in place** rather than by writing a new file
+//! and renaming it: a rename would leave the old file's blocks, `K_e` included, free but
+//! unchanged on disk, while an in-place write reuses the same blocks on a file system that
+//! updates in place (ext4, xfs). A copy-on-write file system, `data=journal` or an SSD's
+//! flash translation layer can still keep the old block; that is residue class (2) of
+//! [`super`]'s docs, as for the database itself.
+//!
+//! **Crash safety.** Each write touches only the slot that no committed state needs, so a
+//! `kill -9` or power loss at any point (including a torn slot write: the slots are in
+//! different blocks and SQLite's power-safe-overwrite assumption applies) leaves a slot whose
+//! epoch is `meta.wrap_epoch`: before the commit the DB is at `e` and slot `K_e` is intact;
+//! after it the DB is at `e + 1` and slot `K_{e+1}` was fsynced in step 1. Opening takes the
+//! slot of the DB's epoch and zeroes the other (finishing an interrupted step 3, or dropping a
+//! step-1 key whose commit never happened). A file *behind* the DB (restored from an older
+//! copy) is derived forward to the DB's epoch and rewritten; a file *ahead* of the DB (a store
+//! restored from an older copy than the file) cannot be walked back, by design: that store is
+//! refused with an error naming the file, as is a missing file. The v4 → v5 migration creates
+//! the file (`O_EXCL`, 0600, fsynced with its directory; one left by an interrupted migration is
+//! replaced, since nothing committed uses it) before the transaction that re-wraps every day
+//! key under epoch 0 and bumps the schema version. Tests: `store::tests::ratchet::*`.
 //!
 //! Every key type here zeroizes on drop (the AES and GHASH states too: the crate enables the
 //! `zeroize` features of `aes`, `ghash` and `polyval`) and prints as `<redacted>` in `Debug`.
@@ -22,8 +62,8 @@
 //! exposure rows), and each batch is a durable (fsynced) transaction, so even a daemon committing
 //! 1,000 batches per second seals fewer than 8.7·10^7 < 2^27 values under one day key — far below
 //! the 2^32 invocations NIST SP 800-38D allows for random IVs; the chance that any two of `q`
-//! random nonces collide is below `q²/2^97` (< 2^-43 for q = 2^27). The wrapping key seals one
-//! value per UTC day (each day key once). A day key lives only while its day is retained: purge
+//! random nonces collide is below `q²/2^97` (< 2^-43 for q = 2^27). An epoch's wrapping key
+//! seals each retained day key once (at the step into the epoch or when the day key is made). A day key lives only while its day is retained: purge
 //! deletes it, and a later write to that day draws a new one.
 
 use std::collections::HashMap;

@@ -3,15 +3,16 @@
 //! `secure_delete=ON`) in the data directory.
 //!
 //! Everything sensitive is sealed with AES-256-GCM under a random key per UTC day, and each day
-//! key is sealed ("wrapped") under a key derived from the 32-byte master key (see [`keys`] for
-//! the hierarchy and the nonce argument). The associated data of every sealed value binds its
+//! key is sealed ("wrapped") under a key derived from the 32-byte master key and the current
+//! epoch key of the forward ratchet in `wrap-ratchet` (see [`keys`] for the hierarchy, the
+//! ratchet's crash argument and the nonce argument). The associated data of every sealed value binds its
 //! table, purpose, day and row, so a value copied elsewhere fails to open; such a record is
 //! reported (without contents) and skipped, never a crash.
 //!
 //! | table | rows | sealed under |
 //! |---|---|---|
 //! | `meta` | `key_check` = HMAC(master, "key-check"): a wrong master key is refused at open | — |
-//! | `day_keys(day, wrapped)` | one per UTC day holding data | master-derived wrapping key |
+//! | `day_keys(day, wrapped)` | one per UTC day holding data | wrapping key of the epoch |
 //! | `sightings(id, day, blob)` | one chunk per (write batch, day), `codec` encoding | day key |
 //! | `own_keys(day, protocol, blob)` | own Bluezone daily key and GAEN TEK per day | day key |
 //! | `case_lists(id, content_hash, format, entries, imported_day, blob)` | imported lists | day key of import |
@@ -50,7 +51,9 @@
 //!   (protocol, case key, day) since schema v2. Schema v1 used plain SHA-256 of those public
 //!   values, so anyone could test every published key and learn which case was met (H2);
 //!   opening a v1 store re-keys every row in the migration, in one transaction.
-//! - `meta.key_check` (an HMAC, reveals nothing about the key) and the schema version.
+//! - `meta.key_check` (an HMAC, reveals nothing about the key), the schema version and
+//!   `meta.wrap_epoch` (schema v5: how many times a purge deleted a day key, i.e. roughly how
+//!   many days the store has been purging).
 //!
 //! It learns no identifier heard or sent, no key, no case list content, no exposure detail, no
 //! notification state, no RSSI and no time finer than the UTC day.
@@ -64,9 +67,14 @@
 //! so whoever has both can read them; (2) blocks the file system or an SSD's flash translation
 //! layer did not overwrite in place (SQLite rewrites pages, the device may keep old copies);
 //! (3) if another connection held the WAL open during the purge, old page images stay in the
-//! `-wal` file until the next checkpoint ([`PurgeReport::wal_truncated`] says so). None of
-//! these can be closed from user space; full-disk encryption and not backing up the data
-//! directory cover (1) and (2).
+//! `-wal` file until the next checkpoint ([`PurgeReport::wal_truncated`] says so). Since schema
+//! v5 such residue of a **wrapped day key** is useless once purge has stepped the wrap ratchet
+//! (it does so whenever it deletes a day key): the epoch key that wrapped it is gone from
+//! `wrap-ratchet` and cannot be computed from the current one, so the master key no longer
+//! opens it. What remains: a copy of the store taken together with its ratchet file (a backup
+//! of the whole data directory), and an old block of `wrap-ratchet` itself kept by a
+//! copy-on-write file system or an SSD. Full-disk encryption and not backing up the data
+//! directory cover those.
 
 mod case_lists;
 mod codec;
