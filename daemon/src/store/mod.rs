@@ -39,9 +39,10 @@
 //!   long the daemon ran that day), the number of exposure rows per day (how many case keys
 //!   matched, including those below the threshold; not whether any notified: the delivery
 //!   state is sealed), the number of case lists.
-//! - **Blob sizes**: a sightings chunk's size grows with its number of sightings (about 20-40
-//!   bytes each), so the volume of contacts per batch can be estimated; exposure and own-key
-//!   blobs have near-constant sizes.
+//! - **Blob sizes**: a sightings chunk is padded to a size class (a power of two of plaintext
+//!   bytes, at least 64; `codec`), so its size tells the batch's number of sightings only to
+//!   within a factor of two (chunks written before the padding, codec version 1, still show it
+//!   exactly until purged); exposure and own-key blobs have near-constant sizes.
 //! - **Case lists' format and entry count** (`case_lists.format`, `.entries`) and their
 //!   **keyed content hash** (`content_hash`, HMAC under a master-derived key: two stores
 //!   cannot be compared, and a published list cannot be tested against it without the key).

@@ -544,3 +544,45 @@ mod ratchet {
         }
     }
 }
+
+/// L8: a chunk written before padding (codec version 1, unpadded) still reads, beside padded
+/// ones; its blob is exactly `5 + 17n + 28` bytes, the padded one a size class.
+#[test]
+fn unpadded_v1_chunks_still_decode() {
+    use super::codec::encode_chunk_unpadded;
+    use super::keys::{day_key_for_read, Ad};
+    let dir = tempfile::tempdir().unwrap();
+    let loc = KeyLocation::resolve(dir.path(), None);
+    let (mut store, _) = Store::init_at(dir.path(), loc.clone()).unwrap();
+    let day = 1_700_000_000 / 86_400;
+    let padded = batch(3, 1);
+    store.insert_sightings(&padded).unwrap();
+    let old = batch(5, 2);
+    let key = day_key_for_read(store.conn_for_tests(), &store.keys, day)
+        .unwrap()
+        .unwrap();
+    let mut plain = Vec::new();
+    encode_chunk_unpadded(day, &old, &mut plain);
+    let blob = key.seal(&Ad::sightings(day, 2), &plain);
+    assert_eq!(blob.len(), 5 + 17 * 5 + 28);
+    store
+        .conn_for_tests()
+        .execute(
+            "INSERT INTO sightings (id, day, blob) VALUES (2, ?1, ?2)",
+            rusqlite::params![day, blob],
+        )
+        .unwrap();
+    drop(store);
+    let store = Store::open_at(dir.path(), loc).unwrap();
+    let r = store.sightings_in_days(day, day).unwrap();
+    assert_eq!(r.corrupt, 0);
+    let expected: Vec<Sighting> = padded.iter().chain(&old).copied().collect();
+    assert_eq!(r.sightings, expected);
+    let first_len: i64 = store
+        .conn_for_tests()
+        .query_row("SELECT length(blob) FROM sightings WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(first_len, 64 + 28);
+}
