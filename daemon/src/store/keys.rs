@@ -25,7 +25,8 @@
 //!    use, in place, and fsynced. The file has two slots in separate 4 KiB blocks.
 //! 2. Every retained day key (≤ retention days of them) is re-wrapped under epoch `e + 1`, and
 //!    `meta.wrap_epoch = e + 1`, in the same transaction as the purge; commit (fsynced).
-//! 3. The slot holding `K_e` is overwritten with zeros in place and fsynced.
+//! 3. After the commit, under the write lock again, the slot holding `K_e` is overwritten with
+//!    zeros in place and fsynced.
 //!
 //! After step 3 the file and the master key give `K_{e+1}` only; `K_e` cannot be computed from
 //! it (HMAC is one-way), so a copy of any day key wrapped under epoch `e` or earlier, deleted or
@@ -47,8 +48,17 @@
 //! restored from an older copy than the file) cannot be walked back, by design: that store is
 //! refused with an error naming the file, as is a missing file. The v4 → v5 migration creates
 //! the file (`O_EXCL`, 0600, fsynced with its directory; one left by an interrupted migration is
-//! replaced, since nothing committed uses it) before the transaction that re-wraps every day
-//! key under epoch 0 and bumps the schema version. Tests: `store::tests::ratchet::*`.
+//! replaced, since nothing committed uses it) inside the transaction that re-wraps every day
+//! key under epoch 0 and bumps the schema version, before its commit.
+//!
+//! **Several processes** (the daemon and a writing command, which purges) may hold the store
+//! open. The ratchet file is only written under SQLite's write lock (steps 1-2 inside the
+//! step's transaction, step 3 and the tidying at open inside an `IMMEDIATE` transaction that
+//! writes nothing to the database), so no process zeroes a slot that another's step needs, and
+//! the v5 migration re-checks the schema version under that lock. Every day-key lookup first
+//! compares `meta.wrap_epoch` with the epoch it holds and, if another process stepped, reads
+//! the file again (one small query per lookup). Tests: `store::tests::ratchet::*`,
+//! `store::tests::a_wrap_step_by_another_connection_is_followed`.
 //!
 //! Every key type here zeroizes on drop (the AES and GHASH states too: the crate enables the
 //! `zeroize` features of `aes`, `ghash` and `polyval`) and prints as `<redacted>` in `Debug`.
@@ -69,6 +79,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -81,6 +92,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::error::StoreError;
 use super::master_key::{MasterKey, KEY_LEN};
+use super::ratchet::Ratchet;
 
 pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const TAG_LEN: usize = 16;
@@ -91,9 +103,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Keys derived from the master key, held by an open store.
 pub(crate) struct DerivedKeys {
-    /// Wraps (seals) day keys: the epoch's wrapping key once the store has opened
-    /// ([`DerivedKeys::set_wrap`]); the master-derived one of schema v1-v4 before.
-    wrap: Aes256Gcm,
+    /// Wraps (seals) day keys: the current epoch's wrapping key and ratchet once the store has
+    /// opened; the master-derived key of schema v1-v4 (and no ratchet) before. Behind a mutex
+    /// because [`DerivedKeys::sync`] follows a step made by another process from `&self`.
+    wrap: Mutex<Wrap>,
     /// HMAC-SHA256(master, "wrap-day-keys"): the v1-v4 wrapping key, and the HMAC key that
     /// combines with each epoch key (schema v5).
     wrap_seed: Zeroizing<[u8; 32]>,
@@ -109,7 +122,10 @@ impl DerivedKeys {
     pub(crate) fn new(master: &MasterKey) -> Self {
         let wrap = master.derive("wrap-day-keys");
         DerivedKeys {
-            wrap: Aes256Gcm::new(wrap.as_ref().into()),
+            wrap: Mutex::new(Wrap {
+                cipher: Aes256Gcm::new(wrap.as_ref().into()),
+                ratchet: None,
+            }),
             wrap_seed: wrap,
             case_hash: master.derive("case-list-hash"),
             exposure_hash: master.derive("exposure-key-hash"),
@@ -162,9 +178,55 @@ impl DerivedKeys {
         Aes256Gcm::new(self.wrap_seed.as_ref().into())
     }
 
-    /// Makes `wrap` the key that wraps and unwraps day keys from now on.
+    /// Makes `wrap` the key that wraps and unwraps day keys from now on (no ratchet: tests).
+    #[cfg(test)]
     pub(crate) fn set_wrap(&mut self, wrap: Aes256Gcm) {
-        self.wrap = wrap;
+        *self.wrap() = Wrap {
+            cipher: wrap,
+            ratchet: None,
+        };
+    }
+
+    pub(crate) fn wrap(&self) -> MutexGuard<'_, Wrap> {
+        self.wrap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `ratchet`'s epoch the current one.
+    pub(crate) fn install(&self, ratchet: Ratchet) {
+        let cipher = self.epoch_wrap(ratchet.epoch(), ratchet.key());
+        *self.wrap() = Wrap {
+            cipher,
+            ratchet: Some(ratchet),
+        };
+    }
+
+    /// The current wrap epoch; `None` before the ratchet is installed.
+    pub(crate) fn wrap_epoch(&self) -> Option<u64> {
+        self.wrap().ratchet.as_ref().map(Ratchet::epoch)
+    }
+
+    /// Follows the store's wrap epoch (`meta.wrap_epoch`), which another process sharing the
+    /// store may have stepped: if it differs from ours, the ratchet file is read again at the
+    /// store's epoch. With `tidy`, the file's unused slot is also zeroed (only under the write
+    /// lock: see `ratchet`). No-op before the ratchet is installed (migrations).
+    pub(crate) fn sync(&self, conn: &Connection, db: &Path, tidy: bool) -> Result<(), StoreError> {
+        let Some(path) = self.wrap().ratchet.as_ref().map(|r| r.path().to_path_buf()) else {
+            return Ok(());
+        };
+        let epoch = super::ratchet::db_epoch(conn, db)?;
+        if !tidy && self.wrap_epoch() == Some(epoch) {
+            return Ok(());
+        }
+        let r = Ratchet::load_with(&path, self.ratchet_file_key(), epoch, tidy)?;
+        self.install(r);
+        Ok(())
+    }
+
+    fn ratchet_file_key(&self) -> Aes256Gcm {
+        match self.wrap().ratchet.as_ref() {
+            Some(r) => r.file_key().clone(),
+            None => unreachable!("only called with a ratchet installed"),
+        }
     }
 
     /// Opens `wrapped` (the day key of `day`) under the current wrapping key and seals it again
@@ -175,7 +237,7 @@ impl DerivedKeys {
         day: i64,
         wrapped: &[u8],
     ) -> Option<Vec<u8>> {
-        let raw = open(&self.wrap, &Ad::day_key(day), wrapped)?;
+        let raw = open(&self.wrap().cipher, &Ad::day_key(day), wrapped)?;
         Some(seal(to, &Ad::day_key(day), &raw))
     }
 
@@ -183,16 +245,22 @@ impl DerivedKeys {
     pub(crate) fn new_day_key(&self, day: i64) -> (DayKey, Vec<u8>) {
         let mut raw = Zeroizing::new([0u8; KEY_LEN]);
         OsRng.fill_bytes(raw.as_mut());
-        let wrapped = seal(&self.wrap, &Ad::day_key(day), raw.as_ref());
+        let wrapped = seal(&self.wrap().cipher, &Ad::day_key(day), raw.as_ref());
         (DayKey::from_raw(&raw), wrapped)
     }
 
     /// Opens a wrapped day key; `None` if it fails authentication.
     pub(crate) fn unwrap_day_key(&self, day: i64, wrapped: &[u8]) -> Option<DayKey> {
-        let raw = open(&self.wrap, &Ad::day_key(day), wrapped)?;
+        let raw = open(&self.wrap().cipher, &Ad::day_key(day), wrapped)?;
         let raw: &[u8; KEY_LEN] = raw.as_slice().try_into().ok()?;
         Some(DayKey::from_raw(raw))
     }
+}
+
+/// The current wrapping key, and the ratchet it comes from (schema v5).
+pub(crate) struct Wrap {
+    cipher: Aes256Gcm,
+    pub(crate) ratchet: Option<Ratchet>,
 }
 
 mod subtle_eq {
@@ -350,6 +418,7 @@ pub(crate) fn day_key_for_write(
     keys: &DerivedKeys,
     day: i64,
 ) -> Result<DayKey, StoreError> {
+    keys.sync(tx, path, false)?;
     let sql = |context| move |e| StoreError::sql(path, context, e);
     let wrapped: Option<Vec<u8>> = tx
         .query_row("SELECT wrapped FROM day_keys WHERE day = ?1", [day], |r| {
@@ -376,12 +445,22 @@ pub(crate) fn day_key_for_write(
     }
 }
 
+/// [`DerivedKeys::sync`] for a read: on failure (ratchet file gone or unreadable) the error is
+/// logged and the keys stay as they were, so day keys of another epoch count as unreadable.
+fn sync_for_read(conn: &Connection, keys: &DerivedKeys) {
+    let db = conn.path().map(Path::new).unwrap_or(Path::new(""));
+    if let Err(e) = keys.sync(conn, db, false) {
+        tracing::error!(error = %e, "cannot follow the store's wrap epoch");
+    }
+}
+
 /// The day key of `day`, if stored; `Ok(None)` if missing or failing to open (logged).
 pub(crate) fn day_key_for_read(
     conn: &Connection,
     keys: &DerivedKeys,
     day: i64,
 ) -> rusqlite::Result<Option<DayKey>> {
+    sync_for_read(conn, keys);
     let wrapped: Option<Vec<u8>> = conn
         .query_row("SELECT wrapped FROM day_keys WHERE day = ?1", [day], |r| {
             r.get(0)
@@ -403,6 +482,7 @@ pub(crate) fn load_day_keys(
     first: i64,
     last: i64,
 ) -> rusqlite::Result<HashMap<i64, Option<DayKey>>> {
+    sync_for_read(conn, keys);
     let mut stmt =
         conn.prepare_cached("SELECT day, wrapped FROM day_keys WHERE day BETWEEN ?1 AND ?2")?;
     let mut rows = stmt.query([first, last])?;

@@ -2,6 +2,7 @@
 //! the key check, per-connection settings and schema migrations. Nothing is written before the
 //! key has been checked, and a file that is not a bluezoned store is never modified.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs;
 use std::io::Read;
@@ -28,7 +29,6 @@ pub struct Store {
     pub(super) path: PathBuf,
     pub(super) keys: DerivedKeys,
     pub(super) key: KeyLocation,
-    pub(super) ratchet: Ratchet,
 }
 
 impl fmt::Debug for Store {
@@ -179,10 +179,9 @@ impl Store {
         let mut conn = Connection::open_with_flags(db, flags).map_err(sql("opening"))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(sql("setting busy timeout"))?;
-        let mut keys = DerivedKeys::new(master);
-        let ratchet_file = ratchet::ratchet_path(db);
+        let keys = DerivedKeys::new(master);
         let version = schema::user_version(&conn).map_err(sql("reading schema version"))?;
-        let (created, ratchet) = if version > 0 {
+        let created = if version > 0 {
             let app = schema::application_id(&conn).map_err(sql("reading application id"))?;
             if app != APPLICATION_ID {
                 return Err(StoreError::NotAStore {
@@ -211,21 +210,20 @@ impl Store {
                     key_source: key.describe(),
                 });
             }
-            // From v5 the ratchet file must fit the store (checked before anything is written);
-            // before, it is created here and the v5 migration re-wraps under it.
-            let ratchet = if version >= RATCHET_VERSION {
-                let epoch = ratchet::db_epoch(&conn, db)?;
-                Ratchet::load(&ratchet_file, master, epoch)?
-            } else {
-                Ratchet::create(&ratchet_file, master)?
-            };
-            let wrap = keys.epoch_wrap(ratchet.epoch(), ratchet.key());
             configure(db, &conn)?;
+            // From v5 the ratchet file must fit the store (checked before anything is written);
+            // before, the v5 migration creates it and re-wraps under it.
+            if version >= RATCHET_VERSION {
+                install_ratchet(&mut conn, db, &keys, master, None)?;
+            }
+            let created = RefCell::new(None);
             schema::migrate(&mut conn, db, version, None, &|v, tx| {
-                migration_step(db, &keys, &wrap, v, tx)
+                migration_step(db, &keys, master, &created, v, tx)
             })?;
-            keys.set_wrap(wrap);
-            (false, ratchet)
+            if version < RATCHET_VERSION {
+                install_ratchet(&mut conn, db, &keys, master, created.into_inner())?;
+            }
+            false
         } else {
             let objects: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
@@ -244,8 +242,6 @@ impl Store {
                     path: db.to_path_buf(),
                 });
             }
-            let ratchet = Ratchet::create(&ratchet_file, master)?;
-            let wrap = keys.epoch_wrap(ratchet.epoch(), ratchet.key());
             configure(db, &conn)?;
             let check = keys.check;
             let put_check = move |_: i64, tx: &Transaction<'_>| {
@@ -256,14 +252,15 @@ impl Store {
                 .map(|_| ())
                 .map_err(sql("storing the key check value"))
             };
+            let created = RefCell::new(None);
             schema::migrate(&mut conn, db, 0, Some(&put_check), &|v, tx| {
-                migration_step(db, &keys, &wrap, v, tx)
+                migration_step(db, &keys, master, &created, v, tx)
             })?;
-            keys.set_wrap(wrap);
+            install_ratchet(&mut conn, db, &keys, master, created.into_inner())?;
             if let Some(dir) = db.parent() {
                 sync_dir(dir)?;
             }
-            (true, ratchet)
+            true
         };
         Ok((
             Store {
@@ -271,7 +268,6 @@ impl Store {
                 path: db.to_path_buf(),
                 keys,
                 key,
-                ratchet,
             },
             created,
         ))
@@ -416,17 +412,52 @@ fn configure(db: &Path, conn: &Connection) -> Result<(), StoreError> {
 fn migration_step(
     db: &Path,
     keys: &DerivedKeys,
-    epoch_wrap: &aes_gcm::Aes256Gcm,
+    master: &MasterKey,
+    created: &RefCell<Option<Ratchet>>,
     new_version: i64,
     tx: &Transaction<'_>,
 ) -> Result<(), StoreError> {
     match new_version {
-        RATCHET_VERSION => ratchet::rewrap_all(tx, db, keys, epoch_wrap, 0),
+        RATCHET_VERSION => {
+            // Under this migration's write lock, with the store still at v4 (re-checked by
+            // `schema::migrate`): nothing committed uses a file found here, which an
+            // interrupted migration left, so it is replaced.
+            let r = Ratchet::create(&ratchet::ratchet_path(db), master)?;
+            let wrap = keys.epoch_wrap(r.epoch(), r.key());
+            ratchet::rewrap_all(tx, db, keys, &wrap, r.epoch())?;
+            *created.borrow_mut() = Some(r);
+            Ok(())
+        }
         2 => super::exposures::migrate_v1_key_hashes(tx, db, keys),
         3 => super::sightings::fill_day_counts(tx, db, keys),
         4 => super::case_lists::fill_compact(tx, db, keys),
         _ => Ok(()),
     }
+}
+
+/// Makes the ratchet current: `created` by this open's v5 migration, or else read from the file
+/// at the store's epoch, under the write lock (so that tidying the file never races a step of
+/// another process). Writes nothing to the database.
+fn install_ratchet(
+    conn: &mut Connection,
+    db: &Path,
+    keys: &DerivedKeys,
+    master: &MasterKey,
+    created: Option<Ratchet>,
+) -> Result<(), StoreError> {
+    if let Some(r) = created {
+        keys.install(r);
+        return Ok(());
+    }
+    let sql = |context| move |e| StoreError::sql(db, context, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("starting a transaction"))?;
+    let epoch = ratchet::db_epoch(&tx, db)?;
+    let r = Ratchet::load(&ratchet::ratchet_path(db), master, epoch)?;
+    tx.commit().map_err(sql("ending a transaction"))?;
+    keys.install(r);
+    Ok(())
 }
 
 /// Makes the data directory 0700 (a pre-existing directory keeps whatever mode it was made

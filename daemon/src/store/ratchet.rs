@@ -153,6 +153,17 @@ impl Ratchet {
         master: &MasterKey,
         db_epoch: u64,
     ) -> Result<Ratchet, StoreError> {
+        Self::load_with(path, file_key(master), db_epoch, true)
+    }
+
+    /// [`Ratchet::load`] with the file key; only with `tidy` is the file written (the caller
+    /// then holds the store's write lock, so no step of another process is under way).
+    pub(crate) fn load_with(
+        path: &Path,
+        fk: Aes256Gcm,
+        db_epoch: u64,
+        tidy: bool,
+    ) -> Result<Ratchet, StoreError> {
         let mut file =
             match fs::OpenOptions::new()
                 .read(true)
@@ -193,7 +204,6 @@ impl Ratchet {
         let mut buf = Zeroizing::new(Vec::with_capacity(FILE_LEN as usize));
         file.read_to_end(&mut buf)
             .map_err(|e| ratchet_err(path, format!("cannot read: {e}")))?;
-        let fk = file_key(master);
         let mut found: Vec<(usize, u64, Zeroizing<[u8; KEY_LEN]>)> = Vec::new();
         for slot in 0..SLOTS {
             let at = slot * SLOT_STRIDE as usize;
@@ -215,7 +225,8 @@ impl Ratchet {
         let empty_slots: Vec<usize> = (0..SLOTS)
             .filter(|s| {
                 let at = s * SLOT_STRIDE as usize;
-                buf[at..at + SLOT_LEN].iter().all(|&b| b == 0)
+                buf.get(at..at + SLOT_LEN)
+                    .is_some_and(|b| b.iter().all(|&b| b == 0))
             })
             .collect();
         if let Some(i) = found.iter().position(|(_, e, _)| *e == db_epoch) {
@@ -229,7 +240,7 @@ impl Ratchet {
             };
             // The other slot: a next epoch whose commit never happened, or the previous one
             // whose erasure a crash interrupted (or garbage of a torn write). Erase it.
-            if !empty_slots.contains(&r.other()) {
+            if tidy && !empty_slots.contains(&r.other()) {
                 r.write_slot(r.other(), false)?;
             }
             return Ok(r);
@@ -268,9 +279,19 @@ impl Ratchet {
             key,
             slot: 1 - slot,
         };
-        r.write_slot(r.slot, true)?;
-        r.write_slot(r.other(), false)?;
+        if tidy {
+            r.write_slot(r.slot, true)?;
+            r.write_slot(r.other(), false)?;
+        }
         Ok(r)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn file_key(&self) -> &Aes256Gcm {
+        &self.file_key
     }
 
     fn other(&self) -> usize {
@@ -418,35 +439,45 @@ fn crash_hook(_: CrashPoint, _: &Path) -> Result<(), StoreError> {
 /// An epoch step prepared inside a transaction, made current by [`finish_step`] after commit.
 pub(crate) struct Step {
     next: Ratchet,
-    wrap: Aes256Gcm,
 }
 
-/// Steps 1 and 2 of an epoch step, inside the caller's transaction: `K_{e+1}` into the free
-/// slot (fsynced), every day key re-wrapped under it and `meta.wrap_epoch = e + 1`.
+/// Steps 1 and 2 of an epoch step, inside the caller's write transaction (so no other process
+/// steps or tidies the file meanwhile): `K_{e+1}` into the free slot (fsynced), every day key
+/// re-wrapped under it and `meta.wrap_epoch = e + 1`.
 pub(crate) fn step_in_tx(
     tx: &Transaction<'_>,
     db: &Path,
     keys: &DerivedKeys,
-    ratchet: &Ratchet,
 ) -> Result<Step, StoreError> {
-    let next = ratchet.prepare_next()?;
+    // Another process may have stepped since we last looked.
+    keys.sync(tx, db, false)?;
+    let next = match keys.wrap().ratchet.as_ref() {
+        Some(r) => r.prepare_next()?,
+        None => unreachable!("the ratchet is installed when the store opens"),
+    };
     let wrap = keys.epoch_wrap(next.epoch, &next.key);
     rewrap_all(tx, db, keys, &wrap, next.epoch)?;
     crash_hook(CrashPoint::BeforeCommit, db)?;
-    Ok(Step { next, wrap })
+    Ok(Step { next })
 }
 
-/// Step 3, after the commit: the new epoch becomes current and the old slot is zeroed in place.
+/// Step 3, after the commit: the new epoch becomes current, then, under the write lock again
+/// (so that a step another process made meanwhile is never undone), the old slot is zeroed in
+/// place.
 pub(crate) fn finish_step(
+    conn: &mut Connection,
     db: &Path,
-    keys: &mut DerivedKeys,
-    ratchet: &mut Ratchet,
+    keys: &DerivedKeys,
     step: Step,
 ) -> Result<(), StoreError> {
     crash_hook(CrashPoint::AfterCommit, db)?;
-    keys.set_wrap(step.wrap);
-    *ratchet = step.next;
-    ratchet.write_slot(ratchet.other(), false)
+    keys.install(step.next);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| StoreError::sql(db, "starting a write transaction", e))?;
+    keys.sync(&tx, db, true)?;
+    tx.commit()
+        .map_err(|e| StoreError::sql(db, "committing", e))
 }
 
 impl super::Store {
@@ -457,21 +488,17 @@ impl super::Store {
     /// [`Store::purge_older_than`]: super::Store::purge_older_than
     pub fn advance_wrap_epoch(&mut self) -> Result<u64, StoreError> {
         let super::Store {
-            conn,
-            path,
-            keys,
-            ratchet,
-            ..
+            conn, path, keys, ..
         } = self;
         let path: &Path = path;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| StoreError::sql(path, "starting a write transaction", e))?;
-        let step = step_in_tx(&tx, path, keys, ratchet)?;
+        let step = step_in_tx(&tx, path, keys)?;
         tx.commit()
             .map_err(|e| StoreError::sql(path, "committing", e))?;
-        finish_step(path, keys, ratchet, step)?;
-        Ok(ratchet.epoch)
+        finish_step(conn, path, keys, step)?;
+        Ok(self.wrap_epoch())
     }
 
     /// Turns this store back into what schema v4 wrote (day keys wrapped under the master-derived
@@ -480,11 +507,7 @@ impl super::Store {
     #[doc(hidden)]
     pub fn downgrade_to_v4_for_tests(mut self) -> Result<(), StoreError> {
         let super::Store {
-            conn,
-            path,
-            keys,
-            ratchet,
-            ..
+            conn, path, keys, ..
         } = &mut self;
         let path: &Path = path;
         let tx = conn
@@ -496,15 +519,16 @@ impl super::Store {
             .map_err(|e| StoreError::sql(path, "downgrading", e))?;
         tx.commit()
             .map_err(|e| StoreError::sql(path, "downgrading", e))?;
-        fs::remove_file(&ratchet.path).map_err(|error| StoreError::Io {
+        let file = ratchet_path(path);
+        fs::remove_file(&file).map_err(|error| StoreError::Io {
             context: "removing",
-            path: ratchet.path.clone(),
+            path: file.clone(),
             error,
         })
     }
 
     /// The current wrap epoch.
     pub fn wrap_epoch(&self) -> u64 {
-        self.ratchet.epoch
+        self.keys.wrap_epoch().unwrap_or_default()
     }
 }

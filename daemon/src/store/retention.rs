@@ -38,11 +38,7 @@ impl Store {
     ) -> Result<PurgeReport, StoreError> {
         let cutoff = today.saturating_sub(i64::from(keep_days));
         let Store {
-            conn,
-            path,
-            keys,
-            ratchet,
-            ..
+            conn, path, keys, ..
         } = self;
         let path: &std::path::Path = path;
         let tx = conn
@@ -62,20 +58,20 @@ impl Store {
             exposures: del("DELETE FROM exposures WHERE day < ?1")?,
             day_keys: del("DELETE FROM day_keys WHERE day < ?1")?,
             wal_truncated: false,
-            wrap_epoch: ratchet.epoch(),
+            wrap_epoch: keys.wrap_epoch().unwrap_or_default(),
         };
         // A deleted day key may survive outside SQLite wrapped under this epoch's key: step
         // the ratchet in the same transaction, so that key is gone once this returns.
         let step = if report.day_keys > 0 {
-            Some(super::ratchet::step_in_tx(&tx, path, keys, ratchet)?)
+            Some(super::ratchet::step_in_tx(&tx, path, keys)?)
         } else {
             None
         };
         tx.commit()
             .map_err(|e| StoreError::sql(path, "committing", e))?;
         if let Some(step) = step {
-            super::ratchet::finish_step(path, keys, ratchet, step)?;
-            report.wrap_epoch = ratchet.epoch();
+            super::ratchet::finish_step(conn, path, keys, step)?;
+            report.wrap_epoch = keys.wrap_epoch().unwrap_or_default();
         }
         let wal_truncated = self.checkpoint_truncate()?;
         tracing::info!(

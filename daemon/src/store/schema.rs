@@ -109,6 +109,10 @@ pub(crate) fn migrate(
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
+        // Another process opening the same store may have migrated it meanwhile.
+        if user_version(&tx).map_err(sql)? >= version {
+            continue;
+        }
         tx.execute_batch(text).map_err(sql)?;
         if let Some(f) = first_txn_extra.take() {
             f(version, &tx)?;

@@ -586,3 +586,45 @@ fn unpadded_v1_chunks_still_decode() {
         .unwrap();
     assert_eq!(first_len, 64 + 28);
 }
+
+/// L8 with two processes on one store (the daemon and a writing command, which purges): one
+/// steps the wrap epoch while the other holds the store open with the previous epoch's keys.
+/// The other follows the step on its next read or write, nothing becomes unreadable, and a
+/// step by either leaves a file that the store opens with.
+#[test]
+fn a_wrap_step_by_another_connection_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = KeyLocation::resolve(dir.path(), None);
+    let day = 1_700_000_000 / 86_400;
+    let at = |d: i64, n: usize, tag: u32| -> Vec<Sighting> {
+        let mut b = batch(n, tag);
+        for s in &mut b {
+            s.time += (d - day) * 86_400;
+        }
+        b
+    };
+    let (mut a, _) = Store::init_at(dir.path(), loc.clone()).unwrap();
+    a.insert_sightings(&at(day, 2, 1)).unwrap();
+    a.insert_sightings(&at(day + 1, 3, 2)).unwrap();
+    let mut b = Store::open_at(dir.path(), loc.clone()).unwrap();
+    assert_eq!(b.wrap_epoch(), 0);
+    // A purges day `day` and steps; B still holds epoch 0.
+    let r = a.purge_older_than(day + 1 + 21, 21).unwrap();
+    assert_eq!((r.day_keys, r.wrap_epoch), (1, 1));
+    // B reads (follows the step) and writes a new day (its day key wrapped under epoch 1).
+    let read = b.sightings_in_days(i64::MIN, i64::MAX).unwrap();
+    assert_eq!((read.sightings.len(), read.corrupt), (3, 0));
+    b.insert_sightings(&at(day + 2, 4, 3)).unwrap();
+    assert_eq!(b.wrap_epoch(), 1);
+    // B steps; A follows.
+    assert_eq!(b.advance_wrap_epoch().unwrap(), 2);
+    a.insert_sightings(&at(day + 3, 1, 4)).unwrap();
+    let read = a.sightings_in_days(i64::MIN, i64::MAX).unwrap();
+    assert_eq!((read.sightings.len(), read.corrupt), (8, 0));
+    assert_eq!(a.advance_wrap_epoch().unwrap(), 3);
+    drop((a, b));
+    let s = Store::open_at(dir.path(), loc).unwrap();
+    assert_eq!(s.wrap_epoch(), 3);
+    let read = s.sightings_in_days(i64::MIN, i64::MAX).unwrap();
+    assert_eq!((read.sightings.len(), read.corrupt), (8, 0));
+}
