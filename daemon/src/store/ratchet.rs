@@ -343,11 +343,10 @@ impl Ratchet {
 
 /// The store's wrap epoch (`meta.wrap_epoch`, schema v5).
 pub(crate) fn db_epoch(conn: &Connection, db: &Path) -> Result<u64, StoreError> {
+    // Cached: runs before every day-key lookup.
     let v: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'wrap_epoch'", [], |r| {
-            r.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT value FROM meta WHERE key = 'wrap_epoch'")
+        .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
         .map_err(|e| StoreError::sql(db, "reading the wrap epoch (meta.wrap_epoch)", e))?;
     v.and_then(|v| u64::try_from(v).ok())
         .ok_or_else(|| StoreError::Corrupt {
