@@ -272,12 +272,15 @@ impl Ratchet {
         }
         tracing::warn!(file = %path.display(), from = epoch, to = db_epoch,
             "wrap ratchet file was behind the store (restored from an older copy?); derived forward");
+        // With `tidy`, the derived key goes into the other slot and then the source is zeroed.
+        // Without, the file is left as it is and `slot` stays the source's, so that a step
+        // writes into the other slot and never over the only key the store's epoch derives from.
         let r = Ratchet {
             path: path.to_path_buf(),
             file_key: fk,
             epoch: db_epoch,
             key,
-            slot: 1 - slot,
+            slot: if tidy { 1 - slot } else { slot },
         };
         if tidy {
             r.write_slot(r.slot, true)?;

@@ -502,6 +502,31 @@ mod ratchet {
         assert_eq!(db_bytes(dir.path()), before, "store untouched");
     }
 
+    /// A ratchet file restored from an older copy while another connection holds the store:
+    /// that connection derives forward without rewriting the file, and a step it then starts
+    /// (crashing before the commit) never overwrites the only key the store's epoch derives
+    /// from.
+    #[test]
+    fn a_step_after_following_an_older_file_keeps_the_source_slot() {
+        let (dir, loc, mut a) = setup();
+        let rfile = ratchet_path(a.path());
+        let mut b = Store::open_at(dir.path(), loc.clone()).unwrap();
+        let file_e0 = fs::read(&rfile).unwrap();
+        a.advance_wrap_epoch().unwrap();
+        fs::write(&rfile, &file_e0).unwrap();
+        assert_eq!(
+            all_sightings(&b),
+            12,
+            "b follows epoch 1 from the epoch-0 file"
+        );
+        CRASH_AT.with(|c| c.set(Some(CrashPoint::BeforeCommit)));
+        assert!(b.advance_wrap_epoch().is_err());
+        CRASH_AT.with(|c| c.set(None));
+        drop((a, b));
+        let s = Store::open_at(dir.path(), loc).unwrap();
+        assert_eq!((s.wrap_epoch(), all_sightings(&s)), (1, 12));
+    }
+
     /// Schema v4 (day keys wrapped under the master-derived key, no ratchet file) migrates on
     /// first open: the file is created 0600, every day key re-wrapped (the master-derived key
     /// no longer opens any), no row lost.
