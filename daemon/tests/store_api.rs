@@ -113,8 +113,31 @@ fn sightings_round_trip_across_days_and_reopen() {
         .unwrap();
     let days: Vec<i64> = rows.iter().map(|r| r.0).collect();
     assert_eq!(days, vec![D0, D0 + 1, D0 + 2, D0 + 1]);
-    // Chunk D0: 5-byte header, bz 17 + gaen (1+16+3+1+1+4 = 26) + bz 17, plus nonce and tag.
-    assert_eq!(rows[0].1, 5 + 17 + 26 + 17 + 28);
+    // Chunk D0: 5-byte header, bz 17 + gaen (1+16+3+1+1+4 = 26) + bz 17 = 65 bytes, padded to
+    // its size class (128, L8), plus nonce and tag.
+    assert_eq!(rows[0].1, 128 + 28);
+}
+
+/// L8: a sealed chunk's length tells its batch's sighting count only to within its size class
+/// (a power of two of plaintext bytes): batches of 20 and 29 Bluezone sightings (345 and 498
+/// plaintext bytes) give equal blob lengths, one of 40 (685) the next class.
+#[test]
+fn chunk_sizes_reveal_only_a_size_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = init(dir.path());
+    for (n, base) in [(20u32, 0u32), (29, 100), (40, 200)] {
+        let batch: Vec<Sighting> = (0..n).map(|i| bz(base + i, D0, i64::from(i))).collect();
+        store.insert_sightings(&batch).unwrap();
+    }
+    let lens: Vec<i64> = raw(dir.path())
+        .prepare("SELECT length(blob) FROM sightings ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(lens, vec![512 + 28, 512 + 28, 1024 + 28]);
+    assert_eq!(store.sightings_in_days(D0, D0).unwrap().sightings.len(), 89);
 }
 
 #[test]
@@ -637,7 +660,7 @@ fn stats_count_per_day() {
     );
     assert_eq!(st.oldest_day, Some(D0));
     assert!(st.store_bytes > 0);
-    assert_eq!(st.schema_version, 4);
+    assert_eq!(st.schema_version, 5);
 }
 
 fn mode(p: &Path) -> u32 {
@@ -756,7 +779,7 @@ fn counts_are_filled_when_a_v2_store_is_opened() {
     store
         .insert_sightings(&[bz(1, D0, 1), bz(2, D0, 2), gaen(3, D0 + 2, 4)])
         .unwrap();
-    drop(store);
+    store.downgrade_to_v4_for_tests().unwrap();
     raw(dir.path())
         .execute_batch(
             "DROP TABLE day_counts; ALTER TABLE case_lists DROP COLUMN compact; \
@@ -764,7 +787,7 @@ fn counts_are_filled_when_a_v2_store_is_opened() {
         )
         .unwrap();
     let store = reopen(dir.path());
-    assert_eq!(store.stats().unwrap().schema_version, 4);
+    assert_eq!(store.stats().unwrap().schema_version, 5);
     assert_eq!(store.counts().unwrap().days, vec![(D0, 2), (D0 + 2, 1)]);
 }
 
@@ -844,12 +867,12 @@ fn compact_case_lists_are_derived_when_a_v3_store_is_opened() {
         .unwrap();
     assert!(store.case_list_compact(good).unwrap().is_some());
     assert!(store.case_list_compact(bad).unwrap().is_none());
-    drop(store);
+    store.downgrade_to_v4_for_tests().unwrap();
     raw(dir.path())
         .execute_batch("ALTER TABLE case_lists DROP COLUMN compact; PRAGMA user_version = 3;")
         .unwrap();
     let store = reopen(dir.path());
-    assert_eq!(store.stats().unwrap().schema_version, 4);
+    assert_eq!(store.stats().unwrap().schema_version, 5);
     assert_eq!(store.case_lists().unwrap().len(), 2, "no row lost");
     let compact = store.case_list_compact(good).unwrap().expect("derived");
     let mut records = bluezoned::caselist::compact::Records::default();

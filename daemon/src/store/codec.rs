@@ -3,7 +3,8 @@
 //! chunk's associated data.
 //!
 //! ```text
-//! chunk  = version (u8 = 1) || count (u32 LE) || record*
+//! chunk  = version (u8 = 2) || count (u32 LE) || record* || zero bytes up to the size class
+//!          (version 1, written before L8's padding: no padding; still decoded)
 //! record = tag (u8: bit 0 = GAEN RPI, bit 1 = tx power present, bit 2 = AEM present,
 //!                    other bits 0)
 //!          || id (12 bytes Bluezone, 16 bytes GAEN)
@@ -11,11 +12,26 @@
 //!          || rssi (i8) || [tx power (i8)] || [GAEN associated encrypted metadata (4 bytes)]
 //! ```
 //! A Bluezone sighting takes 17 bytes.
+//!
+//! # Padding (L8)
+//!
+//! The sealed blob's length would give the batch's sighting count exactly (`5 + 17n + 28` for
+//! Bluezone). Version 2 pads the plaintext with zeros to its **size class**: the next power of
+//! two, at least [`MIN_CLASS`] bytes, so the length only tells the count to within a factor of
+//! two. Cost: the chunk bytes grow by at most 2× and about 1.44× on average (for counts spread
+//! evenly on a log scale), plus at most [`MIN_CLASS`] for tiny batches; a finer scheme (a
+//! multiple of 64 bytes, Padmé) would cost less but leave the count readable to within a few
+//! sightings, which is what the finding is about. The per-day totals are in clear anyway
+//! (`day_counts`): what padding hides is the count of each write batch within the day.
 
 use bluezone_protocol::time::{utc_day, DAY_SECONDS};
 use bluezone_protocol::{Aem, PeerId, RollingId, Rpi, Sighting};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The unpadded format written before padding (decoded only).
+const VERSION_UNPADDED: u8 = 1;
+/// Smallest size class of a chunk's plaintext: a handful of sightings all look alike.
+pub(crate) const MIN_CLASS: usize = 64;
 const TAG_GAEN: u8 = 0x01;
 const TAG_TX: u8 = 0x02;
 const TAG_AEM: u8 = 0x04;
@@ -23,10 +39,29 @@ const HEADER_LEN: usize = 5;
 /// Largest encoded record.
 pub(crate) const MAX_RECORD_LEN: usize = 1 + Rpi::LEN + 3 + 1 + 1 + Aem::LEN;
 
-/// Appends the encoding of `sightings`, which must all lie in UTC day `day`.
+/// The padded length of a plaintext of `len` bytes.
+pub(crate) fn size_class(len: usize) -> usize {
+    len.max(MIN_CLASS).next_power_of_two()
+}
+
+/// Appends the encoding of `sightings`, which must all lie in UTC day `day`, padded with zeros
+/// to its size class.
 pub(crate) fn encode_chunk(day: i64, sightings: &[Sighting], out: &mut Vec<u8>) {
-    out.reserve(HEADER_LEN + sightings.len() * MAX_RECORD_LEN);
-    out.push(VERSION);
+    let start = out.len();
+    encode_records(VERSION, day, sightings, out);
+    let len = out.len() - start;
+    out.resize(start + size_class(len), 0);
+}
+
+/// The version 1 encoding (unpadded), as written before padding: for tests of old stores.
+#[cfg(test)]
+pub(crate) fn encode_chunk_unpadded(day: i64, sightings: &[Sighting], out: &mut Vec<u8>) {
+    encode_records(VERSION_UNPADDED, day, sightings, out);
+}
+
+fn encode_records(version: u8, day: i64, sightings: &[Sighting], out: &mut Vec<u8>) {
+    out.reserve(size_class(HEADER_LEN + sightings.len() * MAX_RECORD_LEN));
+    out.push(version);
     out.extend_from_slice(&(sightings.len() as u32).to_le_bytes());
     for s in sightings {
         debug_assert_eq!(utc_day(s.time), day);
@@ -75,9 +110,11 @@ pub(crate) fn decode_chunk(
 
 fn decode_inner(day: i64, bytes: &[u8], out: &mut Vec<Sighting>) -> Result<(), DecodeError> {
     let (header, mut rest) = bytes.split_at_checked(HEADER_LEN).ok_or(DecodeError)?;
-    if header[0] != VERSION {
-        return Err(DecodeError);
-    }
+    let padded = match header[0] {
+        VERSION => true,
+        VERSION_UNPADDED => false,
+        _ => return Err(DecodeError),
+    };
     let count = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
     // Every record takes at least 17 bytes: a count the bytes cannot hold is corrupt (and must
     // not drive a huge allocation).
@@ -125,7 +162,13 @@ fn decode_inner(day: i64, bytes: &[u8], out: &mut Vec<Sighting>) -> Result<(), D
             },
         });
     }
-    if rest.is_empty() {
+    // Version 2: only the zero padding of the size class may follow; version 1: nothing.
+    let ok = if padded {
+        bytes.len() == size_class(bytes.len() - rest.len()) && rest.iter().all(|&b| b == 0)
+    } else {
+        rest.is_empty()
+    };
+    if ok {
         Ok(())
     } else {
         Err(DecodeError)
@@ -191,8 +234,9 @@ mod tests {
             tx_power: None,
             aem: None,
         };
+        // Version 1 (unpadded, as written before L8's padding): still decoded.
         let mut buf = Vec::new();
-        encode_chunk(0, &[s, s], &mut buf);
+        encode_records(VERSION_UNPADDED, 0, &[s, s], &mut buf);
         assert_eq!(buf.len(), HEADER_LEN + 2 * 17);
         let mut out = vec![];
         decode_chunk(0, &buf, &mut out).unwrap();
@@ -205,5 +249,41 @@ mod tests {
         buf.push(0);
         assert_eq!(decode_chunk(0, &buf, &mut out), Err(DecodeError));
         assert_eq!(out.len(), 2);
+    }
+
+    /// Version 2 pads to the size class: counts within one class give equal lengths, the next
+    /// class doubles; padding must be zeros and exactly to the class.
+    #[test]
+    fn chunks_are_padded_to_size_classes() {
+        let s = |i: u8| Sighting {
+            peer: PeerId::Bluezone(RollingId([i; 12])),
+            time: 100 + i64::from(i),
+            rssi: -70,
+            tx_power: None,
+            aem: None,
+        };
+        let enc = |n: u8| {
+            let v: Vec<Sighting> = (0..n).map(s).collect();
+            let mut buf = Vec::new();
+            encode_chunk(0, &v, &mut buf);
+            let mut out = vec![];
+            decode_chunk(0, &buf, &mut out).unwrap();
+            assert_eq!(out, v);
+            buf
+        };
+        assert_eq!(enc(0).len(), MIN_CLASS);
+        assert_eq!(enc(1).len(), MIN_CLASS);
+        assert_eq!(enc(3).len(), MIN_CLASS); // 5 + 51 bytes
+        assert_eq!(enc(4).len(), 128); // 5 + 68
+        assert_eq!(enc(8).len(), 256); // 5 + 136: 8..=14 share a class
+        assert_eq!(enc(14).len(), 256);
+        assert_eq!(enc(15).len(), 512);
+        let mut buf = enc(4);
+        let mut out = vec![];
+        *buf.last_mut().unwrap() = 1;
+        assert_eq!(decode_chunk(0, &buf, &mut out), Err(DecodeError));
+        buf.pop();
+        assert_eq!(decode_chunk(0, &buf, &mut out), Err(DecodeError));
+        assert!(out.is_empty());
     }
 }

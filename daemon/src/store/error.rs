@@ -45,6 +45,10 @@ pub enum StoreError {
     /// The file exists but is not an SQLite database. It was not modified.
     #[error("{path} is not a bluezoned store: {reason}; the file was left untouched")]
     NotAStore { path: PathBuf, reason: String },
+    /// The wrap ratchet file (schema v5) is missing, unreadable, or holds no key for the
+    /// store's wrap epoch. Nothing was written to the store.
+    #[error("wrap ratchet file {path}: {problem}; the store was left untouched")]
+    Ratchet { path: PathBuf, problem: String },
     /// No store (or no key) yet.
     #[error("{what} {path} does not exist; run `bluezoned init` first")]
     NotInitialised { what: &'static str, path: PathBuf },

@@ -4,11 +4,61 @@
 //! ```text
 //! master key (32 bytes; $CREDENTIALS_DIRECTORY/bluezoned.key or <data dir>/bluezoned.key)
 //!  ├─ HMAC-SHA256(master, "bluezoned/v1/key-check")      stored in meta: wrong key → clear error
-//!  ├─ HMAC-SHA256(master, "bluezoned/v1/wrap-day-keys")  AES-256-GCM key wrapping day keys
+//!  ├─ W = HMAC-SHA256(master, "bluezoned/v1/wrap-day-keys")   (wrapped day keys itself, v1-v4)
+//!  ├─ F = HMAC-SHA256(master, "bluezoned/v1/wrap-ratchet-file") seals the slots of wrap-ratchet
 //!  ├─ HMAC-SHA256(master, "bluezoned/v1/case-list-hash") HMAC key for case-list content hashes
 //!  └─ HMAC-SHA256(master, "bluezoned/v1/exposure-key-hash") HMAC key for exposure row ids
+//! epoch key K_e (<data dir>/wrap-ratchet, sealed under F; K_0 random, K_{e+1} = HMAC(K_e, "next"))
+//!  └─ wrap key(e) = HMAC-SHA256(W, "bluezoned/v1/wrap-epoch" ‖ e ‖ K_e)  wraps day keys (v5)
 //! day key(d) (32 random bytes per UTC day, stored wrapped in day_keys) seals every row of day d
 //! ```
+//!
+//! # The wrap ratchet (schema v5, L8)
+//!
+//! Purge deletes a day key, but a copy of its wrapped form can survive outside SQLite (freed
+//! blocks, the file system's journal, a snapshot). Under a fixed wrapping key that copy would
+//! open forever for whoever later gets the master key. So day keys are wrapped under the key
+//! of an **epoch** `e`, which depends on `K_e` from the `wrap-ratchet` file, and whenever purge
+//! deletes a day key the epoch steps (`super::ratchet`), in purge's own transaction:
+//!
+//! 1. `K_{e+1} = HMAC(K_e, "next")` is written, sealed, into the file slot the store does not
+//!    use, in place, and fsynced. The file has two slots in separate 4 KiB blocks.
+//! 2. Every retained day key (≤ retention days of them) is re-wrapped under epoch `e + 1`, and
+//!    `meta.wrap_epoch = e + 1`, in the same transaction as the purge; commit (fsynced).
+//! 3. After the commit, under the write lock again, the slot holding `K_e` is overwritten with
+//!    zeros in place and fsynced.
+//!
+//! After step 3 the file and the master key give `K_{e+1}` only; `K_e` cannot be computed from
+//! it (HMAC is one-way), so a copy of any day key wrapped under epoch `e` or earlier, deleted or
+//! not, no longer opens. The slot is overwritten **in place** rather than by writing a new file
+//! and renaming it: a rename would leave the old file's blocks, `K_e` included, free but
+//! unchanged on disk, while an in-place write reuses the same blocks on a file system that
+//! updates in place (ext4, xfs). A copy-on-write file system, `data=journal` or an SSD's
+//! flash translation layer can still keep the old block; that is residue class (2) of
+//! [`super`]'s docs, as for the database itself.
+//!
+//! **Crash safety.** Each write touches only the slot that no committed state needs, so a
+//! `kill -9` or power loss at any point (including a torn slot write: the slots are in
+//! different blocks and SQLite's power-safe-overwrite assumption applies) leaves a slot whose
+//! epoch is `meta.wrap_epoch`: before the commit the DB is at `e` and slot `K_e` is intact;
+//! after it the DB is at `e + 1` and slot `K_{e+1}` was fsynced in step 1. Opening takes the
+//! slot of the DB's epoch and zeroes the other (finishing an interrupted step 3, or dropping a
+//! step-1 key whose commit never happened). A file *behind* the DB (restored from an older
+//! copy) is derived forward to the DB's epoch and rewritten; a file *ahead* of the DB (a store
+//! restored from an older copy than the file) cannot be walked back, by design: that store is
+//! refused with an error naming the file, as is a missing file. The v4 → v5 migration creates
+//! the file (`O_EXCL`, 0600, fsynced with its directory; one left by an interrupted migration is
+//! replaced, since nothing committed uses it) inside the transaction that re-wraps every day
+//! key under epoch 0 and bumps the schema version, before its commit.
+//!
+//! **Several processes** (the daemon and a writing command, which purges) may hold the store
+//! open. The ratchet file is only written under SQLite's write lock (steps 1-2 inside the
+//! step's transaction, step 3 and the tidying at open inside an `IMMEDIATE` transaction that
+//! writes nothing to the database), so no process zeroes a slot that another's step needs, and
+//! the v5 migration re-checks the schema version under that lock. Every day-key lookup first
+//! compares `meta.wrap_epoch` with the epoch it holds and, if another process stepped, reads
+//! the file again (one small query per lookup). Tests: `store::tests::ratchet::*`,
+//! `store::tests::a_wrap_step_by_another_connection_is_followed`.
 //!
 //! Every key type here zeroizes on drop (the AES and GHASH states too: the crate enables the
 //! `zeroize` features of `aes`, `ghash` and `polyval`) and prints as `<redacted>` in `Debug`.
@@ -22,13 +72,14 @@
 //! exposure rows), and each batch is a durable (fsynced) transaction, so even a daemon committing
 //! 1,000 batches per second seals fewer than 8.7·10^7 < 2^27 values under one day key — far below
 //! the 2^32 invocations NIST SP 800-38D allows for random IVs; the chance that any two of `q`
-//! random nonces collide is below `q²/2^97` (< 2^-43 for q = 2^27). The wrapping key seals one
-//! value per UTC day (each day key once). A day key lives only while its day is retained: purge
+//! random nonces collide is below `q²/2^97` (< 2^-43 for q = 2^27). An epoch's wrapping key
+//! seals each retained day key once (at the step into the epoch or when the day key is made). A day key lives only while its day is retained: purge
 //! deletes it, and a later write to that day draws a new one.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -41,6 +92,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::error::StoreError;
 use super::master_key::{MasterKey, KEY_LEN};
+use super::ratchet::Ratchet;
 
 pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const TAG_LEN: usize = 16;
@@ -51,8 +103,13 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Keys derived from the master key, held by an open store.
 pub(crate) struct DerivedKeys {
-    /// Wraps (seals) day keys.
-    wrap: Aes256Gcm,
+    /// Wraps (seals) day keys: the current epoch's wrapping key and ratchet once the store has
+    /// opened; the master-derived key of schema v1-v4 (and no ratchet) before. Behind a mutex
+    /// because [`DerivedKeys::sync`] follows a step made by another process from `&self`.
+    wrap: Mutex<Wrap>,
+    /// HMAC-SHA256(master, "wrap-day-keys"): the v1-v4 wrapping key, and the HMAC key that
+    /// combines with each epoch key (schema v5).
+    wrap_seed: Zeroizing<[u8; 32]>,
     /// HMAC key for case-list content hashes.
     case_hash: Zeroizing<[u8; 32]>,
     /// HMAC key for exposure row hashes (their stable ids).
@@ -65,7 +122,11 @@ impl DerivedKeys {
     pub(crate) fn new(master: &MasterKey) -> Self {
         let wrap = master.derive("wrap-day-keys");
         DerivedKeys {
-            wrap: Aes256Gcm::new(wrap.as_ref().into()),
+            wrap: Mutex::new(Wrap {
+                cipher: Aes256Gcm::new(wrap.as_ref().into()),
+                ratchet: None,
+            }),
+            wrap_seed: wrap,
             case_hash: master.derive("case-list-hash"),
             exposure_hash: master.derive("exposure-key-hash"),
             check: *master.derive("key-check"),
@@ -98,20 +159,108 @@ impl DerivedKeys {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// The wrapping key of ratchet epoch `epoch` (schema v5):
+    /// HMAC-SHA256(HMAC(master, "wrap-day-keys"), "bluezoned/v1/wrap-epoch" ‖ epoch ‖ K_epoch),
+    /// so it needs both the master key and the epoch key from the ratchet file.
+    pub(crate) fn epoch_wrap(&self, epoch: u64, epoch_key: &[u8; KEY_LEN]) -> Aes256Gcm {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.wrap_seed.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"bluezoned/v1/wrap-epoch");
+        mac.update(&epoch.to_be_bytes());
+        mac.update(epoch_key);
+        let mut k = Zeroizing::new([0u8; 32]);
+        k.copy_from_slice(&mac.finalize().into_bytes());
+        Aes256Gcm::new(k.as_ref().into())
+    }
+
+    /// The wrapping key of schema v1-v4, derived from the master key alone.
+    pub(crate) fn legacy_wrap(&self) -> Aes256Gcm {
+        Aes256Gcm::new(self.wrap_seed.as_ref().into())
+    }
+
+    /// Makes `wrap` the key that wraps and unwraps day keys from now on (no ratchet: tests).
+    #[cfg(test)]
+    pub(crate) fn set_wrap(&mut self, wrap: Aes256Gcm) {
+        *self.wrap() = Wrap {
+            cipher: wrap,
+            ratchet: None,
+        };
+    }
+
+    pub(crate) fn wrap(&self) -> MutexGuard<'_, Wrap> {
+        self.wrap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `ratchet`'s epoch the current one.
+    pub(crate) fn install(&self, ratchet: Ratchet) {
+        let cipher = self.epoch_wrap(ratchet.epoch(), ratchet.key());
+        *self.wrap() = Wrap {
+            cipher,
+            ratchet: Some(ratchet),
+        };
+    }
+
+    /// The current wrap epoch; `None` before the ratchet is installed.
+    pub(crate) fn wrap_epoch(&self) -> Option<u64> {
+        self.wrap().ratchet.as_ref().map(Ratchet::epoch)
+    }
+
+    /// Follows the store's wrap epoch (`meta.wrap_epoch`), which another process sharing the
+    /// store may have stepped: if it differs from ours, the ratchet file is read again at the
+    /// store's epoch. With `tidy`, the file's unused slot is also zeroed (only under the write
+    /// lock: see `ratchet`). No-op before the ratchet is installed (migrations).
+    pub(crate) fn sync(&self, conn: &Connection, db: &Path, tidy: bool) -> Result<(), StoreError> {
+        let Some(path) = self.wrap().ratchet.as_ref().map(|r| r.path().to_path_buf()) else {
+            return Ok(());
+        };
+        let epoch = super::ratchet::db_epoch(conn, db)?;
+        if !tidy && self.wrap_epoch() == Some(epoch) {
+            return Ok(());
+        }
+        let r = Ratchet::load_with(&path, self.ratchet_file_key(), epoch, tidy)?;
+        self.install(r);
+        Ok(())
+    }
+
+    fn ratchet_file_key(&self) -> Aes256Gcm {
+        match self.wrap().ratchet.as_ref() {
+            Some(r) => r.file_key().clone(),
+            None => unreachable!("only called with a ratchet installed"),
+        }
+    }
+
+    /// Opens `wrapped` (the day key of `day`) under the current wrapping key and seals it again
+    /// under `to`; `None` if it fails to open.
+    pub(crate) fn rewrap_day_key(
+        &self,
+        to: &Aes256Gcm,
+        day: i64,
+        wrapped: &[u8],
+    ) -> Option<Vec<u8>> {
+        let raw = open(&self.wrap().cipher, &Ad::day_key(day), wrapped)?;
+        Some(seal(to, &Ad::day_key(day), &raw))
+    }
+
     /// A fresh random day key and its wrapped form for `day_keys`.
     pub(crate) fn new_day_key(&self, day: i64) -> (DayKey, Vec<u8>) {
         let mut raw = Zeroizing::new([0u8; KEY_LEN]);
         OsRng.fill_bytes(raw.as_mut());
-        let wrapped = seal(&self.wrap, &Ad::day_key(day), raw.as_ref());
+        let wrapped = seal(&self.wrap().cipher, &Ad::day_key(day), raw.as_ref());
         (DayKey::from_raw(&raw), wrapped)
     }
 
     /// Opens a wrapped day key; `None` if it fails authentication.
     pub(crate) fn unwrap_day_key(&self, day: i64, wrapped: &[u8]) -> Option<DayKey> {
-        let raw = open(&self.wrap, &Ad::day_key(day), wrapped)?;
+        let raw = open(&self.wrap().cipher, &Ad::day_key(day), wrapped)?;
         let raw: &[u8; KEY_LEN] = raw.as_slice().try_into().ok()?;
         Some(DayKey::from_raw(raw))
     }
+}
+
+/// The current wrapping key, and the ratchet it comes from (schema v5).
+pub(crate) struct Wrap {
+    cipher: Aes256Gcm,
+    pub(crate) ratchet: Option<Ratchet>,
 }
 
 mod subtle_eq {
@@ -219,7 +368,7 @@ impl Ad {
     }
 }
 
-fn seal(cipher: &Aes256Gcm, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
+pub(super) fn seal(cipher: &Aes256Gcm, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
     let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
@@ -233,7 +382,7 @@ fn seal(cipher: &Aes256Gcm, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
     out
 }
 
-fn open(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(super) fn open(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(Vec::new());
     open_into(cipher, ad, sealed, &mut buf).then_some(buf)
 }
@@ -306,6 +455,7 @@ pub(crate) fn day_key_for_write(
     keys: &DerivedKeys,
     day: i64,
 ) -> Result<DayKey, StoreError> {
+    keys.sync(tx, path, false)?;
     let sql = |context| move |e| StoreError::sql(path, context, e);
     let wrapped: Option<Vec<u8>> = tx
         .prepare_cached("SELECT wrapped FROM day_keys WHERE day = ?1")
@@ -330,12 +480,22 @@ pub(crate) fn day_key_for_write(
     }
 }
 
+/// [`DerivedKeys::sync`] for a read: on failure (ratchet file gone or unreadable) the error is
+/// logged and the keys stay as they were, so day keys of another epoch count as unreadable.
+fn sync_for_read(conn: &Connection, keys: &DerivedKeys) {
+    let db = conn.path().map(Path::new).unwrap_or(Path::new(""));
+    if let Err(e) = keys.sync(conn, db, false) {
+        tracing::error!(error = %e, "cannot follow the store's wrap epoch");
+    }
+}
+
 /// The day key of `day`, if stored; `Ok(None)` if missing or failing to open (logged).
 pub(crate) fn day_key_for_read(
     conn: &Connection,
     keys: &DerivedKeys,
     day: i64,
 ) -> rusqlite::Result<Option<DayKey>> {
+    sync_for_read(conn, keys);
     let wrapped: Option<Vec<u8>> = conn
         .prepare_cached("SELECT wrapped FROM day_keys WHERE day = ?1")
         .and_then(|mut s| s.query_row([day], |r| r.get(0)).optional())?;
@@ -355,6 +515,7 @@ pub(crate) fn load_day_keys(
     first: i64,
     last: i64,
 ) -> rusqlite::Result<HashMap<i64, Option<DayKey>>> {
+    sync_for_read(conn, keys);
     let mut stmt =
         conn.prepare_cached("SELECT day, wrapped FROM day_keys WHERE day BETWEEN ?1 AND ?2")?;
     let mut rows = stmt.query([first, last])?;

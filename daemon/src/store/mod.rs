@@ -3,15 +3,16 @@
 //! `secure_delete=ON`) in the data directory.
 //!
 //! Everything sensitive is sealed with AES-256-GCM under a random key per UTC day, and each day
-//! key is sealed ("wrapped") under a key derived from the 32-byte master key (see [`keys`] for
-//! the hierarchy and the nonce argument). The associated data of every sealed value binds its
+//! key is sealed ("wrapped") under a key derived from the 32-byte master key and the current
+//! epoch key of the forward ratchet in `wrap-ratchet` (see [`keys`] for the hierarchy, the
+//! ratchet's crash argument and the nonce argument). The associated data of every sealed value binds its
 //! table, purpose, day and row, so a value copied elsewhere fails to open; such a record is
 //! reported (without contents) and skipped, never a crash.
 //!
 //! | table | rows | sealed under |
 //! |---|---|---|
 //! | `meta` | `key_check` = HMAC(master, "key-check"): a wrong master key is refused at open | — |
-//! | `day_keys(day, wrapped)` | one per UTC day holding data | master-derived wrapping key |
+//! | `day_keys(day, wrapped)` | one per UTC day holding data | wrapping key of the epoch |
 //! | `sightings(id, day, blob)` | one chunk per (write batch, day), `codec` encoding | day key |
 //! | `own_keys(day, protocol, blob)` | own Bluezone daily key and GAEN TEK per day | day key |
 //! | `case_lists(id, content_hash, format, entries, imported_day, blob)` | imported lists | day key of import |
@@ -38,9 +39,10 @@
 //!   long the daemon ran that day), the number of exposure rows per day (how many case keys
 //!   matched, including those below the threshold; not whether any notified: the delivery
 //!   state is sealed), the number of case lists.
-//! - **Blob sizes**: a sightings chunk's size grows with its number of sightings (about 20-40
-//!   bytes each), so the volume of contacts per batch can be estimated; exposure and own-key
-//!   blobs have near-constant sizes.
+//! - **Blob sizes**: a sightings chunk is padded to a size class (a power of two of plaintext
+//!   bytes, at least 64; `codec`), so its size tells the batch's number of sightings only to
+//!   within a factor of two (chunks written before the padding, codec version 1, still show it
+//!   exactly until purged); exposure and own-key blobs have near-constant sizes.
 //! - **Case lists' format and entry count** (`case_lists.format`, `.entries`) and their
 //!   **keyed content hash** (`content_hash`, HMAC under a master-derived key: two stores
 //!   cannot be compared, and a published list cannot be tested against it without the key).
@@ -50,7 +52,9 @@
 //!   (protocol, case key, day) since schema v2. Schema v1 used plain SHA-256 of those public
 //!   values, so anyone could test every published key and learn which case was met (H2);
 //!   opening a v1 store re-keys every row in the migration, in one transaction.
-//! - `meta.key_check` (an HMAC, reveals nothing about the key) and the schema version.
+//! - `meta.key_check` (an HMAC, reveals nothing about the key), the schema version and
+//!   `meta.wrap_epoch` (schema v5: how many times a purge deleted a day key, i.e. roughly how
+//!   many days the store has been purging).
 //!
 //! It learns no identifier heard or sent, no key, no case list content, no exposure detail, no
 //! notification state, no RSSI and no time finer than the UTC day.
@@ -64,9 +68,14 @@
 //! so whoever has both can read them; (2) blocks the file system or an SSD's flash translation
 //! layer did not overwrite in place (SQLite rewrites pages, the device may keep old copies);
 //! (3) if another connection held the WAL open during the purge, old page images stay in the
-//! `-wal` file until the next checkpoint ([`PurgeReport::wal_truncated`] says so). None of
-//! these can be closed from user space; full-disk encryption and not backing up the data
-//! directory cover (1) and (2).
+//! `-wal` file until the next checkpoint ([`PurgeReport::wal_truncated`] says so). Since schema
+//! v5 such residue of a **wrapped day key** is useless once purge has stepped the wrap ratchet
+//! (it does so whenever it deletes a day key): the epoch key that wrapped it is gone from
+//! `wrap-ratchet` and cannot be computed from the current one, so the master key no longer
+//! opens it. What remains: a copy of the store taken together with its ratchet file (a backup
+//! of the whole data directory), and an old block of `wrap-ratchet` itself kept by a
+//! copy-on-write file system or an SSD. Full-disk encryption and not backing up the data
+//! directory cover those.
 
 mod case_lists;
 mod codec;
@@ -76,6 +85,7 @@ pub mod keys;
 mod master_key;
 mod open;
 mod own_keys;
+mod ratchet;
 mod retention;
 mod schema;
 mod sightings;
@@ -93,6 +103,7 @@ pub use keys::SEAL_OVERHEAD;
 pub use master_key::{KeyLocation, KeySource, MasterKey, KEY_FILE, KEY_LEN};
 pub use open::{InitReport, Store, DB_FILE};
 pub use own_keys::OwnKeys;
+pub use ratchet::RATCHET_FILE;
 pub use retention::{PurgeReport, DEFAULT_KEEP_DAYS};
 pub use sightings::{ReadOut, MAX_CHUNK_SIGHTINGS};
 pub use stats::{DayStats, StoreCounts, StoreStats};

@@ -2,6 +2,7 @@
 //! the key check, per-connection settings and schema migrations. Nothing is written before the
 //! key has been checked, and a file that is not a bluezoned store is never modified.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs;
 use std::io::Read;
@@ -14,6 +15,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 use super::error::StoreError;
 use super::keys::DerivedKeys;
 use super::master_key::{sync_dir, KeyLocation, KeySource, MasterKey};
+use super::ratchet::{self, Ratchet, RATCHET_VERSION};
 use super::schema::{self, APPLICATION_ID, CURRENT_VERSION};
 
 /// File name of the database inside the data directory (`-wal` and `-shm` files sit beside it).
@@ -209,9 +211,18 @@ impl Store {
                 });
             }
             configure(db, &conn)?;
+            // From v5 the ratchet file must fit the store (checked before anything is written);
+            // before, the v5 migration creates it and re-wraps under it.
+            if version >= RATCHET_VERSION {
+                install_ratchet(&mut conn, db, &keys, master, None)?;
+            }
+            let created = RefCell::new(None);
             schema::migrate(&mut conn, db, version, None, &|v, tx| {
-                migration_step(db, &keys, v, tx)
+                migration_step(db, &keys, master, &created, v, tx)
             })?;
+            if version < RATCHET_VERSION {
+                install_ratchet(&mut conn, db, &keys, master, created.into_inner())?;
+            }
             false
         } else {
             let objects: i64 = conn
@@ -241,9 +252,11 @@ impl Store {
                 .map(|_| ())
                 .map_err(sql("storing the key check value"))
             };
+            let created = RefCell::new(None);
             schema::migrate(&mut conn, db, 0, Some(&put_check), &|v, tx| {
-                migration_step(db, &keys, v, tx)
+                migration_step(db, &keys, master, &created, v, tx)
             })?;
+            install_ratchet(&mut conn, db, &keys, master, created.into_inner())?;
             if let Some(dir) = db.parent() {
                 sync_dir(dir)?;
             }
@@ -420,15 +433,52 @@ fn configure(db: &Path, conn: &Connection) -> Result<(), StoreError> {
 fn migration_step(
     db: &Path,
     keys: &DerivedKeys,
+    master: &MasterKey,
+    created: &RefCell<Option<Ratchet>>,
     new_version: i64,
     tx: &Transaction<'_>,
 ) -> Result<(), StoreError> {
     match new_version {
+        RATCHET_VERSION => {
+            // Under this migration's write lock, with the store still at v4 (re-checked by
+            // `schema::migrate`): nothing committed uses a file found here, which an
+            // interrupted migration left, so it is replaced.
+            let r = Ratchet::create(&ratchet::ratchet_path(db), master)?;
+            let wrap = keys.epoch_wrap(r.epoch(), r.key());
+            ratchet::rewrap_all(tx, db, keys, &wrap, r.epoch())?;
+            *created.borrow_mut() = Some(r);
+            Ok(())
+        }
         2 => super::exposures::migrate_v1_key_hashes(tx, db, keys),
         3 => super::sightings::fill_day_counts(tx, db, keys),
         4 => super::case_lists::fill_compact(tx, db, keys),
         _ => Ok(()),
     }
+}
+
+/// Makes the ratchet current: `created` by this open's v5 migration, or else read from the file
+/// at the store's epoch, under the write lock (so that tidying the file never races a step of
+/// another process). Writes nothing to the database.
+fn install_ratchet(
+    conn: &mut Connection,
+    db: &Path,
+    keys: &DerivedKeys,
+    master: &MasterKey,
+    created: Option<Ratchet>,
+) -> Result<(), StoreError> {
+    if let Some(r) = created {
+        keys.install(r);
+        return Ok(());
+    }
+    let sql = |context| move |e| StoreError::sql(db, context, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("starting a transaction"))?;
+    let epoch = ratchet::db_epoch(&tx, db)?;
+    let r = Ratchet::load(&ratchet::ratchet_path(db), master, epoch)?;
+    tx.commit().map_err(sql("ending a transaction"))?;
+    keys.install(r);
+    Ok(())
 }
 
 /// Makes the data directory 0700 (a pre-existing directory keeps whatever mode it was made

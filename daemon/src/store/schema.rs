@@ -71,6 +71,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE case_lists ADD COLUMN compact BLOB;
     "#,
+    // 4 → 5. Day keys are wrapped under a forward-ratcheting epoch key kept in the
+    // `wrap-ratchet` file (L8; `keys` explains it): every day key is re-wrapped and
+    // `meta.wrap_epoch` stored by `ratchet::rewrap_all` in this same transaction, the file
+    // having been created (and fsynced) before it.
+    "",
 ];
 
 /// The version this build writes.
@@ -104,6 +109,10 @@ pub(crate) fn migrate(
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
+        // Another process opening the same store may have migrated it meanwhile.
+        if user_version(&tx).map_err(sql)? >= version {
+            continue;
+        }
         tx.execute_batch(text).map_err(sql)?;
         if let Some(f) = first_txn_extra.take() {
             f(version, &tx)?;

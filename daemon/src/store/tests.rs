@@ -161,7 +161,7 @@ fn v1_exposures_migrate_to_keyed_hashes_without_losing_a_row() {
     }
 
     let mut store = Store::open_at(dir.path(), loc.clone()).unwrap();
-    assert_eq!(store.stats().unwrap().schema_version, 4);
+    assert_eq!(store.stats().unwrap().schema_version, 5);
     let x = store.exposures().unwrap();
     assert_eq!(x.exposures.len(), rows.len());
     assert_eq!(x.corrupt, 1);
@@ -298,4 +298,375 @@ fn data_version_sees_other_connections_writes_only() {
     let v1 = daemon.data_version().unwrap();
     assert_ne!(v1, v0, "another connection's commit");
     assert_eq!(daemon.data_version().unwrap(), v1, "nothing new");
+}
+
+mod ratchet {
+    //! L8: the forward-ratcheting wrap key (`store::ratchet`).
+    use super::super::keys::DerivedKeys;
+    use super::super::master_key::MasterKey;
+    use super::super::ratchet::{
+        ratchet_path, CrashPoint, Ratchet, CRASH_AT, SLOT_LEN, SLOT_STRIDE,
+    };
+    use super::*;
+    use std::fs;
+
+    const D: i64 = 20_000;
+
+    fn day_batch(day: i64, n: usize, tag: u32) -> Vec<Sighting> {
+        let mut b = batch(n, tag);
+        for (i, s) in b.iter_mut().enumerate() {
+            s.time = day * 86_400 + 100 + i as i64;
+        }
+        b
+    }
+
+    fn setup() -> (tempfile::TempDir, KeyLocation, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = KeyLocation::resolve(dir.path(), None);
+        let (mut store, _) = Store::init_at(dir.path(), loc.clone()).unwrap();
+        store.insert_sightings(&day_batch(D, 3, 1)).unwrap();
+        store.insert_sightings(&day_batch(D + 1, 4, 2)).unwrap();
+        store.insert_sightings(&day_batch(D + 2, 5, 3)).unwrap();
+        (dir, loc, store)
+    }
+
+    fn wrapped(store: &Store, day: i64) -> Vec<u8> {
+        store
+            .conn_for_tests()
+            .query_row("SELECT wrapped FROM day_keys WHERE day = ?1", [day], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    /// What someone holding the master key and a copy of the ratchet file (as it is now) can
+    /// do with a wrapped day key: load the file at `epoch` and try to open it.
+    fn attacker_opens(
+        master: &MasterKey,
+        file_copy: &[u8],
+        epoch: u64,
+        day: i64,
+        wrapped: &[u8],
+    ) -> Result<bool, StoreError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("wrap-ratchet");
+        fs::write(&p, file_copy).unwrap();
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let r = Ratchet::load(&p, master, epoch)?;
+        let mut k = DerivedKeys::new(master);
+        k.set_wrap(k.epoch_wrap(r.epoch(), r.key()));
+        Ok(k.unwrap_day_key(day, wrapped).is_some())
+    }
+
+    fn nonzero_slots(file: &[u8]) -> usize {
+        (0..2)
+            .filter(|s| {
+                let at = s * SLOT_STRIDE as usize;
+                file[at..at + SLOT_LEN].iter().any(|&b| b != 0)
+            })
+            .count()
+    }
+
+    fn all_sightings(store: &Store) -> usize {
+        let r = store.sightings_in_days(i64::MIN, i64::MAX).unwrap();
+        assert_eq!(r.corrupt, 0);
+        r.sightings.len()
+    }
+
+    /// A purge that deletes a day key steps the epoch: copies of wrapped day keys taken before
+    /// (the purged day's and a retained day's) no longer open with the master key and the
+    /// ratchet file as it is after the step; the old file would have opened them (so the check
+    /// can fail); the retained data reads after reopening.
+    #[test]
+    fn purge_steps_the_epoch_and_old_wrapped_keys_no_longer_open() {
+        let (dir, loc, mut store) = setup();
+        let master = MasterKey::read_file(&loc.path).unwrap();
+        let rfile = ratchet_path(store.path());
+        let e0 = store.wrap_epoch();
+        let old_file = fs::read(&rfile).unwrap();
+        let (old_d, old_d2) = (wrapped(&store, D), wrapped(&store, D + 2));
+        assert!(attacker_opens(&master, &old_file, e0, D, &old_d).unwrap());
+        assert!(attacker_opens(&master, &old_file, e0, D + 2, &old_d2).unwrap());
+
+        // Nothing deleted: no step.
+        let r = store.purge_older_than(D + 21, 21).unwrap();
+        assert_eq!((r.day_keys, r.wrap_epoch), (0, e0));
+        // Day D deleted: one step.
+        let r = store.purge_older_than(D + 1 + 21, 21).unwrap();
+        assert_eq!((r.day_keys, r.wrap_epoch), (1, e0 + 1));
+        let new_file = fs::read(&rfile).unwrap();
+        assert_eq!(nonzero_slots(&new_file), 1, "old epoch key erased");
+        assert_ne!(wrapped(&store, D + 2), old_d2, "re-wrapped");
+        for (day, w) in [(D, &old_d), (D + 2, &old_d2)] {
+            assert!(!attacker_opens(&master, &new_file, e0 + 1, day, w).unwrap());
+            // Nor can the new file be walked back to the old epoch.
+            let e = attacker_opens(&master, &new_file, e0, day, w).unwrap_err();
+            assert!(matches!(e, StoreError::Ratchet { .. }), "{e}");
+        }
+        drop(store);
+        let store = Store::open_at(dir.path(), loc).unwrap();
+        assert_eq!(store.wrap_epoch(), e0 + 1);
+        assert_eq!(all_sightings(&store), 4 + 5);
+    }
+
+    /// A crash at each reachable point of a step (next key written, day keys re-wrapped, not
+    /// committed; committed, old slot not erased) leaves a store that opens with every row,
+    /// and the file is tidied to one slot on open. A torn write of the unused slot is harmless.
+    #[test]
+    fn a_crash_during_an_epoch_step_loses_nothing() {
+        for (point, expect_epoch) in [(CrashPoint::BeforeCommit, 0), (CrashPoint::AfterCommit, 1)] {
+            let (dir, loc, mut store) = setup();
+            let rfile = ratchet_path(store.path());
+            assert_eq!(store.wrap_epoch(), 0);
+            CRASH_AT.with(|c| c.set(Some(point)));
+            let e = store.advance_wrap_epoch().unwrap_err();
+            CRASH_AT.with(|c| c.set(None));
+            assert!(e.to_string().contains("simulated crash"), "{e}");
+            drop(store); // as kill -9: only what reached the files counts
+            assert_eq!(nonzero_slots(&fs::read(&rfile).unwrap()), 2, "{point:?}");
+            let mut store = Store::open_at(dir.path(), loc.clone()).unwrap();
+            assert_eq!(store.wrap_epoch(), expect_epoch, "{point:?}");
+            assert_eq!(all_sightings(&store), 12, "{point:?}");
+            assert_eq!(nonzero_slots(&fs::read(&rfile).unwrap()), 1, "{point:?}");
+            // Later steps work as usual.
+            assert_eq!(store.advance_wrap_epoch().unwrap(), expect_epoch + 1);
+            drop(store);
+
+            // A torn write into the unused slot (garbage there): opens, slot cleared.
+            let mut f = fs::read(&rfile).unwrap();
+            let used = if f[..SLOT_LEN].iter().any(|&b| b != 0) {
+                0
+            } else {
+                1
+            };
+            let at = (1 - used) * SLOT_STRIDE as usize;
+            f[at..at + SLOT_LEN].fill(0x5a);
+            fs::write(&rfile, &f).unwrap();
+            let store = Store::open_at(dir.path(), loc).unwrap();
+            assert_eq!(all_sightings(&store), 12);
+            assert_eq!(nonzero_slots(&fs::read(&rfile).unwrap()), 1);
+        }
+    }
+
+    /// Also through `purge_older_than`: a crash before the commit keeps the rows and the
+    /// epoch; the next purge deletes and steps.
+    #[test]
+    fn a_crash_during_a_purge_step_rolls_back_the_purge() {
+        let (dir, loc, mut store) = setup();
+        CRASH_AT.with(|c| c.set(Some(CrashPoint::BeforeCommit)));
+        assert!(store.purge_older_than(D + 1 + 21, 21).is_err());
+        CRASH_AT.with(|c| c.set(None));
+        drop(store);
+        let mut store = Store::open_at(dir.path(), loc).unwrap();
+        assert_eq!((store.wrap_epoch(), all_sightings(&store)), (0, 12));
+        let r = store.purge_older_than(D + 1 + 21, 21).unwrap();
+        assert_eq!((r.day_keys, r.wrap_epoch), (1, 1));
+        assert_eq!(all_sightings(&store), 9);
+    }
+
+    fn db_bytes(dir: &Path) -> Vec<u8> {
+        let mut v = fs::read(dir.join(DB_FILE)).unwrap();
+        v.extend(fs::read(dir.join(format!("{DB_FILE}-wal"))).unwrap_or_default());
+        v
+    }
+
+    /// A missing ratchet file, or one newer than the store (store restored from an older
+    /// backup): a clear error naming the file, the store untouched. A ratchet file older than
+    /// the store (restored from an older backup) is derived forward.
+    #[test]
+    fn ratchet_file_missing_newer_or_older_than_the_store() {
+        let (dir, loc, mut store) = setup();
+        let rfile = ratchet_path(store.path());
+        let file_e0 = fs::read(&rfile).unwrap();
+        store.advance_wrap_epoch().unwrap();
+        store.advance_wrap_epoch().unwrap();
+        drop(store);
+
+        // Older file: derived forward from epoch 0 to 2, rewritten at epoch 2.
+        let file_e2 = fs::read(&rfile).unwrap();
+        fs::write(&rfile, &file_e0).unwrap();
+        let store = Store::open_at(dir.path(), loc.clone()).unwrap();
+        assert_eq!((store.wrap_epoch(), all_sightings(&store)), (2, 12));
+        drop(store);
+        let master = MasterKey::read_file(&loc.path).unwrap();
+        let now = fs::read(&rfile).unwrap();
+        assert_eq!(nonzero_slots(&now), 1);
+        assert!(Ratchet::load(&rfile, &master, 2).is_ok());
+        drop(file_e2);
+
+        // Missing.
+        fs::rename(&rfile, dir.path().join("aside")).unwrap();
+        let before = db_bytes(dir.path());
+        let e = Store::open_at(dir.path(), loc.clone()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&rfile.display().to_string()) && msg.contains("missing"),
+            "{msg}"
+        );
+        assert_eq!(db_bytes(dir.path()), before, "store untouched");
+        fs::rename(dir.path().join("aside"), &rfile).unwrap();
+
+        // Store older than the file: make the store claim epoch 1 (as a restored older copy).
+        {
+            let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+            c.execute("UPDATE meta SET value = 1 WHERE key = 'wrap_epoch'", [])
+                .unwrap();
+        }
+        let before = db_bytes(dir.path());
+        let e = Store::open_at(dir.path(), loc).unwrap_err();
+        assert!(matches!(e, StoreError::Ratchet { .. }), "{e}");
+        assert!(e.to_string().contains(&rfile.display().to_string()), "{e}");
+        assert_eq!(db_bytes(dir.path()), before, "store untouched");
+    }
+
+    /// A ratchet file restored from an older copy while another connection holds the store:
+    /// that connection derives forward without rewriting the file, and a step it then starts
+    /// (crashing before the commit) never overwrites the only key the store's epoch derives
+    /// from.
+    #[test]
+    fn a_step_after_following_an_older_file_keeps_the_source_slot() {
+        let (dir, loc, mut a) = setup();
+        let rfile = ratchet_path(a.path());
+        let mut b = Store::open_at(dir.path(), loc.clone()).unwrap();
+        let file_e0 = fs::read(&rfile).unwrap();
+        a.advance_wrap_epoch().unwrap();
+        fs::write(&rfile, &file_e0).unwrap();
+        assert_eq!(
+            all_sightings(&b),
+            12,
+            "b follows epoch 1 from the epoch-0 file"
+        );
+        CRASH_AT.with(|c| c.set(Some(CrashPoint::BeforeCommit)));
+        assert!(b.advance_wrap_epoch().is_err());
+        CRASH_AT.with(|c| c.set(None));
+        drop((a, b));
+        let s = Store::open_at(dir.path(), loc).unwrap();
+        assert_eq!((s.wrap_epoch(), all_sightings(&s)), (1, 12));
+    }
+
+    /// Schema v4 (day keys wrapped under the master-derived key, no ratchet file) migrates on
+    /// first open: the file is created 0600, every day key re-wrapped (the master-derived key
+    /// no longer opens any), no row lost.
+    #[test]
+    fn a_v4_store_gets_the_ratchet_on_first_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, loc, store) = setup();
+        let rfile = ratchet_path(store.path());
+        store.downgrade_to_v4_for_tests().unwrap();
+        assert!(!rfile.exists());
+        let master = MasterKey::read_file(&loc.path).unwrap();
+        let legacy = DerivedKeys::new(&master);
+        let v4_keys: Vec<(i64, Vec<u8>)> = {
+            let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let mut st = c.prepare("SELECT day, wrapped FROM day_keys").unwrap();
+            let v = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            v
+        };
+        assert_eq!(v4_keys.len(), 3);
+        for (day, w) in &v4_keys {
+            assert!(legacy.unwrap_day_key(*day, w).is_some(), "v4 format");
+        }
+
+        let store = Store::open_at(dir.path(), loc).unwrap();
+        assert_eq!(store.stats().unwrap().schema_version, 5);
+        assert_eq!(store.wrap_epoch(), 0);
+        assert_eq!(all_sightings(&store), 12);
+        assert_eq!(
+            fs::metadata(&rfile).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        for (day, _) in &v4_keys {
+            assert!(legacy
+                .unwrap_day_key(*day, &wrapped(&store, *day))
+                .is_none());
+        }
+    }
+}
+
+/// L8: a chunk written before padding (codec version 1, unpadded) still reads, beside padded
+/// ones; its blob is exactly `5 + 17n + 28` bytes, the padded one a size class.
+#[test]
+fn unpadded_v1_chunks_still_decode() {
+    use super::codec::encode_chunk_unpadded;
+    use super::keys::{day_key_for_read, Ad};
+    let dir = tempfile::tempdir().unwrap();
+    let loc = KeyLocation::resolve(dir.path(), None);
+    let (mut store, _) = Store::init_at(dir.path(), loc.clone()).unwrap();
+    let day = 1_700_000_000 / 86_400;
+    let padded = batch(3, 1);
+    store.insert_sightings(&padded).unwrap();
+    let old = batch(5, 2);
+    let key = day_key_for_read(store.conn_for_tests(), &store.keys, day)
+        .unwrap()
+        .unwrap();
+    let mut plain = Vec::new();
+    encode_chunk_unpadded(day, &old, &mut plain);
+    let blob = key.seal(&Ad::sightings(day, 2), &plain);
+    assert_eq!(blob.len(), 5 + 17 * 5 + 28);
+    store
+        .conn_for_tests()
+        .execute(
+            "INSERT INTO sightings (id, day, blob) VALUES (2, ?1, ?2)",
+            rusqlite::params![day, blob],
+        )
+        .unwrap();
+    drop(store);
+    let store = Store::open_at(dir.path(), loc).unwrap();
+    let r = store.sightings_in_days(day, day).unwrap();
+    assert_eq!(r.corrupt, 0);
+    let expected: Vec<Sighting> = padded.iter().chain(&old).copied().collect();
+    assert_eq!(r.sightings, expected);
+    let first_len: i64 = store
+        .conn_for_tests()
+        .query_row("SELECT length(blob) FROM sightings WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(first_len, 64 + 28);
+}
+
+/// L8 with two processes on one store (the daemon and a writing command, which purges): one
+/// steps the wrap epoch while the other holds the store open with the previous epoch's keys.
+/// The other follows the step on its next read or write, nothing becomes unreadable, and a
+/// step by either leaves a file that the store opens with.
+#[test]
+fn a_wrap_step_by_another_connection_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = KeyLocation::resolve(dir.path(), None);
+    let day = 1_700_000_000 / 86_400;
+    let at = |d: i64, n: usize, tag: u32| -> Vec<Sighting> {
+        let mut b = batch(n, tag);
+        for s in &mut b {
+            s.time += (d - day) * 86_400;
+        }
+        b
+    };
+    let (mut a, _) = Store::init_at(dir.path(), loc.clone()).unwrap();
+    a.insert_sightings(&at(day, 2, 1)).unwrap();
+    a.insert_sightings(&at(day + 1, 3, 2)).unwrap();
+    let mut b = Store::open_at(dir.path(), loc.clone()).unwrap();
+    assert_eq!(b.wrap_epoch(), 0);
+    // A purges day `day` and steps; B still holds epoch 0.
+    let r = a.purge_older_than(day + 1 + 21, 21).unwrap();
+    assert_eq!((r.day_keys, r.wrap_epoch), (1, 1));
+    // B reads (follows the step) and writes a new day (its day key wrapped under epoch 1).
+    let read = b.sightings_in_days(i64::MIN, i64::MAX).unwrap();
+    assert_eq!((read.sightings.len(), read.corrupt), (3, 0));
+    b.insert_sightings(&at(day + 2, 4, 3)).unwrap();
+    assert_eq!(b.wrap_epoch(), 1);
+    // B steps; A follows.
+    assert_eq!(b.advance_wrap_epoch().unwrap(), 2);
+    a.insert_sightings(&at(day + 3, 1, 4)).unwrap();
+    let read = a.sightings_in_days(i64::MIN, i64::MAX).unwrap();
+    assert_eq!((read.sightings.len(), read.corrupt), (8, 0));
+    assert_eq!(a.advance_wrap_epoch().unwrap(), 3);
+    drop((a, b));
+    let s = Store::open_at(dir.path(), loc).unwrap();
+    assert_eq!(s.wrap_epoch(), 3);
+    let read = s.sightings_in_days(i64::MIN, i64::MAX).unwrap();
+    assert_eq!((read.sightings.len(), read.corrupt), (8, 0));
 }
