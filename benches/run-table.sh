@@ -19,7 +19,8 @@ export BLUEZONED_BENCH_SECS=${BLUEZONED_BENCH_SECS:-3}
 SECTIONS=${SECTIONS:-"core cores2 flood check portable"}  # also: daemonday
 CRIT=${CARGO_TARGET_DIR:-target}/criterion
 RESULTS=$(mktemp)
-trap 'rm -f "$RESULTS"' EXIT
+# The raw per-run figures stay on disk if a later section fails, so finished rows are not lost.
+trap 'echo "raw results: $RESULTS" >&2' EXIT
 
 # rows LABEL-PREFIX THREADS BENCH REGEX [cargo args...]
 # Runs `cargo bench --bench BENCH` on the criterion rows matching REGEX with RAYON_NUM_THREADS
@@ -71,6 +72,8 @@ for section in $SECTIONS; do
         rows "1 core" 1 check '^check/(gaen/1000000|bluezone/15000x14d|load/gaen-1000000)$'
         ;;
     daemonday)
+        # The release binary whose `check` the bench runs once for its peak RSS.
+        cargo build --locked --release -p bluezoned >&2
         RAYON_NUM_THREADS=1 BLUEZONED_CHECK_BIN=${CARGO_TARGET_DIR:-target}/release/bluezoned \
             cargo bench --locked --bench check -- --noplot 'check/daemon-day' >&2
         ;;

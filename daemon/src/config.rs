@@ -137,6 +137,9 @@ pub struct ApiConfig {
     /// Host names (beyond `localhost` and IP addresses) that clients may use to reach the API,
     /// e.g. a gateway's LAN name; any other `Host` gets 421 (DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// On a `unix:` listen address, the peer user ids (`SO_PEERCRED`) served; empty: whoever
+    /// the socket's mode (0660, owner and group) lets connect.
+    pub unix_allowed_uids: Vec<u32>,
     /// Owner tokens (exposures, status details), one per line.
     pub owner_token_file: Option<PathBuf>,
     /// Upload tokens (health officials: `POST /v1/case-lists` only), one per line.

@@ -689,6 +689,43 @@ async fn unix_socket_listener() {
         .unwrap();
     assert!(!sock.exists(), "the socket is removed on shutdown");
 
+    // Security L10: with `api.unix_allowed_uids`, a peer uid not on the list is disconnected
+    // unanswered, a listed one is served.
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    for (uids, served) in [(vec![me.wrapping_add(1)], false), (vec![me], true)] {
+        let config = Config {
+            api: bluezoned::config::ApiConfig {
+                unix_allowed_uids: uids,
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let (store, _) = Store::init(&dir.path().join(format!("data-{served}"))).unwrap();
+        let shared = Shared::new(store, config, Arc::new(SystemClock));
+        let stop = CancellationToken::new();
+        let server = api::serve(shared, &format!("unix:{}", sock.display()), stop.clone())
+            .await
+            .unwrap();
+        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        // The server may close before the request is written: only the answer matters.
+        let _ = s
+            .write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        assert_eq!(out.starts_with("HTTP/1.1 200 OK"), served, "{out}");
+        if !served {
+            assert!(out.is_empty(), "{out}");
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), server.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
     // A regular file at the path is never replaced.
     std::fs::write(&sock, b"keep me").unwrap();
     let (store, _) = Store::init(&dir.path().join("data")).unwrap();

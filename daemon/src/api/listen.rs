@@ -117,8 +117,8 @@ pub enum Peer {
 
 /// The `Host` header values a server answers, against DNS rebinding: a web page whose own name
 /// now resolves to 127.0.0.1 sends that name as `Host`, so any other name is refused (421).
-/// Answered: `localhost`, `127.0.0.1`, `[::1]` and the literal listen address, each with or
-/// without a port, in any case. A request without `Host` (HTTP/1.0) is answered; browsers
+/// Answered: `localhost`, any IP address literal (IPv6 in brackets), the listen address and the
+/// configured `allowed_hosts`, each with or without a port, in any case. A request without `Host` (HTTP/1.0) is answered; browsers
 /// always send one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct HostRule {
@@ -164,6 +164,28 @@ impl HostRule {
             || ip_literal
             || self.listen_host.as_deref() == Some(name.as_str())
             || self.names.contains(&name)
+    }
+}
+
+/// Who may talk to a server beyond its listener's reach: the `Host` names it answers to besides
+/// `localhost` and address literals ([`HostRule`]), and on a Unix socket the peer user ids
+/// (`SO_PEERCRED`) it serves. An empty uid list leaves access to the socket's mode (0660) alone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Access {
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) allowed_uids: Vec<u32>,
+}
+
+impl Access {
+    /// Whether a connection from `peer` is served: TCP peers always (tokens and the `Host`
+    /// rule apply), Unix-socket peers when no uid list is set or their uid is on it.
+    fn admits(&self, peer: Peer) -> bool {
+        match peer {
+            Peer::Ip(_) => true,
+            _ if self.allowed_uids.is_empty() => true,
+            Peer::Uid(uid) => self.allowed_uids.contains(&uid),
+            Peer::Unknown => false,
+        }
     }
 }
 
@@ -259,12 +281,12 @@ pub(crate) async fn serve(
     listener: Listener,
     app: Router,
     limits: ServeLimits,
-    allowed_hosts: &[String],
+    access: &Access,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let rule = HostRule::for_listen(
         &listener.local().context("the listening address")?,
-        allowed_hosts,
+        &access.allowed_hosts,
     );
     let app = app.layer(axum::middleware::from_fn_with_state(
         Arc::new(rule),
@@ -289,6 +311,14 @@ pub(crate) async fn serve(
                 }
             }
         };
+        if !access.admits(peer) {
+            tracing::warn!(
+                ?peer,
+                "HTTP API: a Unix-socket peer outside api.unix_allowed_uids; closing its connection"
+            );
+            drop(io);
+            continue;
+        }
         let Some(peer_slot) = per_peer.try_acquire(peer) else {
             tracing::warn!(
                 limit = limits.max_connections_per_peer,
@@ -500,6 +530,21 @@ mod tests {
         assert!(v6.allows("[::1]:9") && v6.allows("localhost"));
         let unix = HostRule::for_listen(&Listen::parse("unix:/run/x.sock").unwrap(), &[]);
         assert!(unix.allows("localhost") && !unix.allows("x.sock"));
+    }
+
+    /// Security L10: with `api.unix_allowed_uids` set, only those peer uids are served on the
+    /// Unix socket (a peer whose credentials can't be read is not); TCP peers are unaffected.
+    #[test]
+    fn unix_peer_allow_list() {
+        let open = Access::default();
+        assert!(open.admits(Peer::Uid(1234)) && open.admits(Peer::Unknown));
+        let listed = Access {
+            allowed_uids: vec![0, 1000],
+            ..Access::default()
+        };
+        assert!(listed.admits(Peer::Uid(1000)) && listed.admits(Peer::Uid(0)));
+        assert!(!listed.admits(Peer::Uid(1001)) && !listed.admits(Peer::Unknown));
+        assert!(listed.admits(Peer::Ip("127.0.0.1".parse().unwrap())));
     }
 
     /// Security M1 (per-peer cap): one peer gets at most `cap` places whatever it does; other

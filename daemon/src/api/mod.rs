@@ -154,7 +154,10 @@ impl Api {
             mut hup,
             ..
         } = self;
-        let allowed_hosts = state.shared.config.api.allowed_hosts.clone();
+        let access = listen::Access {
+            allowed_hosts: state.shared.config.api.allowed_hosts.clone(),
+            allowed_uids: state.shared.config.api.unix_allowed_uids.clone(),
+        };
         let reload = async move {
             while hup.recv().await.is_some() {
                 state.reload_tokens();
@@ -162,7 +165,7 @@ impl Api {
             std::future::pending::<()>().await
         };
         tokio::select! {
-            r = listen::serve(listener, app, limits, &allowed_hosts, shutdown) => r,
+            r = listen::serve(listener, app, limits, &access, shutdown) => r,
             () = reload => Ok(()),
         }
     }

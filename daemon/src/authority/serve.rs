@@ -88,12 +88,15 @@ pub async fn serve(
     ready(local);
 
     let schedule = tokio::spawn(schedule(state.clone(), shutdown.clone()));
-    let allowed_hosts = state.auth.config.api.allowed_hosts.clone();
+    let access = listen::Access {
+        allowed_hosts: state.auth.config.api.allowed_hosts.clone(),
+        allowed_uids: Vec::new(),
+    };
     listen::serve(
         listener,
         app,
         ServeLimits::default(),
-        &allowed_hosts,
+        &access,
         shutdown.clone(),
     )
     .await
