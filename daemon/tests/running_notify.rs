@@ -145,11 +145,12 @@ async fn a_contact_crossing_the_threshold_in_a_running_daemon_notifies_exactly_o
     let accepted = Ingest::new(Vec::new(), config.cases.max_bytes)
         .accept(write_f0(&list).into_bytes(), None)
         .expect("a valid F0 list");
-    shared
-        .with_store(move |s| ingest::store(s, &accepted, day).map(|_| ()))
-        .await
-        .expect("store task")
-        .expect("storing the case list");
+    // Through a second connection, as the `cases import` process would: the daemon learns of it
+    // by polling the store (`PRAGMA data_version`), not from a wake-up inside this process.
+    // Inline on the runtime's thread, so virtual time stands still meanwhile.
+    let mut importer = Store::open(&tmp.path().join("data")).expect("a second connection");
+    ingest::store(&mut importer, &accepted, day).expect("storing the case list");
+    drop(importer);
 
     // The daemon matches it within its poll: a short contact, stored as not notifying.
     let mut first = None;
