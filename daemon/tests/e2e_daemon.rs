@@ -348,38 +348,26 @@ fn status_json(dir: &std::path::Path) -> serde_json::Value {
     Cli::at(dir).json(&["status", "--json"])
 }
 
-/// A case list imported by another process while the daemon runs is matched by the daemon.
-#[test]
-fn cases_imported_while_running_are_matched() {
+/// A new store in `dir` logged 21 minutes of one case's IDs yesterday (10:00–10:20 UTC, a
+/// sighting a minute, 1 m away), imported with `log import`. Returns the path of that case's F0
+/// list (written beside, not imported).
+fn logged_contact_yesterday(tmp: &Path, dir: &Path) -> PathBuf {
     use bluezone_protocol::bluezone::SlotsPerDay;
     use bluezone_protocol::DailyKey;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
-    cli(&dir, &["init"]);
-    // Yesterday 10:00–10:20 UTC: a sighting a minute of one case key's IDs, 1 m away.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let day0 = (now / 86400 - 1) * 86400;
+    let day0 = (support::now() / 86400 - 1) * 86400;
     let key = DailyKey::from_bytes([0x42; 32]);
     let mut log = String::new();
     for m in 0..21 {
         let t = day0 + 40 * 900 + m * 60;
         log += &format!("{}\t-55\t{t}\n", key.id(SlotsPerDay::DEFAULT.slot(t)));
     }
-    let f = tmp.path().join("log.tsv");
+    let f = tmp.join("log.tsv");
     std::fs::write(&f, log).unwrap();
     cli(
-        &dir,
+        dir,
         &["log", "import", "--format", "tsv", f.to_str().unwrap()],
     );
-
-    let notify = Notify::bind(tmp.path());
-    let mut child = start_notified(&dir, &notify, None);
-    notify.wait_for("READY=1", &mut child);
-    assert_eq!(status_json(&dir)["exposures"], 0);
-    let f0 = tmp.path().join("f0.json");
+    let f0 = tmp.join("f0.json");
     std::fs::write(
         &f0,
         format!(
@@ -389,6 +377,21 @@ fn cases_imported_while_running_are_matched() {
         ),
     )
     .unwrap();
+    f0
+}
+
+/// A case list imported by another process while the daemon runs is matched by the daemon.
+#[test]
+fn cases_imported_while_running_are_matched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    cli(&dir, &["init"]);
+    let f0 = logged_contact_yesterday(tmp.path(), &dir);
+
+    let notify = Notify::bind(tmp.path());
+    let mut child = start_notified(&dir, &notify, None);
+    notify.wait_for("READY=1", &mut child);
+    assert_eq!(status_json(&dir)["exposures"], 0);
     cli(&dir, &["cases", "import", f0.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -713,39 +716,10 @@ fn live_members_of_group(pgid: i32) -> Vec<i32> {
 /// the daemon scores on today's date from its clock.
 #[test]
 fn sigterm_during_a_hanging_hook_exits_promptly_and_leaves_no_orphan() {
-    use bluezone_protocol::bluezone::SlotsPerDay;
-    use bluezone_protocol::DailyKey;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
     cli(&dir, &["init"]);
-    // Yesterday 10:00–10:20 UTC: a sighting a minute of one case key's IDs, 1 m away.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let day0 = (now / 86400 - 1) * 86400;
-    let key = DailyKey::from_bytes([0x42; 32]);
-    let mut log = String::new();
-    for m in 0..21 {
-        let t = day0 + 40 * 900 + m * 60;
-        log += &format!("{}\t-55\t{t}\n", key.id(SlotsPerDay::DEFAULT.slot(t)));
-    }
-    let f = tmp.path().join("log.tsv");
-    std::fs::write(&f, log).unwrap();
-    cli(
-        &dir,
-        &["log", "import", "--format", "tsv", f.to_str().unwrap()],
-    );
-    let f0 = tmp.path().join("f0.json");
-    std::fs::write(
-        &f0,
-        format!(
-            r#"{{"data":[{{"daily_key":"{}","time_start":{day0},"max":96,"time_end":{}}}]}}"#,
-            key.to_hex(),
-            day0 + 86399
-        ),
-    )
-    .unwrap();
+    let f0 = logged_contact_yesterday(tmp.path(), &dir);
     cli(&dir, &["cases", "import", f0.to_str().unwrap()]);
 
     // The hook starts a background child, writes its process group id (its own pid: the
