@@ -337,6 +337,16 @@ impl Config {
 
     /// Ranges and cross-field checks serde cannot express; each error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let a = &self.api;
+        if !a.unix_allowed_uids.is_empty()
+            && !a.listen.as_deref().is_some_and(|l| l.starts_with("unix:"))
+        {
+            return Err(invalid(
+                "api.unix_allowed_uids",
+                "only with a unix: api.listen (peer uids exist only on a Unix socket)",
+                format!("{:?}", a.unix_allowed_uids),
+            ));
+        }
         let r = &self.radio;
         if r.protocols.is_empty() {
             return Err(invalid(
@@ -526,6 +536,10 @@ mod tests {
     fn ranges_are_checked_and_errors_name_the_key() {
         let refused = [
             ("[store]\nflush_interval_ms = 0", "store.flush_interval_ms"),
+            (
+                "[api]\nlisten = \"127.0.0.1:8421\"\nunix_allowed_uids = [1000]",
+                "api.unix_allowed_uids",
+            ),
             (
                 "[store]\nflush_interval_ms = 3600000",
                 "store.flush_interval_ms",

@@ -117,34 +117,28 @@ pub enum Peer {
 
 /// The `Host` header values a server answers, against DNS rebinding: a web page whose own name
 /// now resolves to 127.0.0.1 sends that name as `Host`, so any other name is refused (421).
-/// Answered: `localhost`, any IP address literal (IPv6 in brackets), the listen address and the
-/// configured `allowed_hosts`, each with or without a port, in any case. A request without `Host` (HTTP/1.0) is answered; browsers
-/// always send one.
+/// Answered: `localhost`, any IP address literal (IPv6 in brackets, the listen address among
+/// them) and the configured `allowed_hosts`, each with or without a port, in any case. A
+/// request without `Host` (HTTP/1.0) is answered; browsers always send one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct HostRule {
-    /// The listen address as a `Host` name (`[..]` around IPv6); none on a Unix socket.
-    listen_host: Option<String>,
-    /// Further names configured for a server reached through a name (`allowed_hosts`).
+    /// Names configured for a server reached through a name (`allowed_hosts`), lower case.
     names: Vec<String>,
 }
 
 impl HostRule {
-    /// The rule for a server bound at `local` that also answers to the names `allowed_hosts`.
-    pub(crate) fn for_listen(local: &Listen, allowed_hosts: &[String]) -> HostRule {
-        let listen_host = match local {
-            Listen::Tcp(a) if a.ip().is_ipv6() => Some(format!("[{}]", a.ip())),
-            Listen::Tcp(a) => Some(a.ip().to_string()),
-            Listen::Unix(_) => None,
-        };
+    /// The rule for a server that also answers to the names `allowed_hosts`. (A TCP listen
+    /// address is an IP literal, which the rule accepts anyway.)
+    pub(crate) fn new(allowed_hosts: &[String]) -> HostRule {
         let names = allowed_hosts
             .iter()
             .map(|n| n.trim().to_ascii_lowercase())
             .collect();
-        HostRule { listen_host, names }
+        HostRule { names }
     }
 
     /// `host` is `NAME` or `NAME:PORT`, NAME `localhost`, an IP address literal (`[..]` around
-    /// IPv6), the listen address, or a configured name. DNS rebinding needs a name the
+    /// IPv6; the listen address is one), or a configured name. DNS rebinding needs a name the
     /// attacker's DNS answers for, so an address literal is never one: a browser sends the
     /// literal only when the page itself asked for that address. Any other name is refused,
     /// since a rebinding attacker's name would reach a loopback server the same way.
@@ -160,10 +154,7 @@ impl HostRule {
                 .strip_prefix('[')
                 .and_then(|n| n.strip_suffix(']'))
                 .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
-        name == "localhost"
-            || ip_literal
-            || self.listen_host.as_deref() == Some(name.as_str())
-            || self.names.contains(&name)
+        name == "localhost" || ip_literal || self.names.contains(&name)
     }
 }
 
@@ -284,10 +275,7 @@ pub(crate) async fn serve(
     access: &Access,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let rule = HostRule::for_listen(
-        &listener.local().context("the listening address")?,
-        &access.allowed_hosts,
-    );
+    let rule = HostRule::new(&access.allowed_hosts);
     let app = app.layer(axum::middleware::from_fn_with_state(
         Arc::new(rule),
         check_host,
@@ -485,11 +473,11 @@ async fn connection(
 mod tests {
     use super::*;
 
-    /// Security M2 (DNS rebinding): loopback names and the literal listen address, with or
+    /// Security M2 (DNS rebinding): `localhost`, address literals and configured names, with or
     /// without a port and in any case, are answered; any other name is not.
     #[test]
     fn host_rule() {
-        let v4 = HostRule::for_listen(&Listen::parse("127.0.0.2:8421").unwrap(), &[]);
+        let v4 = HostRule::new(&[]);
         for ok in [
             "localhost",
             "LocalHost:8421",
@@ -520,16 +508,9 @@ mod tests {
         ] {
             assert!(!v4.allows(bad), "{bad}");
         }
-        let named = HostRule::for_listen(
-            &Listen::parse("0.0.0.0:8421").unwrap(),
-            &["Gateway.LAN".to_string()],
-        );
+        let named = HostRule::new(&["Gateway.LAN".to_string()]);
         assert!(named.allows("gateway.lan:8421") && named.allows("GATEWAY.lan"));
-        assert!(!named.allows("gateway.lan.attacker.example"));
-        let v6 = HostRule::for_listen(&Listen::parse("[::1]:0").unwrap(), &[]);
-        assert!(v6.allows("[::1]:9") && v6.allows("localhost"));
-        let unix = HostRule::for_listen(&Listen::parse("unix:/run/x.sock").unwrap(), &[]);
-        assert!(unix.allows("localhost") && !unix.allows("x.sock"));
+        assert!(!named.allows("gateway.lan.attacker.example") && !named.allows("x.sock"));
     }
 
     /// Security L10: with `api.unix_allowed_uids` set, only those peer uids are served on the

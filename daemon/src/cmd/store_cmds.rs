@@ -91,7 +91,7 @@ fn import(env: &super::Env, format: LogFormat, file: &Path) -> Result<()> {
     // The whole file is checked before the store is opened: a bad file leaves the store as it
     // was, byte for byte (opening for write may purge or migrate).
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let window = logfile::TimeWindow::until(SystemClock.now());
+    let window = logfile::TimeWindow::until(env.clock.now());
     let sightings = logfile::parse_log(format, &bytes, window)
         .with_context(|| format!("{}", file.display()))?;
     let mut store = super::open_store_for_write(env)?;

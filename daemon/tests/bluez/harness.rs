@@ -578,6 +578,8 @@ pub fn test_config() -> BluezConfig {
         retry_max: Duration::from_millis(400),
         // The whole budget: a slow mock on a loaded machine is slow, not absent.
         connect_timeout: CONNECT_LIMIT,
+        // Not the host's /etc/bluetooth/main.conf: privacy is off unless a test writes one.
+        main_conf: PathBuf::from("/nonexistent/bluezoned-test/main.conf"),
         ..BluezConfig::default()
     }
 }

@@ -155,9 +155,13 @@ fn parse_privacy(text: &str) -> PrivacySetting {
             }
         }
     }
+    // The values bluetoothd turns privacy on for; anything else (a typo, `false`, `no`) it
+    // rejects as invalid and leaves privacy off, so it counts as off here too.
     match value.as_deref() {
-        None | Some("off") | Some("") => PrivacySetting::Off,
-        Some(v) => PrivacySetting::On(v.to_string()),
+        Some(v @ ("device" | "network" | "on" | "limited-network" | "limited-device")) => {
+            PrivacySetting::On(v.to_string())
+        }
+        _ => PrivacySetting::Off,
     }
 }
 
@@ -214,6 +218,18 @@ mod tests {
             parse_privacy("[LE]\nPrivacy=device\n"),
             PrivacySetting::Off,
             "only [General] counts"
+        );
+        // Values bluetoothd rejects leave privacy off: not to be reported as on.
+        for bad in ["false", "no", "devcie", "1"] {
+            assert_eq!(
+                parse_privacy(&format!("[General]\nPrivacy={bad}\n")),
+                PrivacySetting::Off,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_privacy("[General]\nPrivacy=limited-network\n"),
+            PrivacySetting::On("limited-network".into())
         );
         let p = AdapterPrivacy::new("hci0".into(), "public".into(), PrivacySetting::Off);
         assert!(p.linkable);
