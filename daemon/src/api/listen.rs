@@ -234,16 +234,6 @@ impl Listener {
     }
 }
 
-impl Listener {
-    /// The bound address.
-    fn local(&self) -> std::io::Result<Listen> {
-        match self {
-            Listener::Tcp(l) => l.local_addr().map(Listen::Tcp),
-            Listener::Unix(_, path) => Ok(Listen::Unix(path.clone())),
-        }
-    }
-}
-
 fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     // A socket left by an earlier run is replaced; anything else at the path is an error.
