@@ -940,12 +940,14 @@ fn a_linkable_address_is_logged_with_the_fix_and_shown_in_both_statuses() {
     std::fs::create_dir_all(&dir).expect("data directory");
     let main_conf = tmp.path().join("main.conf");
     std::fs::write(&main_conf, "[General]\nName = test\n#Privacy = device\n").expect("main.conf");
+    let sock = tmp.path().join("api.sock");
     std::fs::write(
         dir.join("bluezoned.toml"),
         format!(
             "[radio]\nbackend = \"bluez\"\nadapter = \"hci0\"\nbluez_main_conf = \"{}\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n",
-            main_conf.display()
+             [api]\nlisten = \"unix:{}\"\n",
+            main_conf.display(),
+            sock.display()
         ),
     )
     .expect("bluezoned.toml");
@@ -979,40 +981,47 @@ fn a_linkable_address_is_logged_with_the_fix_and_shown_in_both_statuses() {
             let _ = tx.send(line);
         }
     });
-    // Every line up to the API's, which comes after the radio connected.
-    let mut seen = Vec::new();
+    // Ready when the API answers (it starts after the radio connected).
+    let status = || -> Option<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).ok()?;
+        s.set_read_timeout(Some(PATIENCE)).ok()?;
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        s.read_to_string(&mut response).ok()?;
+        response.starts_with("HTTP/1.1 200").then_some(response)
+    };
     let start = Instant::now();
-    let listening = loop {
+    let response = loop {
+        if let Some(r) = status() {
+            break r;
+        }
+        assert!(
+            daemon.0.try_wait().expect("try_wait").is_none(),
+            "the daemon ended before its API answered"
+        );
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the API did not answer within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The behaviour under test: an ERROR line that names the fix.
+    let mut seen = Vec::new();
+    let fix = loop {
         let left = PATIENCE
             .checked_sub(start.elapsed())
-            .unwrap_or_else(|| panic!("no \"HTTP API listening\" within {PATIENCE:?}: {seen:#?}"));
+            .unwrap_or_else(|| panic!("no line names Privacy=device: {seen:#?}"));
         match lines.recv_timeout(left) {
-            Ok(l) if l.contains("HTTP API listening") => break l,
+            Ok(l) if l.contains("Privacy=device") => break l,
             Ok(l) => seen.push(l),
             Err(e) => panic!("the daemon ended or went silent ({e}): {seen:#?}"),
         }
     };
-    let fix = seen
-        .iter()
-        .find(|l| l.contains("Privacy=device"))
-        .unwrap_or_else(|| panic!("no line names Privacy=device: {seen:#?}"));
     assert!(fix.contains("ERROR"), "{fix}");
     assert!(fix.contains("/etc/bluetooth/main.conf"), "{fix}");
     assert!(fix.contains("public"), "names the address type: {fix}");
 
-    let addr: std::net::SocketAddr = listening
-        .split("listen=")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in {listening:?}"));
-    assert!(addr.ip().is_loopback(), "{addr}");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
-    s.set_read_timeout(Some(PATIENCE)).expect("read timeout");
-    s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    s.read_to_string(&mut response).expect("response");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{response}");
     let api: serde_json::Value = serde_json::from_str(body).expect("JSON status");
