@@ -274,8 +274,12 @@ mod subtle_eq {
 }
 
 /// A per-UTC-day data key, as a ready AES-256-GCM instance (whose key schedule is zeroized on
-/// drop). `Debug` prints `<redacted>`.
-pub(crate) struct DayKey(Aes256Gcm);
+/// drop) and the raw key for [`open_in_place`](DayKey::open_in_place)'s bulk path. `Debug`
+/// prints `<redacted>`.
+pub(crate) struct DayKey {
+    cipher: Aes256Gcm,
+    raw: Zeroizing<[u8; KEY_LEN]>,
+}
 
 impl fmt::Debug for DayKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -285,22 +289,27 @@ impl fmt::Debug for DayKey {
 
 impl DayKey {
     fn from_raw(raw: &[u8; KEY_LEN]) -> Self {
-        DayKey(Aes256Gcm::new(raw.into()))
+        DayKey {
+            cipher: Aes256Gcm::new(raw.into()),
+            raw: Zeroizing::new(*raw),
+        }
     }
     pub(crate) fn seal(&self, ad: &Ad, plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.0, ad, plaintext)
+        seal(&self.cipher, ad, plaintext)
     }
     pub(crate) fn open(&self, ad: &Ad, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        open(&self.0, ad, sealed)
+        open(&self.cipher, ad, sealed)
     }
-    /// Opens `sealed` where it lies: on success it holds the plaintext; else it is zeroed.
+    /// Opens `sealed` where it lies: on success it holds the plaintext; else it is zeroed. For
+    /// the large values (case lists: 33 MB for a million GAEN keys), so it runs on `ring`'s
+    /// AES-GCM, see [`bulk_open_in_place`].
     pub(crate) fn open_in_place(&self, ad: &Ad, sealed: &mut Vec<u8>) -> bool {
-        open_in_place(&self.0, ad, sealed)
+        bulk_open_in_place(&self.raw, ad, sealed)
     }
     /// Opens into `buf` (reused across calls to avoid allocations); `false` if authentication
     /// fails. `buf` then holds the plaintext; the caller zeroizes it when done.
     pub(crate) fn open_into(&self, ad: &Ad, sealed: &[u8], buf: &mut Vec<u8>) -> bool {
-        open_into(&self.0, ad, sealed, buf)
+        open_into(&self.cipher, ad, sealed, buf)
     }
 }
 
@@ -387,37 +396,53 @@ pub(super) fn open(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8]) -> Option<Zeroizi
     open_into(cipher, ad, sealed, &mut buf).then_some(buf)
 }
 
-fn open_in_place(cipher: &Aes256Gcm, ad: &Ad, buf: &mut Vec<u8>) -> bool {
+/// Opens a value sealed by [`seal`] (the same AES-256-GCM layout, `nonce ‖ ciphertext ‖ tag`)
+/// where it lies, with `ring`'s AES-GCM: its x86-64 and ARMv8 assembly opens 33 MB in ≈ 4 ms
+/// on these machines, where `aes-gcm` takes ≈ 40 ms (its GHASH multiplies one block at a time),
+/// and it moves the plaintext to the front of the buffer in the same pass. `ring` is already
+/// linked (rustls uses it). On success `buf` holds the plaintext; else it is zeroed.
+///
+/// `ring` does not zeroize its keys: its key (schedule included) is built in a stack slot that
+/// is overwritten with zeros once the value is opened. `LessSafeKey` has no drop glue (checked
+/// at compile time), so abandoning it without a drop is sound.
+fn bulk_open_in_place(raw: &[u8; KEY_LEN], ad: &Ad, buf: &mut Vec<u8>) -> bool {
+    use ring::aead::{Aad, LessSafeKey, Nonce as RingNonce, UnboundKey, AES_256_GCM};
+    const _: () = assert!(!std::mem::needs_drop::<LessSafeKey>());
     let n = buf.len();
-    if n < SEAL_OVERHEAD {
-        buf.zeroize();
-        return false;
-    }
-    let (Ok(nonce), Ok(tag)) = (
-        <[u8; NONCE_LEN]>::try_from(&buf[..NONCE_LEN]),
-        <[u8; TAG_LEN]>::try_from(&buf[n - TAG_LEN..]),
-    ) else {
-        buf.zeroize();
-        return false;
+    let nonce = match <[u8; NONCE_LEN]>::try_from(buf.get(..NONCE_LEN).unwrap_or_default()) {
+        Ok(nonce) if n >= SEAL_OVERHEAD => nonce,
+        _ => {
+            buf.zeroize();
+            return false;
+        }
     };
-    let ok = cipher
-        .decrypt_in_place_detached(
-            &Nonce::from(nonce),
-            &ad.0,
-            &mut buf[NONCE_LEN..n - TAG_LEN],
-            &Tag::from(tag),
-        )
-        .is_ok();
-    if !ok {
-        buf.zeroize();
-        return false;
+    let mut slot = std::mem::MaybeUninit::<LessSafeKey>::uninit();
+    let plain = match UnboundKey::new(&AES_256_GCM, raw) {
+        Ok(k) => slot
+            .write(LessSafeKey::new(k))
+            .open_within(
+                RingNonce::assume_unique_for_key(nonce),
+                Aad::from(&ad.0),
+                buf,
+                NONCE_LEN..,
+            )
+            .map(|p| p.len())
+            .ok(),
+        Err(_) => None, // a 32-byte key is always accepted
+    };
+    slot.zeroize();
+    match plain {
+        Some(plain) => {
+            // The tail past the plaintext held its last bytes before the move.
+            buf[plain..].zeroize();
+            buf.truncate(plain);
+            true
+        }
+        None => {
+            buf.zeroize();
+            false
+        }
     }
-    let plain = n - SEAL_OVERHEAD;
-    buf.copy_within(NONCE_LEN..n - TAG_LEN, 0);
-    // The tail past the plaintext held its last bytes before the move.
-    buf[plain..].zeroize();
-    buf.truncate(plain);
-    true
 }
 
 fn open_into(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8], buf: &mut Vec<u8>) -> bool {
@@ -566,6 +591,42 @@ mod tests {
         }
         // Truncated: refused, no panic.
         assert!(k.open(&Ad::sightings(5, 1), &s[..10]).is_none());
+    }
+
+    /// The bulk open (`ring`) reads what `seal` (`aes-gcm`) wrote, sizes around the AES block
+    /// and ring's internal chunking included, and refuses as `open` does, leaving zeros.
+    #[test]
+    fn bulk_open_reads_what_seal_wrote_and_refuses_the_same() {
+        let raw = [0x42u8; KEY_LEN];
+        let k = DayKey::from_raw(&raw);
+        let ad = Ad::case_list_compact(7, "h", "gaen-export", 3);
+        for len in [0usize, 1, 15, 16, 17, 255, 256, 4097, 100_003] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let sealed = k.seal(&ad, &plain);
+            let mut buf = sealed.clone();
+            assert!(k.open_in_place(&ad, &mut buf), "len {len}");
+            assert_eq!(buf, plain, "len {len}");
+            // Another row's associated data, or one flipped bit: refused, buffer zeroed.
+            let other = Ad::case_list_compact(7, "h", "gaen-export", 4);
+            let mut buf = sealed.clone();
+            assert!(!k.open_in_place(&other, &mut buf));
+            assert!(buf.iter().all(|&b| b == 0), "len {len}");
+            for i in [0, NONCE_LEN, sealed.len() / 2, sealed.len() - 1] {
+                let mut buf = sealed.clone();
+                buf[i] ^= 0x80;
+                assert!(!k.open_in_place(&ad, &mut buf), "len {len} byte {i}");
+                assert!(buf.iter().all(|&b| b == 0));
+            }
+        }
+        // Shorter than nonce and tag: refused, no panic.
+        for n in [0, 5, SEAL_OVERHEAD - 1] {
+            let mut buf = vec![1u8; n];
+            assert!(!k.open_in_place(&ad, &mut buf));
+            assert!(buf.iter().all(|&b| b == 0));
+        }
+        // Another key: refused.
+        let mut buf = k.seal(&ad, b"x");
+        assert!(!DayKey::from_raw(&[0x43; KEY_LEN]).open_in_place(&ad, &mut buf));
     }
 
     #[test]
