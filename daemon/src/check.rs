@@ -7,16 +7,16 @@
 pub mod incremental;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
 use bluezone_protocol::gaen::export::ReportType;
-use bluezone_protocol::gaen::Enin;
-use bluezone_protocol::ids::{DailyKey, Tek};
-use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
+use bluezone_protocol::ids::DailyKey;
+use bluezone_protocol::matching::gaen::{match_keys, KeyRef, KeySource};
 use bluezone_protocol::matching::{
-    bluezone::match_f0, score, CaseInfo, Exposure, ObservationIndex, ScoreContext,
+    bluezone::match_f0, score, CaseInfo, Exposure, Hit, ObservationIndex, ScoreContext,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -66,15 +66,12 @@ impl CheckReport {
     }
 }
 
-/// The effective case keys, ready for the matchers (`f0_list`, `gaen_info` and `gaen_list` run
-/// beside `f0` and `gaen`).
+/// The effective case keys, ready for the matchers (`f0_list` runs beside `f0`).
 #[derive(Clone, Default)]
 pub(crate) struct Cases {
     f0: Vec<F0Entry>,
     f0_list: Vec<i64>,
-    gaen: Vec<GaenKey>,
-    gaen_info: Vec<CaseInfo>,
-    gaen_list: Vec<i64>,
+    gaen: GaenCases,
     /// (protocol, lower-case hex key) that some publication revoked: their exposures are
     /// withdrawn.
     revoked: Vec<(&'static str, String)>,
@@ -96,13 +93,9 @@ impl Cases {
                 out.f0_list.push(list);
             }
         }
-        for ((k, info), &list) in self.gaen.iter().zip(&self.gaen_info).zip(&self.gaen_list) {
-            if keep(list, k.validity()) {
-                out.gaen.push(k.clone());
-                out.gaen_info.push(*info);
-                out.gaen_list.push(list);
-            }
-        }
+        out.gaen = self
+            .gaen
+            .select(|i| keep(self.gaen.list(i), self.gaen.key(i).validity()));
         out
     }
 
@@ -115,14 +108,57 @@ impl Cases {
                 out.f0_list.push(list);
             }
         }
-        for ((k, info), &list) in self.gaen.iter().zip(&self.gaen_info).zip(&self.gaen_list) {
-            if keep("gaen", &k.tek.to_hex()) {
-                out.gaen.push(k.clone());
-                out.gaen_info.push(*info);
-                out.gaen_list.push(list);
-            }
-        }
+        out.gaen = self
+            .gaen
+            .select(|i| keep("gaen", &hex::encode(self.gaen.key(i).tek)));
         out
+    }
+}
+
+/// The effective GAEN keys: the positions of their records in the opened compact case lists,
+/// which every selection shares. A million keys are read where they lie, never copied into
+/// per-key structs (that copy, and dropping a million zeroizing keys, cost as much as opening
+/// the lists).
+#[derive(Clone, Default)]
+pub(crate) struct GaenCases {
+    records: Arc<Records>,
+    /// Record positions (in `records`), in matching order.
+    pick: Vec<u32>,
+}
+
+impl GaenCases {
+    /// What the list says of key `i` for scoring.
+    fn info(&self, i: usize) -> CaseInfo {
+        let k = self.records.gaen(self.pick[i] as usize);
+        CaseInfo {
+            report_type: ReportType::from_i32(k.report_type),
+            days_since_onset: k.days_since_onset,
+        }
+    }
+
+    /// The case list (id) key `i` was published by.
+    fn list(&self, i: usize) -> i64 {
+        self.records.gaen_list(self.pick[i] as usize)
+    }
+
+    /// The keys `i` for which `keep(i)` holds, sharing the records.
+    fn select(&self, keep: impl Fn(usize) -> bool) -> GaenCases {
+        GaenCases {
+            records: Arc::clone(&self.records),
+            pick: (0..self.pick.len())
+                .filter(|&i| keep(i))
+                .map(|i| self.pick[i])
+                .collect(),
+        }
+    }
+}
+
+impl KeySource for GaenCases {
+    fn len(&self) -> usize {
+        self.pick.len()
+    }
+    fn key(&self, i: usize) -> KeyRef<'_> {
+        self.records.gaen_ref(self.pick[i] as usize)
     }
 }
 
@@ -158,12 +194,12 @@ fn load_records(store: &Store) -> Result<Records> {
 /// ([`revise`](bluezone_protocol::gaen::revision::revise)): the latest publication of a key
 /// wins, and a revoked key matches nothing and withdraws what it matched before.
 pub(crate) fn load_cases(store: &Store) -> Result<Cases> {
-    Ok(resolve(&load_records(store)?))
+    Ok(resolve(&Arc::new(load_records(store)?)))
 }
 
 /// De-duplication and revision by sorting (keys are random: no hashing needed), in one pass
 /// when the records are already in key order (as a single export from a server is).
-fn resolve(r: &Records) -> Cases {
+fn resolve(r: &Arc<Records>) -> Cases {
     let mut cases = Cases::default();
 
     // F0: the first occurrence of each (daily key, start, end), in list order, with the latest
@@ -240,10 +276,7 @@ fn resolve(r: &Records) -> Cases {
         o
     });
     let at_ = |k: usize| order.as_ref().map_or(k, |o| o[k] as usize);
-    // Exact capacity: a million keys grown by doubling held up to twice their size.
-    cases.gaen.reserve_exact(n);
-    cases.gaen_info.reserve_exact(n);
-    cases.gaen_list.reserve_exact(n);
+    let mut pick = Vec::with_capacity(n);
     let mut at = 0;
     while at < n {
         let mut best = at_(at);
@@ -255,25 +288,16 @@ fn resolve(r: &Records) -> Cases {
             next += 1;
         }
         at = next;
-        let (tek, _) = id(best);
-        let k = r.gaen(best);
-        let report_type = ReportType::from_i32(k.report_type);
-        if report_type == ReportType::Revoked {
-            cases.revoked.push(("gaen", hex::encode(tek)));
+        if r.gaen_ref(best).revoked {
+            cases.revoked.push(("gaen", hex::encode(id(best).0)));
             continue;
         }
-        cases.gaen.push(GaenKey {
-            tek: Tek::from_bytes(*tek),
-            rolling_start: Enin(k.rolling_start),
-            rolling_period: k.rolling_period,
-            revoked: false,
-        });
-        cases.gaen_info.push(CaseInfo {
-            report_type,
-            days_since_onset: k.days_since_onset,
-        });
-        cases.gaen_list.push(k.list);
+        pick.push(best as u32);
     }
+    cases.gaen = GaenCases {
+        records: Arc::clone(r),
+        pick,
+    };
     cases
 }
 
@@ -316,10 +340,13 @@ pub fn compute(input: &CheckInput, cfg: &Config, today: i64) -> CheckReport {
         &cfg.scoring,
         &ctx,
     );
+    // The scorer's case table holds only the keys that were hit (a handful of a million).
+    let (ga_hits, ga_keys) = renumber(ga_hits);
+    let ga_info: Vec<CaseInfo> = ga_keys.iter().map(|&i| cases.gaen.info(i)).collect();
     let ga = score(
         &ga_hits,
         index.gaen.observations(),
-        &cases.gaen_info,
+        &ga_info,
         &cfg.scoring,
         &ctx,
     );
@@ -337,11 +364,11 @@ pub fn compute(input: &CheckInput, cfg: &Config, today: i64) -> CheckReport {
             )
         })
         .chain(ga.iter().map(|e| {
-            let key = &cases.gaen[e.case as usize];
+            let i = ga_keys[e.case as usize];
             report(
                 "gaen",
-                key.tek.to_hex(),
-                cases.gaen_list[e.case as usize],
+                hex::encode(cases.gaen.key(i).tek),
+                cases.gaen.list(i),
                 e,
             )
         }))
@@ -431,6 +458,20 @@ pub fn run_check(store: &mut Store, cfg: &Config, today: i64) -> Result<CheckRep
     let mut report = compute(&input, cfg, today);
     persist(store, &mut report)?;
     Ok(report)
+}
+
+/// Hits renumbered to the distinct cases they hit (in order of first hit), and those cases'
+/// positions in the matcher's input.
+fn renumber(mut hits: Vec<Hit>) -> (Vec<Hit>, Vec<usize>) {
+    let mut cases: Vec<usize> = Vec::new();
+    let mut local: std::collections::HashMap<u32, u32> = Default::default();
+    for h in &mut hits {
+        h.case = *local.entry(h.case).or_insert_with(|| {
+            cases.push(h.case as usize);
+            (cases.len() - 1) as u32
+        });
+    }
+    (hits, cases)
 }
 
 fn report(protocol: &str, case_key: String, list: i64, e: &Exposure) -> ExposureRecord {

@@ -1264,7 +1264,7 @@ proptest! {
                 aem: Some(aem),
             };
             let index = ObservationIndex::build(std::slice::from_ref(&s), 1);
-            let (hits, _) = match_keys(&[g], &index, &MatchConfig::default());
+            let (hits, _) = match_keys(&[g][..], &index, &MatchConfig::default());
             prop_assert!(!hits.is_empty());
         } else {
             prop_assert_eq!(parsed.file.keys.len(), 1, "the good key is kept");

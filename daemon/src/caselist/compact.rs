@@ -17,6 +17,9 @@
 use zeroize::{Zeroize, Zeroizing};
 
 use bluezone_protocol::bluezone::f0::parse_f0_revocations;
+use bluezone_protocol::gaen::export::ReportType;
+use bluezone_protocol::gaen::Enin;
+use bluezone_protocol::matching::gaen::KeyRef;
 
 use super::{CaseList, Format, Limits};
 
@@ -127,6 +130,23 @@ impl Records {
         let (_, r) = self.gaen_record(i);
         let tek: &[u8; 16] = r[..16].try_into().unwrap_or(&[0; 16]);
         (tek, u32_at(r, 16))
+    }
+
+    /// GAEN key `i` as the matcher reads it, where it lies (`i < gaen_len()`).
+    #[inline]
+    pub fn gaen_ref(&self, i: usize) -> KeyRef<'_> {
+        let (_, r) = self.gaen_record(i);
+        KeyRef {
+            tek: r[..16].try_into().unwrap_or(&[0; 16]),
+            rolling_start: Enin(u32_at(r, 16)),
+            rolling_period: u32_at(r, 20),
+            revoked: u32_at(r, 24) as i32 == ReportType::Revoked.to_i32(),
+        }
+    }
+
+    /// The case list (id) GAEN key `i` came from (`i < gaen_len()`).
+    pub fn gaen_list(&self, i: usize) -> i64 {
+        self.gaen_record(i).0.list
     }
 
     /// The rest of GAEN key `i`'s record (`i < gaen_len()`).

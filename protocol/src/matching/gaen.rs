@@ -49,12 +49,7 @@ pub struct GaenKey {
 impl GaenKey {
     /// `[first, last]` unix seconds in which a sighting of any of this key's RPIs can count.
     pub fn validity(&self) -> (i64, i64) {
-        let first = (self.rolling_start.0 as i64 - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
-        let last =
-            (self.rolling_start.0 as i64 + self.rolling_period as i64 + RPI_VALIDITY_INTERVALS)
-                * INTERVAL_SECONDS
-                - 1;
-        (first, last)
+        validity(self.rolling_start, self.rolling_period)
     }
 }
 
@@ -66,6 +61,69 @@ impl From<&ExportKey> for GaenKey {
             rolling_period: k.rolling_period,
             revoked: k.report_type == ReportType::Revoked,
         }
+    }
+}
+
+/// One published key as the matcher reads it (from a [`KeySource`]).
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'a> {
+    pub tek: &'a [u8; 16],
+    pub rolling_start: Enin,
+    pub rolling_period: u32,
+    /// Report type 5: the key was withdrawn and must never match.
+    pub revoked: bool,
+}
+
+impl KeyRef<'_> {
+    /// `[first, last]` unix seconds in which a sighting of any of this key's RPIs can count.
+    pub fn validity(&self) -> (i64, i64) {
+        validity(self.rolling_start, self.rolling_period)
+    }
+}
+
+fn validity(rolling_start: Enin, rolling_period: u32) -> (i64, i64) {
+    let first = (rolling_start.0 as i64 - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
+    let last = (rolling_start.0 as i64 + rolling_period as i64 + RPI_VALIDITY_INTERVALS)
+        * INTERVAL_SECONDS
+        - 1;
+    (first, last)
+}
+
+/// The published keys [`match_keys`] reads, by position: a slice of [`GaenKey`]s, or keys
+/// left where they lie in a caller's own layout (the daemon reads its decrypted compact case
+/// lists in place rather than copy a million keys into `GaenKey`s for each run).
+pub trait KeySource: Sync {
+    /// Keys in all.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Key `i` (`i < len()`).
+    fn key(&self, i: usize) -> KeyRef<'_>;
+}
+
+impl KeySource for [GaenKey] {
+    fn len(&self) -> usize {
+        <[GaenKey]>::len(self)
+    }
+    fn key(&self, i: usize) -> KeyRef<'_> {
+        let k = &self[i];
+        KeyRef {
+            tek: k.tek.as_bytes(),
+            rolling_start: k.rolling_start,
+            rolling_period: k.rolling_period,
+            revoked: k.revoked,
+        }
+    }
+}
+
+impl KeySource for Vec<GaenKey> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    fn key(&self, i: usize) -> KeyRef<'_> {
+        self.as_slice().key(i)
     }
 }
 
@@ -97,12 +155,12 @@ fn be_words<const W: usize>(bytes: &[u8]) -> [u32; W] {
 }
 
 /// RPIKs of up to `LANES` TEKs: HKDF-SHA256(ikm = TEK, salt = none, info = "EN-RPIK", L = 16).
-fn rpiks(teks: &[&Tek]) -> [[u8; 16]; LANES] {
+fn rpiks(teks: &[&[u8; 16]]) -> [[u8; 16]; LANES] {
     let pads = zero_salt_pads();
     // Extract: PRK = HMAC(0^32, TEK). Inner message is TEK (16 bytes) after the 64-byte pad.
     let mut m = [[0u32; 16]; LANES];
     for (mi, t) in m.iter_mut().zip(teks) {
-        mi[..4].copy_from_slice(&be_words::<4>(t.as_bytes()));
+        mi[..4].copy_from_slice(&be_words::<4>(&t[..]));
         mi[4] = 0x8000_0000;
         mi[15] = (64 + 16) * 8;
     }
@@ -154,7 +212,7 @@ fn rpiks(teks: &[&Tek]) -> [[u8; 16]; LANES] {
 /// [`rpiks`] for up to sixteen TEKs, the words lane-wise in AVX-512 registers: the same six
 /// compressions, sixteen keys each (≈ 20 ns a compression against ≈ 37 ns with SHA-NI).
 /// Only called when [`wide_hkdf`] holds.
-fn rpiks_wide(teks: &[&Tek]) -> [[u8; 16]; WIDE] {
+fn rpiks_wide(teks: &[&[u8; 16]]) -> [[u8; 16]; WIDE] {
     #[cfg(target_arch = "x86_64")]
     {
         use super::sha256x16::{compress16, Words16};
@@ -163,7 +221,7 @@ fn rpiks_wide(teks: &[&Tek]) -> [[u8; 16]; WIDE] {
         let bcast = |v: &[u32; 8]| -> Words16<8> { std::array::from_fn(|w| [v[w]; WIDE]) };
         let mut m: Words16<16> = [[0; WIDE]; 16];
         for (l, t) in teks.iter().take(WIDE).enumerate() {
-            for (w, x) in be_words::<4>(t.as_bytes()).into_iter().enumerate() {
+            for (w, x) in be_words::<4>(&t[..]).into_iter().enumerate() {
                 m[w][l] = x;
             }
         }
@@ -221,8 +279,8 @@ fn rpiks_wide(teks: &[&Tek]) -> [[u8; 16]; WIDE] {
 }
 
 /// Matches published keys against the index. `hits[i].case` is the key's position in `keys`.
-pub fn match_keys(
-    keys: &[GaenKey],
+pub fn match_keys<K: KeySource + ?Sized>(
+    keys: &K,
     index: &ObservationIndex,
     cfg: &MatchConfig,
 ) -> (Vec<Hit>, MatchStats) {
@@ -239,16 +297,19 @@ pub fn match_keys(
             )
         }
     };
-    keys.par_chunks(KEYS_PER_TASK)
-        .enumerate()
-        .map(|(chunk, ks)| {
+    let n = keys.len();
+    (0..n.div_ceil(KEYS_PER_TASK))
+        .into_par_iter()
+        .map(|chunk| {
             let base = chunk * KEYS_PER_TASK;
+            let len = KEYS_PER_TASK.min(n - base);
+            let ks = |i: usize| keys.key(base + i);
             let mut hits = Vec::new();
             let mut derived = 0u64;
             // Cheap rejection first: revoked keys and keys valid wholly outside the log.
-            let live: Vec<u32> = (0..ks.len() as u32)
+            let live: Vec<u32> = (0..len as u32)
                 .filter(|&i| {
-                    let k = &ks[i as usize];
+                    let k = ks(i as usize);
                     let (a, b) = k.validity();
                     !k.revoked && k.rolling_period > 0 && b >= range.0 && a <= range.1
                 })
@@ -258,20 +319,20 @@ pub fn match_keys(
             let wide = wide_hkdf();
             for wide_group in live.chunks(if wide { WIDE } else { LANES }) {
                 if wide {
-                    let mut teks: [&Tek; WIDE] = [&ks[wide_group[0] as usize].tek; WIDE];
+                    let mut teks: [&[u8; 16]; WIDE] = [ks(wide_group[0] as usize).tek; WIDE];
                     for (t, &i) in teks.iter_mut().zip(wide_group) {
-                        *t = &ks[i as usize].tek;
+                        *t = ks(i as usize).tek;
                     }
                     rpik_buf = rpiks_wide(&teks[..wide_group.len()]);
                 }
                 for (q, group) in wide_group.chunks(LANES).enumerate() {
                     // Fixed arrays, not Vecs: three allocations per four keys were measurable.
-                    let mut teks: [&Tek; LANES] = [&ks[group[0] as usize].tek; LANES];
+                    let mut teks: [&[u8; 16]; LANES] = [ks(group[0] as usize).tek; LANES];
                     let mut starts = [Enin(0); LANES];
                     let mut periods = [0usize; LANES];
                     for (l, &i) in group.iter().enumerate() {
-                        let k = &ks[i as usize];
-                        teks[l] = &k.tek;
+                        let k = ks(i as usize);
+                        teks[l] = k.tek;
                         starts[l] = k.rolling_start;
                         periods[l] = k.rolling_period.min(crate::gaen::TEK_ROLLING_PERIOD) as usize;
                     }
@@ -295,7 +356,7 @@ pub fn match_keys(
                             return;
                         }
                         let i = group[l];
-                        let k = &ks[i as usize];
+                        let k = ks(i as usize);
                         let enin = k.rolling_start.0 as i64 + j as i64;
                         let a = (enin - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
                         let b = (enin + RPI_VALIDITY_INTERVALS + 1) * INTERVAL_SECONDS - 1;
@@ -304,7 +365,8 @@ pub fn match_keys(
                             // Only a matched key's AEMK is derived: its metadata gives the
                             // sender's calibrated tx power for attenuation.
                             let tx_power = index.gaen.observations()[r.start].aem.map(|aem| {
-                                let aemk = aemk[l].get_or_insert_with(|| Aemk::derive(&k.tek));
+                                let aemk = aemk[l]
+                                    .get_or_insert_with(|| Aemk::derive(&Tek::from_bytes(*k.tek)));
                                 decrypt_metadata(aemk, &Rpi(flat[x]), &aem).tx_power_dbm
                             });
                             hits.push(Hit {
@@ -320,7 +382,7 @@ pub fn match_keys(
             (
                 hits,
                 MatchStats {
-                    keys_checked: ks.len() as u64,
+                    keys_checked: len as u64,
                     ids_derived: derived,
                 },
             )
@@ -336,7 +398,7 @@ mod tests {
     #[test]
     fn lane_hkdf_equals_hkdf_crate() {
         let teks: Vec<Tek> = (0..3u8).map(|i| Tek::from_bytes([i * 7 + 1; 16])).collect();
-        let refs: Vec<&Tek> = teks.iter().collect();
+        let refs: Vec<&[u8; 16]> = teks.iter().map(|t| t.as_bytes()).collect();
         let out = rpiks(&refs);
         for (l, t) in teks.iter().enumerate() {
             assert_eq!(&out[l], Rpik::derive(t).as_bytes());
@@ -346,7 +408,7 @@ mod tests {
                 let teks: Vec<Tek> = (0..n as u8)
                     .map(|i| Tek::from_bytes([i.wrapping_mul(29) ^ 0x5a; 16]))
                     .collect();
-                let refs: Vec<&Tek> = teks.iter().collect();
+                let refs: Vec<&[u8; 16]> = teks.iter().map(|t| t.as_bytes()).collect();
                 let out = rpiks_wide(&refs);
                 for (l, t) in teks.iter().enumerate() {
                     assert_eq!(&out[l], Rpik::derive(t).as_bytes(), "n {n} lane {l}");
