@@ -13,6 +13,8 @@
 //!
 //! Both matchers are pure functions of (keys, index, config) and parallel over cores with rayon.
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod aes_bitslice;
 pub mod bluezone;
 pub mod cpu;
 pub mod gaen;

@@ -6,9 +6,7 @@
 //! vectors × 10 rounds; twelve vectors are kept in flight to cover the instruction latency.
 //! Elsewhere the `aes` crate (AES-NI or constant-time software) does the work.
 
-use aes::cipher::{BlockEncrypt, KeyInit};
-
-use crate::gaen::{padded_data, Enin, TEK_ROLLING_PERIOD};
+use crate::gaen::{Enin, TEK_ROLLING_PERIOD};
 
 pub const MAX_RPIS: usize = TEK_ROLLING_PERIOD as usize;
 
@@ -24,9 +22,19 @@ pub fn rpi_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16
             return;
         }
     }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    super::aes_bitslice::rpi_blocks::<super::aes_bitslice::Native>(rpik, first, count, out);
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    aes_crate_blocks(rpik, first, count, out);
+}
+
+/// The `aes` crate on architectures without a bitsliced implementation here.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn aes_crate_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16]; MAX_RPIS]) {
+    use aes::cipher::{BlockEncrypt, KeyInit};
     let cipher = aes::Aes128Enc::new(rpik.into());
     let mut blocks: Vec<aes::Block> = (0..count as u32)
-        .map(|j| padded_data(Enin(first.0.wrapping_add(j))).into())
+        .map(|j| crate::gaen::padded_data(Enin(first.0.wrapping_add(j))).into())
         .collect();
     cipher.encrypt_blocks(&mut blocks);
     for (o, b) in out.iter_mut().zip(blocks.iter()) {
