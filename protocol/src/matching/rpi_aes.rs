@@ -4,7 +4,17 @@
 //! machines — more than the whole GAEN budget. Where the CPU has VAES with AVX-512 (these
 //! machines do), one instruction runs a round on four blocks, so a key's 144 blocks take 36
 //! vectors × 10 rounds; twelve vectors are kept in flight to cover the instruction latency.
-//! Elsewhere the `aes` crate (AES-NI or constant-time software) does the work.
+//!
+//! Elsewhere — x86-64 without VAES/AVX-512 (or with `BLUEZONED_FORCE_PORTABLE=1`, see
+//! [`super::cpu`]) and every aarch64 machine, such as a Raspberry Pi 4 (NEON, no ARMv8 crypto
+//! extensions) — `aes_bitslice` runs: a bitsliced AES-128 on eight blocks at once in eight
+//! 128-bit registers (SSE2 or NEON, both baseline; one round logic generic over the two), its
+//! key schedule computed once per key for the 18 batches of eight. It is constant-time like the
+//! `aes` crate's software backend it replaces there (the floor it has to beat), and checked
+//! against that crate by its tests. Other architectures keep the `aes` crate.
+//!
+//! These functions only ever see RPIKs derived from published diagnosis keys (the case lists),
+//! never the device's own keys; being constant-time is not needed for them, but kept.
 
 use crate::gaen::{Enin, TEK_ROLLING_PERIOD};
 
