@@ -573,7 +573,6 @@ pub fn rpi_blocks<V: V128>(
         for (b, v) in x.iter_mut().enumerate() {
             *v = V::load(&padded_data(Enin(base.wrapping_add(b as u32))));
         }
-        // The loop keeps the rounds out of line once, not per batch.
         schedule.encrypt8(&mut x);
         for (v, o) in x.iter().zip(chunk.iter_mut()) {
             v.store(o);

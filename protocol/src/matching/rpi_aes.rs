@@ -21,7 +21,8 @@ use crate::gaen::{Enin, TEK_ROLLING_PERIOD};
 pub const MAX_RPIS: usize = TEK_ROLLING_PERIOD as usize;
 
 /// Fills `out[..count]` with the RPIs for intervals `first, first+1, ...`; entries past `count`
-/// are unspecified. `count` must be at most 144.
+/// are unspecified. `count` must be at most 144. Only used for the RPIKs of published
+/// diagnosis keys (see the module doc).
 pub fn rpi_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16]; MAX_RPIS]) {
     let count = count.min(MAX_RPIS);
     #[cfg(target_arch = "x86_64")]
