@@ -298,7 +298,8 @@ fn bench_sha256(c: &mut Criterion) {
 }
 
 /// The 144 RPIs of a key (elements are AES blocks): the matcher's `rpi_blocks` (VAES, or on the
-/// portable path the `aes` crate) next to the `aes` crate's `encrypt_blocks` on the same blocks.
+/// portable path the bitsliced SSE2/NEON AES) next to the `aes` crate's `encrypt_blocks` on the
+/// same blocks.
 fn bench_rpi_aes(c: &mut Criterion) {
     use aes::cipher::{BlockEncrypt, KeyInit};
     use bluezone_protocol::matching::rpi_aes::{rpi_blocks, MAX_RPIS};

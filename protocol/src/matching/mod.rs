@@ -6,6 +6,7 @@
 //! - [`score`]: matched sightings → GAEN v2 scan instances and exposure windows → daily
 //!   weighted minutes → notification.
 //! - [`rpi_aes`]: a key's 144 RPIs at once (VAES/AVX-512 where present).
+//! - `aes_bitslice`: the portable RPI path, bitsliced AES-128 on eight blocks (SSE2 / NEON).
 //! - [`sha256x`]: multi-lane SHA-256 (SHA-NI) that both matchers' derivations run on.
 //! - `sha256x16`: SHA-256 sixteen lanes a zmm register (AVX-512), words kept lane-wise.
 //! - [`subkeys`]: Bluezone sub-key chains sixteen at a time (AVX-512 lanes where present).
@@ -13,6 +14,8 @@
 //!
 //! Both matchers are pure functions of (keys, index, config) and parallel over cores with rayon.
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod aes_bitslice;
 pub mod bluezone;
 pub mod cpu;
 pub mod gaen;

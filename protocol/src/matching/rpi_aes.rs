@@ -4,16 +4,25 @@
 //! machines — more than the whole GAEN budget. Where the CPU has VAES with AVX-512 (these
 //! machines do), one instruction runs a round on four blocks, so a key's 144 blocks take 36
 //! vectors × 10 rounds; twelve vectors are kept in flight to cover the instruction latency.
-//! Elsewhere the `aes` crate (AES-NI or constant-time software) does the work.
+//!
+//! Elsewhere — x86-64 without VAES/AVX-512 (or with `BLUEZONED_FORCE_PORTABLE=1`, see
+//! [`super::cpu`]) and every aarch64 machine, such as a Raspberry Pi 4 (NEON, no ARMv8 crypto
+//! extensions) — `aes_bitslice` runs: a bitsliced AES-128 on eight blocks at once in eight
+//! 128-bit registers (SSE2 or NEON, both baseline; one round logic generic over the two), its
+//! key schedule computed once per key for the 18 batches of eight. It is constant-time like the
+//! `aes` crate's software backend it replaces there (the floor it has to beat), and checked
+//! against that crate by its tests. Other architectures keep the `aes` crate.
+//!
+//! These functions only ever see RPIKs derived from published diagnosis keys (the case lists),
+//! never the device's own keys; being constant-time is not needed for them, but kept.
 
-use aes::cipher::{BlockEncrypt, KeyInit};
-
-use crate::gaen::{padded_data, Enin, TEK_ROLLING_PERIOD};
+use crate::gaen::{Enin, TEK_ROLLING_PERIOD};
 
 pub const MAX_RPIS: usize = TEK_ROLLING_PERIOD as usize;
 
 /// Fills `out[..count]` with the RPIs for intervals `first, first+1, ...`; entries past `count`
-/// are unspecified. `count` must be at most 144.
+/// are unspecified. `count` must be at most 144. Only used for the RPIKs of published
+/// diagnosis keys (see the module doc).
 pub fn rpi_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16]; MAX_RPIS]) {
     let count = count.min(MAX_RPIS);
     #[cfg(target_arch = "x86_64")]
@@ -24,9 +33,19 @@ pub fn rpi_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16
             return;
         }
     }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    super::aes_bitslice::rpi_blocks::<super::aes_bitslice::Native>(rpik, first, count, out);
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    aes_crate_blocks(rpik, first, count, out);
+}
+
+/// The `aes` crate on architectures without a bitsliced implementation here.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn aes_crate_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16]; MAX_RPIS]) {
+    use aes::cipher::{BlockEncrypt, KeyInit};
     let cipher = aes::Aes128Enc::new(rpik.into());
     let mut blocks: Vec<aes::Block> = (0..count as u32)
-        .map(|j| padded_data(Enin(first.0.wrapping_add(j))).into())
+        .map(|j| crate::gaen::padded_data(Enin(first.0.wrapping_add(j))).into())
         .collect();
     cipher.encrypt_blocks(&mut blocks);
     for (o, b) in out.iter_mut().zip(blocks.iter()) {
