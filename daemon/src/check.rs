@@ -93,9 +93,7 @@ impl Cases {
                 out.f0_list.push(list);
             }
         }
-        out.gaen = self
-            .gaen
-            .select(|i| keep(self.gaen.list(i), self.gaen.key(i).validity()));
+        out.gaen = self.gaen.select(|list, k| keep(list, k.validity()));
         out
     }
 
@@ -108,9 +106,7 @@ impl Cases {
                 out.f0_list.push(list);
             }
         }
-        out.gaen = self
-            .gaen
-            .select(|i| keep("gaen", &hex::encode(self.gaen.key(i).tek)));
+        out.gaen = self.gaen.select(|_, k| keep("gaen", &hex::encode(k.tek)));
         out
     }
 }
@@ -137,26 +133,28 @@ impl GaenCases {
     }
 
     /// The case list (id) key `i` was published by.
+    #[inline]
     fn list(&self, i: usize) -> i64 {
         self.records.gaen_list(self.pick[i] as usize)
     }
 
-    /// The keys `i` for which `keep(i)` holds, sharing the records.
-    fn select(&self, keep: impl Fn(usize) -> bool) -> GaenCases {
+    /// The keys for which `keep(list, key)` holds, sharing the records.
+    fn select(&self, keep: impl Fn(i64, KeyRef<'_>) -> bool) -> GaenCases {
         GaenCases {
             records: Arc::clone(&self.records),
-            pick: (0..self.pick.len())
-                .filter(|&i| keep(i))
-                .map(|i| self.pick[i])
-                .collect(),
+            pick: self
+                .records
+                .gaen_filter(&self.pick, |k, list| keep(list, k)),
         }
     }
 }
 
 impl KeySource for GaenCases {
+    #[inline]
     fn len(&self) -> usize {
         self.pick.len()
     }
+    #[inline]
     fn key(&self, i: usize) -> KeyRef<'_> {
         self.records.gaen_ref(self.pick[i] as usize)
     }

@@ -135,16 +135,45 @@ impl Records {
     /// GAEN key `i` as the matcher reads it, where it lies (`i < gaen_len()`).
     #[inline]
     pub fn gaen_ref(&self, i: usize) -> KeyRef<'_> {
-        let (_, r) = self.gaen_record(i);
-        KeyRef {
-            tek: r[..16].try_into().unwrap_or(&[0; 16]),
-            rolling_start: Enin(u32_at(r, 16)),
-            rolling_period: u32_at(r, 20),
-            revoked: u32_at(r, 24) as i32 == ReportType::Revoked.to_i32(),
+        self.gaen_ref_list(i).0
+    }
+
+    /// [`gaen_ref`](Self::gaen_ref) and [`gaen_list`](Self::gaen_list) in one lookup.
+    #[inline]
+    pub fn gaen_ref_list(&self, i: usize) -> (KeyRef<'_>, i64) {
+        let (b, r) = self.gaen_record(i);
+        (key_ref(r), b.list)
+    }
+
+    /// The positions in `picks` whose key passes `keep(key, list)`, in order: one tight pass
+    /// (the daemon selects from a million keys each time new sightings arrive).
+    pub fn gaen_filter(&self, picks: &[u32], keep: impl Fn(KeyRef<'_>, i64) -> bool) -> Vec<u32> {
+        match self.gaen.as_slice() {
+            [b] => {
+                let body = &b.bytes[HEADER..];
+                picks
+                    .iter()
+                    .copied()
+                    .filter(|&p| {
+                        let at = p as usize * GAEN_RECORD;
+                        body.get(at..at + GAEN_RECORD)
+                            .is_some_and(|r| keep(key_ref(r), b.list))
+                    })
+                    .collect()
+            }
+            _ => picks
+                .iter()
+                .copied()
+                .filter(|&p| {
+                    let (k, list) = self.gaen_ref_list(p as usize);
+                    keep(k, list)
+                })
+                .collect(),
         }
     }
 
     /// The case list (id) GAEN key `i` came from (`i < gaen_len()`).
+    #[inline]
     pub fn gaen_list(&self, i: usize) -> i64 {
         self.gaen_record(i).0.list
     }
@@ -162,6 +191,17 @@ impl Records {
             end_timestamp: b.end_timestamp,
             list: b.list,
         }
+    }
+}
+
+/// A GAEN record's key fields, read in place.
+#[inline]
+fn key_ref(r: &[u8]) -> KeyRef<'_> {
+    KeyRef {
+        tek: r[..16].try_into().unwrap_or(&[0; 16]),
+        rolling_start: Enin(u32_at(r, 16)),
+        rolling_period: u32_at(r, 20),
+        revoked: u32_at(r, 24) as i32 == ReportType::Revoked.to_i32(),
     }
 }
 

@@ -48,6 +48,7 @@ pub struct GaenKey {
 
 impl GaenKey {
     /// `[first, last]` unix seconds in which a sighting of any of this key's RPIs can count.
+    #[inline]
     pub fn validity(&self) -> (i64, i64) {
         validity(self.rolling_start, self.rolling_period)
     }
@@ -76,11 +77,13 @@ pub struct KeyRef<'a> {
 
 impl KeyRef<'_> {
     /// `[first, last]` unix seconds in which a sighting of any of this key's RPIs can count.
+    #[inline]
     pub fn validity(&self) -> (i64, i64) {
         validity(self.rolling_start, self.rolling_period)
     }
 }
 
+#[inline]
 fn validity(rolling_start: Enin, rolling_period: u32) -> (i64, i64) {
     let first = (rolling_start.0 as i64 - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
     let last = (rolling_start.0 as i64 + rolling_period as i64 + RPI_VALIDITY_INTERVALS)
@@ -104,9 +107,11 @@ pub trait KeySource: Sync {
 }
 
 impl KeySource for [GaenKey] {
+    #[inline]
     fn len(&self) -> usize {
         <[GaenKey]>::len(self)
     }
+    #[inline]
     fn key(&self, i: usize) -> KeyRef<'_> {
         let k = &self[i];
         KeyRef {
@@ -119,9 +124,11 @@ impl KeySource for [GaenKey] {
 }
 
 impl KeySource for Vec<GaenKey> {
+    #[inline]
     fn len(&self) -> usize {
         self.as_slice().len()
     }
+    #[inline]
     fn key(&self, i: usize) -> KeyRef<'_> {
         self.as_slice().key(i)
     }
