@@ -9,7 +9,8 @@
 //! VAES); the groups are then named `…-portable`, so both sets of rows sit side by side in
 //! criterion's reports. The `sha256*/sha2-compress256-16x96` row is the `sha2` crate on the
 //! same chains: its software backend when built with `--features sha2/force-soft` (and `aes`,
-//! which the portable RPI path uses, is software with `RUSTFLAGS='--cfg aes_force_soft'`);
+//! the floor of the portable RPI path, the bitsliced AES, is software with
+//! `RUSTFLAGS='--cfg aes_force_soft'`);
 //! `benches/run-table.sh` builds the portable rows that way.
 //!
 //! `BLUEZONED_BENCH_SECS=S` sets every group's measurement time to `S` seconds (flat sampling,

@@ -402,8 +402,9 @@ pub(super) fn open(cipher: &Aes256Gcm, ad: &Ad, sealed: &[u8]) -> Option<Zeroizi
 /// and it moves the plaintext to the front of the buffer in the same pass. `ring` is already
 /// linked (rustls uses it). On success `buf` holds the plaintext; else it is zeroed.
 ///
-/// `ring` does not zeroize its keys: its key (schedule included) is built in a stack slot that
-/// is overwritten with zeros once the value is opened. `LessSafeKey` has no drop glue (checked
+/// `ring` does not zeroize its keys: its key (schedule included) ends in a stack slot that is
+/// overwritten with zeros once the value is opened. Best effort: the copies made while it is
+/// built and moved into the slot, and `ring`'s own frames, are not wiped. `LessSafeKey` has no drop glue (checked
 /// at compile time), so abandoning it without a drop is sound.
 fn bulk_open_in_place(raw: &[u8; KEY_LEN], ad: &Ad, buf: &mut Vec<u8>) -> bool {
     use ring::aead::{Aad, LessSafeKey, Nonce as RingNonce, UnboundKey, AES_256_GCM};

@@ -43,6 +43,13 @@ pub fn avx512() -> bool {
         && std::is_x86_feature_detected!("avx512dq")
 }
 
+/// AES-NI (the `aes` crate's hardware backend, ≈ 4× the bitsliced portable AES).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn aes_ni() -> bool {
+    !force_portable() && std::is_x86_feature_detected!("aes")
+}
+
 /// VAES on 512-bit vectors (four AES blocks a round instruction) with AES-NI for the schedule.
 #[cfg(target_arch = "x86_64")]
 #[inline]

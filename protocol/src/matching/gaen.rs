@@ -65,8 +65,9 @@ impl From<&ExportKey> for GaenKey {
     }
 }
 
-/// One published key as the matcher reads it (from a [`KeySource`]).
-#[derive(Clone, Copy, Debug)]
+/// One published key as the matcher reads it (from a [`KeySource`]). No `Debug`: a key that
+/// hit says whom the user met.
+#[derive(Clone, Copy)]
 pub struct KeyRef<'a> {
     pub tek: &'a [u8; 16],
     pub rolling_start: Enin,
