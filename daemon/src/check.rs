@@ -86,6 +86,40 @@ impl Cases {
     /// The entries and keys for which `keep(list, [first, last] unix seconds in which a
     /// sighting can count)` holds; no revocations.
     pub(crate) fn select(&self, skew_s: i64, keep: impl Fn(i64, (i64, i64)) -> bool) -> Cases {
+        let mut out = self.select_f0(skew_s, &keep);
+        out.gaen = self.gaen.select(|list, k| keep(list, k.validity()));
+        out
+    }
+
+    /// The entries and keys of the lists for which `keep_list(list)` holds whose validity
+    /// overlaps `[lo, hi]` (unix seconds); no revocations. With the GAEN keys indexed by
+    /// [`index_validity`](Cases::index_validity), only the keys near that span are read (the
+    /// daemon selects for each batch of new sightings, from up to millions of keys).
+    pub(crate) fn select_overlapping(
+        &self,
+        skew_s: i64,
+        (lo, hi): (i64, i64),
+        keep_list: impl Fn(i64) -> bool,
+    ) -> Cases {
+        let keep = |list, (first, last): (i64, i64)| keep_list(list) && first <= hi && last >= lo;
+        let mut out = self.select_f0(skew_s, &keep);
+        out.gaen = match &self.gaen.by_start {
+            Some(ix) => self
+                .gaen
+                .select_near(ix, (lo, hi), |list, k| keep(list, k.validity())),
+            None => self.gaen.select(|list, k| keep(list, k.validity())),
+        };
+        out
+    }
+
+    /// Indexes the GAEN keys by validity start for [`select_overlapping`](Cases::select_overlapping):
+    /// one sort, for a selection set the daemon keeps.
+    pub(crate) fn index_validity(&mut self) {
+        self.gaen.index_validity();
+    }
+
+    /// The F0 entries for which `keep` holds (as [`select`](Cases::select)), nothing else.
+    fn select_f0(&self, skew_s: i64, keep: &impl Fn(i64, (i64, i64)) -> bool) -> Cases {
         let mut out = Cases::default();
         for (e, &list) in self.f0.iter().zip(&self.f0_list) {
             if keep(list, (e.time_start - skew_s, e.time_end + skew_s)) {
@@ -93,7 +127,6 @@ impl Cases {
                 out.f0_list.push(list);
             }
         }
-        out.gaen = self.gaen.select(|list, k| keep(list, k.validity()));
         out
     }
 
@@ -120,6 +153,17 @@ pub(crate) struct GaenCases {
     records: Arc<Records>,
     /// Record positions (in `records`), in matching order.
     pick: Vec<u32>,
+    /// `pick` by validity start, if [`index_validity`](GaenCases::index_validity) built it.
+    by_start: Option<Arc<ValidityIndex>>,
+}
+
+/// Keys by validity start: (rolling start, position in `pick`), ascending (a key's validity
+/// starts at a fixed offset before its rolling start), and the longest validity
+/// (`last - first`, seconds) of any of them, so that the keys overlapping a span `[lo, hi]`
+/// are among those whose validity starts in `[lo - longest, hi]`. 8 bytes a key.
+struct ValidityIndex {
+    starts: Vec<(u32, u32)>,
+    longest: i64,
 }
 
 impl GaenCases {
@@ -145,7 +189,47 @@ impl GaenCases {
             pick: self
                 .records
                 .gaen_filter(&self.pick, |k, list| keep(list, k)),
+            by_start: None,
         }
+    }
+
+    /// [`select`](GaenCases::select) for a `keep` that holds only for keys whose validity
+    /// overlaps `[lo, hi]`, reading only the keys `ix` says can (in `pick`'s order).
+    fn select_near(
+        &self,
+        ix: &ValidityIndex,
+        (lo, hi): (i64, i64),
+        keep: impl Fn(i64, KeyRef<'_>) -> bool,
+    ) -> GaenCases {
+        let first = |&(_, i): &(u32, u32)| self.key(i as usize).validity().0;
+        let from = (ix.starts).partition_point(|e| first(e) < lo.saturating_sub(ix.longest));
+        let to = ix.starts.partition_point(|e| first(e) <= hi);
+        // Positions in `pick`, ascending: the selection keeps the matching order.
+        let mut near: Vec<u32> = ix.starts[from..to.max(from)]
+            .iter()
+            .map(|&(_, i)| i)
+            .collect();
+        near.sort_unstable();
+        let near: Vec<u32> = near.into_iter().map(|i| self.pick[i as usize]).collect();
+        GaenCases {
+            records: Arc::clone(&self.records),
+            pick: self.records.gaen_filter(&near, |k, list| keep(list, k)),
+            by_start: None,
+        }
+    }
+
+    fn index_validity(&mut self) {
+        let mut longest = 0;
+        let mut starts: Vec<(u32, u32)> = (0..self.pick.len())
+            .map(|i| {
+                let k = self.key(i);
+                let (first, last) = k.validity();
+                longest = longest.max(last - first);
+                (k.rolling_start.0, i as u32)
+            })
+            .collect();
+        starts.sort_unstable();
+        self.by_start = Some(Arc::new(ValidityIndex { starts, longest }));
     }
 }
 
@@ -295,6 +379,7 @@ fn resolve(r: &Arc<Records>) -> Cases {
     cases.gaen = GaenCases {
         records: Arc::clone(r),
         pick,
+        by_start: None,
     };
     cases
 }
@@ -491,5 +576,69 @@ fn report(protocol: &str, case_key: String, list: i64, e: &Exposure) -> Exposure
         infectiousness: Some(e.infectiousness),
         seconds_by_bucket: e.seconds_by_bucket,
         windows: e.window_details.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bluezone_protocol::gaen::export::{write_unsigned_export, ExportFile, ExportKey};
+    use bluezone_protocol::ids::Tek;
+    use rand::{rngs::StdRng, RngCore, SeedableRng};
+
+    use super::*;
+    use crate::caselist::Format;
+
+    /// The (list, TEK) of every GAEN key selected, in matching order.
+    fn keys(c: &Cases) -> Vec<(i64, [u8; 16])> {
+        (0..c.gaen.len())
+            .map(|i| (c.gaen.list(i), *c.gaen.key(i).tek))
+            .collect()
+    }
+
+    /// The daemon's validity index selects exactly the keys (and in the same order) a pass
+    /// over all of them does, for spans anywhere around and between keys of every period.
+    #[test]
+    fn indexed_selection_equals_a_full_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::init(dir.path()).unwrap();
+        let mut rng = StdRng::seed_from_u64(5);
+        let day0 = 18_482i64;
+        for list in 0..3 {
+            let keys = (0..400)
+                .map(|_| {
+                    let mut tek = [0u8; 16];
+                    rng.fill_bytes(&mut tek);
+                    let start = (day0 * 144) as u32 + rng.gen_range(0..144 * 10);
+                    ExportKey {
+                        rolling_period: rng.gen_range(1..=144),
+                        ..ExportKey::new(Tek::from_bytes(tek), start)
+                    }
+                })
+                .collect();
+            let file = ExportFile {
+                end_timestamp: ((day0 + 11 + list) * 86_400) as u64,
+                keys,
+                ..ExportFile::default()
+            };
+            let bytes = write_unsigned_export(&file).unwrap();
+            store
+                .insert_case_list(day0 + 11, Format::GaenExport, 400, &bytes)
+                .unwrap();
+        }
+        let all = load_cases(&store).unwrap();
+        let mut indexed = all.clone();
+        indexed.index_validity();
+        let newest = store.case_lists().unwrap()[1].id;
+        for _ in 0..300 {
+            let lo = (day0 - 1) * 86_400 + rng.gen_range(0..13 * 86_400);
+            let hi = lo + rng.gen_range(0..2 * 86_400);
+            let want = all.select(60, |list, (first, last)| {
+                list <= newest && first <= hi && last >= lo
+            });
+            let got = indexed.select_overlapping(60, (lo, hi), |list| list <= newest);
+            assert_eq!(keys(&got), keys(&want), "span {lo}..={hi}");
+            let inside = (day0 * 86_400..(day0 + 10) * 86_400).contains(&lo);
+            assert!(!inside || !keys(&want).is_empty(), "span {lo}..={hi}");
+        }
     }
 }

@@ -128,9 +128,7 @@ impl Incremental {
             let span = readout.sightings.iter().map(|s| s.time);
             if let (Some(lo), Some(hi)) = (span.clone().min(), span.max()) {
                 // Keys of new lists are matched against the whole log above.
-                let cases = old.select(skew_s, |list, (first, last)| {
-                    list <= newest_old && first <= hi && last >= lo
-                });
+                let cases = old.select_overlapping(skew_s, (lo, hi), |list| list <= newest_old);
                 if cases.len() > 0 {
                     plan.probe = Some(CheckInput { cases, readout });
                 }
@@ -167,7 +165,8 @@ impl Incremental {
     pub fn commit(&mut self, plan: Plan, reports: &[CheckReport]) {
         self.lists = plan.lists;
         self.mark = plan.mark;
-        if let Some(c) = plan.cases {
+        if let Some(mut c) = plan.cases {
+            c.index_validity();
             self.cases = c;
         }
         self.started = true;
