@@ -242,6 +242,12 @@ impl KeySource for GaenCases {
     fn key(&self, i: usize) -> KeyRef<'_> {
         self.records.gaen_ref(self.pick[i] as usize)
     }
+    #[inline]
+    fn prefetch(&self, i: usize) {
+        if let Some(&p) = self.pick.get(i) {
+            self.records.gaen_prefetch(p as usize);
+        }
+    }
 }
 
 /// Reads the compact form of every stored case list (`caselist::compact`; a list stored

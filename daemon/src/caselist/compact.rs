@@ -138,6 +138,12 @@ impl Records {
         self.gaen_ref_list(i).0
     }
 
+    /// A hint that GAEN key `i` will be read soon ([`KeySource::prefetch`](bluezone_protocol::matching::gaen::KeySource::prefetch); `i < gaen_len()`).
+    #[inline]
+    pub fn gaen_prefetch(&self, i: usize) {
+        bluezone_protocol::matching::prefetch(self.gaen_record(i).1.as_ptr());
+    }
+
     /// [`gaen_ref`](Self::gaen_ref) and [`gaen_list`](Self::gaen_list) in one lookup.
     #[inline]
     pub fn gaen_ref_list(&self, i: usize) -> (KeyRef<'_>, i64) {

@@ -22,6 +22,8 @@ const LANES: usize = 4;
 /// Keys whose HKDF runs together on the AVX-512 path (one per 32-bit lane of a zmm).
 const WIDE: usize = 16;
 const KEYS_PER_TASK: usize = 2048;
+/// How far ahead the first pass over a task's keys asks for them ([`KeySource::prefetch`]).
+const PREFETCH_KEYS: usize = 16;
 
 /// Whether the HKDF runs sixteen keys at a time in AVX-512 lanes (else four through
 /// [`compress_lanes`]: SHA-NI pairs or portable).
@@ -105,6 +107,13 @@ pub trait KeySource: Sync {
     }
     /// Key `i` (`i < len()`).
     fn key(&self, i: usize) -> KeyRef<'_>;
+    /// A hint that key `i` will be read soon (see [`super::prefetch`]); any `i`, in range or
+    /// not. The matcher's first pass over a task's keys asks a few keys ahead: a million keys
+    /// are not in cache, and that pass has too little work to hide their misses by itself.
+    #[inline]
+    fn prefetch(&self, i: usize) {
+        let _ = i;
+    }
 }
 
 impl KeySource for [GaenKey] {
@@ -122,6 +131,12 @@ impl KeySource for [GaenKey] {
             revoked: k.revoked,
         }
     }
+    #[inline]
+    fn prefetch(&self, i: usize) {
+        if let Some(k) = self.get(i) {
+            super::prefetch(k);
+        }
+    }
 }
 
 impl KeySource for Vec<GaenKey> {
@@ -132,6 +147,10 @@ impl KeySource for Vec<GaenKey> {
     #[inline]
     fn key(&self, i: usize) -> KeyRef<'_> {
         self.as_slice().key(i)
+    }
+    #[inline]
+    fn prefetch(&self, i: usize) {
+        self.as_slice().prefetch(i)
     }
 }
 
@@ -317,6 +336,7 @@ pub fn match_keys<K: KeySource + ?Sized>(
             // Cheap rejection first: revoked keys and keys valid wholly outside the log.
             let live: Vec<u32> = (0..len as u32)
                 .filter(|&i| {
+                    keys.prefetch(base + i as usize + PREFETCH_KEYS);
                     let k = ks(i as usize);
                     let (a, b) = k.validity();
                     !k.revoked && k.rolling_period > 0 && b >= range.0 && a <= range.1
@@ -402,6 +422,23 @@ pub fn match_keys<K: KeySource + ?Sized>(
 mod tests {
     use super::*;
     use crate::gaen::Rpik;
+
+    /// The matcher asks for keys up to `PREFETCH_KEYS` past a task's end: a hint for a key
+    /// that does not exist does nothing.
+    #[test]
+    fn prefetch_past_the_end_is_harmless() {
+        let keys = vec![GaenKey {
+            tek: Tek::from_bytes([1; 16]),
+            rolling_start: Enin(0),
+            rolling_period: 144,
+            revoked: false,
+        }];
+        for i in [0, 1, PREFETCH_KEYS, usize::MAX] {
+            keys.prefetch(i);
+            keys.as_slice().prefetch(i);
+        }
+        assert_eq!(keys.key(0).rolling_period, 144);
+    }
 
     #[test]
     fn lane_hkdf_equals_hkdf_crate() {
