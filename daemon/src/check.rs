@@ -202,7 +202,8 @@ impl GaenCases {
         keep: impl Fn(i64, KeyRef<'_>) -> bool,
     ) -> GaenCases {
         let first = |&(_, i): &(u32, u32)| self.key(i as usize).validity().0;
-        let from = (ix.starts).partition_point(|e| first(e) < lo.saturating_sub(ix.longest));
+        let from_first = lo.saturating_sub(ix.longest);
+        let from = ix.starts.partition_point(|e| first(e) < from_first);
         let to = ix.starts.partition_point(|e| first(e) <= hi);
         // Positions in `pick`, ascending: the selection keeps the matching order.
         let mut near: Vec<u32> = ix.starts[from..to.max(from)]

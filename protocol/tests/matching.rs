@@ -444,8 +444,9 @@ proptest! {
 
     #[test]
     fn fast_gaen_matcher_agrees_with_reference(
-        teks in prop::collection::vec((any::<[u8; 16]>(), 0u32..3, 1u32..=144, any::<bool>()), 1..10),
-        picks in prop::collection::vec((0usize..10, 0usize..144, -20i64..20), 0..40),
+        // Up to 40 keys: several groups of four, across more than one 16-key HKDF batch.
+        teks in prop::collection::vec((any::<[u8; 16]>(), 0u32..3, 1u32..=144, any::<bool>()), 1..40),
+        picks in prop::collection::vec((0usize..40, 0usize..144, -20i64..20), 0..60),
         noise in prop::collection::vec((any::<[u8; 16]>(), 0i64..3 * 86400), 0..20),
     ) {
         let base = Enin::from_unix(DAY).0;
@@ -464,6 +465,13 @@ proptest! {
         sightings.extend(noise.iter().map(|(r, t)| ga(Rpi(*r), Aem([0; 4]), DAY + t)));
         let index = ObservationIndex::build(&sightings, 78);
         let (hits, _) = match_keys(&keys, &index, &MatchConfig::default());
+        // Each RPI's lookup reported once, in key order (the set below would hide both).
+        let order: Vec<(u32, u32)> = hits.iter().map(|h| (h.case, h.group)).collect();
+        let mut unique = order.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        prop_assert_eq!(unique.len(), order.len(), "a hit reported twice: {:?}", order);
+        prop_assert!(order.windows(2).all(|w| w[0].0 <= w[1].0), "out of key order: {:?}", order);
         prop_assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings));
     }
 }

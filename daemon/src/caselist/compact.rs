@@ -138,7 +138,8 @@ impl Records {
         self.gaen_ref_list(i).0
     }
 
-    /// A hint that GAEN key `i` will be read soon ([`KeySource::prefetch`](bluezone_protocol::matching::gaen::KeySource::prefetch); `i < gaen_len()`).
+    /// A hint that GAEN key `i` will be read soon (`i < gaen_len()`; see
+    /// [`KeySource::prefetch`](bluezone_protocol::matching::gaen::KeySource::prefetch)).
     #[inline]
     pub fn gaen_prefetch(&self, i: usize) {
         bluezone_protocol::matching::prefetch(self.gaen_record(i).1.as_ptr());
