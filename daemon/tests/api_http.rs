@@ -726,6 +726,33 @@ async fn unix_socket_listener() {
             .unwrap();
     }
 
+    // A socket another process listens on is not taken over: the start fails, naming it,
+    // and that process keeps its socket.
+    let live = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (store, _) = Store::init(&dir.path().join("data")).unwrap();
+    let shared = Shared::new(store, Config::default(), Arc::new(SystemClock));
+    let e = api::serve(
+        shared,
+        &format!("unix:{}", sock.display()),
+        CancellationToken::new(),
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("another process is listening"), "{e}");
+    let _client = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    live.accept().unwrap();
+    drop(live);
+    std::fs::remove_file(&sock).unwrap();
+    // Nothing but the socket is left in the directory (no temporary name).
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("api.sock"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+
     // A regular file at the path is never replaced.
     std::fs::write(&sock, b"keep me").unwrap();
     let (store, _) = Store::init(&dir.path().join("data")).unwrap();

@@ -235,8 +235,13 @@ impl Listener {
 }
 
 fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::io::ErrorKind;
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    // A socket left by an earlier run is replaced; anything else at the path is an error.
+    // A socket left by an earlier run is replaced. One that another process still listens on
+    // (a second daemon given the same path) is not, and neither is anything that is not a
+    // socket. Between this check and the rename below another process could bind the path; the
+    // rename then replaces its socket: two daemons started at the same instant on one path
+    // are not told apart (their stores, in different data directories, are not mixed).
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             bail!(
@@ -244,15 +249,53 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
                 path.display()
             );
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("api.listen: removing stale socket {}", path.display()))?;
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => bail!(
+                "api.listen: another process is listening on {}; refusing to replace it",
+                path.display()
+            ),
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "api.listen: cannot tell whether {} is in use; not replacing it",
+                        path.display()
+                    )
+                })
+            }
+        }
     }
-    let l = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("api.listen: binding unix socket {}", path.display()))?;
-    // Owner and group only, whatever the umask (the unit's RuntimeDirectory is 0750 as well).
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("api.listen: chmod 0660 {}", path.display()))?;
-    Ok(l)
+    // Bound under a temporary name beside it, made owner-and-group only (whatever the umask),
+    // then renamed over the path: the socket is never reachable with the umask's mode, and a
+    // stale one is replaced in one step.
+    let name = path
+        .file_name()
+        .with_context(|| format!("api.listen: {} has no file name", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp); // left by a crashed process that had our pid
+    let l = std::os::unix::net::UnixListener::bind(&tmp)
+        .with_context(|| format!("api.listen: binding unix socket {}", tmp.display()))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("api.listen: chmod 0660 {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).with_context(|| {
+                format!(
+                    "api.listen: moving the socket into place at {}",
+                    path.display()
+                )
+            })
+        });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    l.set_nonblocking(true)
+        .context("api.listen: unix socket non-blocking")?;
+    tokio::net::UnixListener::from_std(l).context("api.listen: unix socket")
 }
 
 /// Serves `app` on `listener` until `shutdown`, then closes every connection within
