@@ -489,16 +489,10 @@ impl super::Store {
     ///
     /// [`Store::purge_older_than`]: super::Store::purge_older_than
     pub fn advance_wrap_epoch(&mut self) -> Result<u64, StoreError> {
+        let step = self.write_tx(step_in_tx)?;
         let super::Store {
             conn, path, keys, ..
         } = self;
-        let path: &Path = path;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::sql(path, "starting a write transaction", e))?;
-        let step = step_in_tx(&tx, path, keys)?;
-        tx.commit()
-            .map_err(|e| StoreError::sql(path, "committing", e))?;
         finish_step(conn, path, keys, step)?;
         Ok(self.wrap_epoch())
     }

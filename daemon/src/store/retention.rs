@@ -37,39 +37,36 @@ impl Store {
         keep_days: u32,
     ) -> Result<PurgeReport, StoreError> {
         let cutoff = today.saturating_sub(i64::from(keep_days));
-        let Store {
-            conn, path, keys, ..
-        } = self;
-        let path: &std::path::Path = path;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::sql(path, "starting a write transaction", e))?;
-        let del = |table_sql: &str| {
-            tx.execute(table_sql, [cutoff])
-                .map_err(|e| StoreError::sql(path, "purging old rows", e))
-        };
-        // Counters go with their rows (not reported: they are not data).
-        del("DELETE FROM day_counts WHERE day < ?1")?;
-        let mut report = PurgeReport {
-            cutoff_day: cutoff,
-            sightings_chunks: del("DELETE FROM sightings WHERE day < ?1")?,
-            own_keys: del("DELETE FROM own_keys WHERE day < ?1")?,
-            case_lists: del("DELETE FROM case_lists WHERE imported_day < ?1")?,
-            exposures: del("DELETE FROM exposures WHERE day < ?1")?,
-            day_keys: del("DELETE FROM day_keys WHERE day < ?1")?,
-            wal_truncated: false,
-            wrap_epoch: keys.wrap_epoch().unwrap_or_default(),
-        };
-        // A deleted day key may survive outside SQLite wrapped under this epoch's key: step
-        // the ratchet in the same transaction, so that key is gone once this returns.
-        let step = if report.day_keys > 0 {
-            Some(super::ratchet::step_in_tx(&tx, path, keys)?)
-        } else {
-            None
-        };
-        tx.commit()
-            .map_err(|e| StoreError::sql(path, "committing", e))?;
+        let (mut report, step) = self.write_tx(|tx, path, keys| {
+            let del = |table_sql: &str| {
+                tx.execute(table_sql, [cutoff])
+                    .map_err(|e| StoreError::sql(path, "purging old rows", e))
+            };
+            // Counters go with their rows (not reported: they are not data).
+            del("DELETE FROM day_counts WHERE day < ?1")?;
+            let report = PurgeReport {
+                cutoff_day: cutoff,
+                sightings_chunks: del("DELETE FROM sightings WHERE day < ?1")?,
+                own_keys: del("DELETE FROM own_keys WHERE day < ?1")?,
+                case_lists: del("DELETE FROM case_lists WHERE imported_day < ?1")?,
+                exposures: del("DELETE FROM exposures WHERE day < ?1")?,
+                day_keys: del("DELETE FROM day_keys WHERE day < ?1")?,
+                wal_truncated: false,
+                wrap_epoch: keys.wrap_epoch().unwrap_or_default(),
+            };
+            // A deleted day key may survive outside SQLite wrapped under this epoch's key:
+            // step the ratchet in the same transaction, so that key is gone once this returns.
+            let step = if report.day_keys > 0 {
+                Some(super::ratchet::step_in_tx(tx, path, keys)?)
+            } else {
+                None
+            };
+            Ok((report, step))
+        })?;
         if let Some(step) = step {
+            let Store {
+                conn, path, keys, ..
+            } = self;
             super::ratchet::finish_step(conn, path, keys, step)?;
             report.wrap_epoch = keys.wrap_epoch().unwrap_or_default();
         }
