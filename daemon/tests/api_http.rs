@@ -647,6 +647,22 @@ async fn exposures_status_and_metrics_after_a_match() {
     d.stop().await;
 }
 
+/// Why the API refuses to start on `unix:<sock>` (a store at `data`).
+async fn start_error(data: &std::path::Path, sock: &std::path::Path) -> String {
+    let (store, _) = Store::init(data).unwrap();
+    let shared = Shared::new(store, Config::default(), Arc::new(SystemClock));
+    let started = api::serve(
+        shared,
+        &format!("unix:{}", sock.display()),
+        CancellationToken::new(),
+    )
+    .await;
+    started
+        .err()
+        .expect("the API must refuse to start")
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_listener() {
     let dir = tempfile::tempdir().unwrap();
@@ -729,17 +745,7 @@ async fn unix_socket_listener() {
     // A socket another process listens on is not taken over: the start fails, naming it,
     // and that process keeps its socket.
     let live = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let (store, _) = Store::init(&dir.path().join("data")).unwrap();
-    let shared = Shared::new(store, Config::default(), Arc::new(SystemClock));
-    let e = api::serve(
-        shared,
-        &format!("unix:{}", sock.display()),
-        CancellationToken::new(),
-    )
-    .await
-    .err()
-    .unwrap()
-    .to_string();
+    let e = start_error(&dir.path().join("data"), &sock).await;
     assert!(e.contains("another process is listening"), "{e}");
     let _client = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     live.accept().unwrap();
@@ -755,17 +761,7 @@ async fn unix_socket_listener() {
 
     // A regular file at the path is never replaced.
     std::fs::write(&sock, b"keep me").unwrap();
-    let (store, _) = Store::init(&dir.path().join("data")).unwrap();
-    let shared = Shared::new(store, Config::default(), Arc::new(SystemClock));
-    let e = api::serve(
-        shared,
-        &format!("unix:{}", sock.display()),
-        CancellationToken::new(),
-    )
-    .await
-    .err()
-    .unwrap()
-    .to_string();
+    let e = start_error(&dir.path().join("data"), &sock).await;
     assert!(e.contains("not a socket"), "{e}");
     assert_eq!(std::fs::read(&sock).unwrap(), b"keep me");
 }
