@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
 use bluezone_protocol::gaen::export::ReportType;
+use bluezone_protocol::gaen::Enin;
 use bluezone_protocol::ids::DailyKey;
-use bluezone_protocol::matching::gaen::{match_keys, KeyRef, KeySource};
+use bluezone_protocol::matching::gaen::{match_keys, validity, KeyRef, KeySource};
 use bluezone_protocol::matching::{
     bluezone::match_f0, score, CaseInfo, Exposure, Hit, ObservationIndex, ScoreContext,
 };
@@ -157,12 +158,13 @@ pub(crate) struct GaenCases {
     by_start: Option<Arc<ValidityIndex>>,
 }
 
-/// Keys by validity start: (rolling start, position in `pick`), ascending (a key's validity
-/// starts at a fixed offset before its rolling start), and the longest validity
-/// (`last - first`, seconds) of any of them, so that the keys overlapping a span `[lo, hi]`
-/// are among those whose validity starts in `[lo - longest, hi]`. 8 bytes a key.
+/// Keys by validity start: (rolling start, rolling period, position in `pick`),
+/// ascending (a key's validity starts at a fixed offset before its rolling start), and the
+/// longest validity (`last - first`, seconds) of any of them, so that the keys overlapping a
+/// span `[lo, hi]` are among those whose validity starts in `[lo - longest, hi]`; their ends
+/// are checked here, without reading the keys. 12 bytes a key.
 struct ValidityIndex {
-    starts: Vec<(u32, u32)>,
+    starts: Vec<(u32, u32, u32)>,
     longest: i64,
 }
 
@@ -201,14 +203,18 @@ impl GaenCases {
         (lo, hi): (i64, i64),
         keep: impl Fn(i64, KeyRef<'_>) -> bool,
     ) -> GaenCases {
-        let first = |&(_, i): &(u32, u32)| self.key(i as usize).validity().0;
+        let first = |&(start, period, _): &(u32, u32, u32)| validity(Enin(start), period).0;
         let from_first = lo.saturating_sub(ix.longest);
         let from = ix.starts.partition_point(|e| first(e) < from_first);
         let to = ix.starts.partition_point(|e| first(e) <= hi);
-        // Positions in `pick`, ascending: the selection keeps the matching order.
+        // Positions in `pick`, ascending: the selection keeps the matching order. On the day
+        // after a list, the day-old keys start within `longest` of every span, though only
+        // the first two hours' spans reach their ends: the ends are checked here, not by
+        // reading each key (a cache miss in a million-key list, for every batch of sightings).
         let mut near: Vec<u32> = ix.starts[from..to.max(from)]
             .iter()
-            .map(|&(_, i)| i)
+            .filter(|&&(start, period, _)| validity(Enin(start), period).1 >= lo)
+            .map(|&(_, _, i)| i)
             .collect();
         near.sort_unstable();
         let near: Vec<u32> = near.into_iter().map(|i| self.pick[i as usize]).collect();
@@ -221,12 +227,12 @@ impl GaenCases {
 
     fn index_validity(&mut self) {
         let mut longest = 0;
-        let mut starts: Vec<(u32, u32)> = (0..self.pick.len())
+        let mut starts: Vec<(u32, u32, u32)> = (0..self.pick.len())
             .map(|i| {
                 let k = self.key(i);
                 let (first, last) = k.validity();
                 longest = longest.max(last - first);
-                (k.rolling_start.0, i as u32)
+                (k.rolling_start.0, k.rolling_period, i as u32)
             })
             .collect();
         starts.sort_unstable();

@@ -333,7 +333,9 @@ fn gaen_period_validity_and_revocation() {
         "tx power comes from the AEM"
     );
     assert_eq!(stats.keys_checked, 2);
-    assert_eq!(stats.ids_derived, 114);
+    // The log runs from interval 47 (sighting 5) to 114: RPIs of intervals 35..=113 can count
+    // in it (±12 intervals), the key's first 35 cannot and are not derived.
+    assert_eq!(stats.ids_derived, 114 - 35);
     assert_eq!(
         matched(&hits, &index, true),
         reference_gaen(&keys, &sightings)
@@ -473,5 +475,41 @@ proptest! {
         prop_assert_eq!(unique.len(), order.len(), "a hit reported twice: {:?}", order);
         prop_assert!(order.windows(2).all(|w| w[0].0 <= w[1].0), "out of key order: {:?}", order);
         prop_assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings));
+    }
+
+    /// A log of less than a quarter-hour (what the daemon matches as new sightings arrive):
+    /// the matcher derives only the intervals whose RPIs can count in it, so RPIs just inside
+    /// and just outside their ±2 h windows must still come out as the reference says.
+    #[test]
+    fn gaen_matcher_on_a_short_log_agrees_with_reference(
+        teks in prop::collection::vec((any::<[u8; 16]>(), 0u32..3, 1u32..=144), 1..24),
+        // The log's start: an interval of the keys' three days, and seconds into it.
+        at in (0u32..3 * 144, 0i64..600),
+        // Heard RPIs: a key, an interval up to 16 either side of the log's, and when.
+        picks in prop::collection::vec((0usize..24, -16i64..=16, 0i64..900), 1..30),
+        noise in prop::collection::vec((any::<[u8; 16]>(), 0i64..900), 0..10),
+    ) {
+        let base = Enin::from_unix(DAY).0;
+        let keys: Vec<GaenKey> = teks.iter().map(|(t, d, period)| GaenKey {
+            tek: Tek::from_bytes(*t),
+            rolling_start: Enin(base + 144 * d),
+            rolling_period: *period,
+            revoked: false,
+        }).collect();
+        let t0 = DAY + i64::from(at.0) * 600 + at.1;
+        let mut sightings: Vec<Sighting> = picks.iter().filter_map(|&(k, dj, dt)| {
+            let k = &keys[k % keys.len()];
+            let j = i64::from(at.0) + dj - i64::from(k.rolling_start.0 - base);
+            let j = usize::try_from(j).ok().filter(|&j| j < 144)?;
+            let sched = gaen::key_schedule(&k.tek, k.rolling_start, 144, Metadata::v1_0(-10));
+            let (_, rpi, aem) = sched[j];
+            Some(ga(rpi, aem, t0 + dt))
+        }).collect();
+        sightings.extend(noise.iter().map(|(r, dt)| ga(Rpi(*r), Aem([0; 4]), t0 + dt)));
+        let index = ObservationIndex::build(&sightings, 79);
+        let (hits, stats) = match_keys(&keys, &index, &MatchConfig::default());
+        prop_assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings));
+        // At most the 25 intervals around each of the log's (at most three) intervals.
+        prop_assert!(stats.ids_derived <= keys.len() as u64 * 27, "{}", stats.ids_derived);
     }
 }

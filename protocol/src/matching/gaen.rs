@@ -86,8 +86,10 @@ impl KeyRef<'_> {
     }
 }
 
+/// `[first, last]` unix seconds in which a sighting of any RPI of a key with this rolling
+/// start and period can count (each RPI ±2 h, [`RPI_VALIDITY_INTERVALS`]).
 #[inline]
-fn validity(rolling_start: Enin, rolling_period: u32) -> (i64, i64) {
+pub fn validity(rolling_start: Enin, rolling_period: u32) -> (i64, i64) {
     let first = (rolling_start.0 as i64 - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
     let last = (rolling_start.0 as i64 + rolling_period as i64 + RPI_VALIDITY_INTERVALS)
         * INTERVAL_SECONDS
@@ -325,6 +327,7 @@ pub fn match_keys<K: KeySource + ?Sized>(
         }
     };
     let n = keys.len();
+    let window = interval_window(range);
     (0..n.div_ceil(KEYS_PER_TASK))
         .into_par_iter()
         .map(|chunk| {
@@ -343,6 +346,8 @@ pub fn match_keys<K: KeySource + ?Sized>(
                 })
                 .collect();
             let mut all_rpis = [[[0u8; 16]; MAX_RPIS]; LANES];
+            // The RPIs of keys cut by the log's time span, packed for one probe.
+            let mut packed: Vec<[u8; 16]> = Vec::new();
             let mut rpik_buf = [[0u8; 16]; WIDE];
             let wide = wide_hkdf();
             for wide_group in live.chunks(if wide { WIDE } else { LANES }) {
@@ -356,13 +361,17 @@ pub fn match_keys<K: KeySource + ?Sized>(
                 for (q, group) in wide_group.chunks(LANES).enumerate() {
                     // Fixed arrays, not Vecs: three allocations per four keys were measurable.
                     let mut teks: [&[u8; 16]; LANES] = [ks(group[0] as usize).tek; LANES];
+                    // Lane `l` derives the RPIs of intervals `starts[l]..` (`periods[l]` of
+                    // them): the key's, less those whose windows miss the log.
                     let mut starts = [Enin(0); LANES];
                     let mut periods = [0usize; LANES];
                     for (l, &i) in group.iter().enumerate() {
                         let k = ks(i as usize);
                         teks[l] = k.tek;
-                        starts[l] = k.rolling_start;
-                        periods[l] = k.rolling_period.min(crate::gaen::TEK_ROLLING_PERIOD) as usize;
+                        let period = k.rolling_period.min(crate::gaen::TEK_ROLLING_PERIOD);
+                        let (from, count) = window.clip(k.rolling_start, period);
+                        starts[l] = from;
+                        periods[l] = count;
                     }
                     let n = group.len();
                     let keys16 = if wide {
@@ -373,19 +382,44 @@ pub fn match_keys<K: KeySource + ?Sized>(
                     };
                     rpi_blocks4(keys16, &starts[..n], &periods[..n], &mut all_rpis);
                     // The four keys' RPIs in one probe, so that the filter reads of the
-                    // later ones are under way while the first are tested. Entries past a
-                    // key's period are stale and skipped.
-                    derived += periods[..n].iter().sum::<usize>() as u64;
-                    let mut aemk: [Option<Aemk>; LANES] = Default::default();
+                    // later ones are under way while the first are tested. Whole keys are
+                    // probed where they lie (entries past a short key's period are stale and
+                    // skipped); keys cut by the log's span, typically a few intervals each
+                    // when the daemon matches new sightings, are packed first.
+                    let derived_here = periods[..n].iter().sum::<usize>();
+                    derived += derived_here as u64;
                     let flat = all_rpis.as_flattened();
-                    index.gaen.find_batch16(&flat[..n * MAX_RPIS], |x, g| {
-                        let (l, j) = (x / MAX_RPIS, x % MAX_RPIS);
+                    let (probe, stride) = if derived_here * 2 < n * MAX_RPIS {
+                        packed.clear();
+                        for l in 0..n {
+                            packed.extend_from_slice(&all_rpis[l][..periods[l]]);
+                        }
+                        (&packed[..], None)
+                    } else {
+                        (&flat[..n * MAX_RPIS], Some(MAX_RPIS))
+                    };
+                    // Probe position → (lane, RPI of that lane).
+                    let locate = |x: usize| match stride {
+                        Some(s) => (x / s, x % s),
+                        None => {
+                            let mut l = 0;
+                            let mut x = x;
+                            while x >= periods[l] {
+                                x -= periods[l];
+                                l += 1;
+                            }
+                            (l, x)
+                        }
+                    };
+                    let mut aemk: [Option<Aemk>; LANES] = Default::default();
+                    index.gaen.find_batch16(probe, |x, g| {
+                        let (l, j) = locate(x);
                         if j >= periods[l] {
                             return;
                         }
                         let i = group[l];
                         let k = ks(i as usize);
-                        let enin = k.rolling_start.0 as i64 + j as i64;
+                        let enin = starts[l].0 as i64 + j as i64;
                         let a = (enin - RPI_VALIDITY_INTERVALS) * INTERVAL_SECONDS;
                         let b = (enin + RPI_VALIDITY_INTERVALS + 1) * INTERVAL_SECONDS - 1;
                         let r = index.gaen.seen_within(g, a, b);
@@ -395,7 +429,7 @@ pub fn match_keys<K: KeySource + ?Sized>(
                             let tx_power = index.gaen.observations()[r.start].aem.map(|aem| {
                                 let aemk = aemk[l]
                                     .get_or_insert_with(|| Aemk::derive(&Tek::from_bytes(*k.tek)));
-                                decrypt_metadata(aemk, &Rpi(flat[x]), &aem).tx_power_dbm
+                                decrypt_metadata(aemk, &Rpi(probe[x]), &aem).tx_power_dbm
                             });
                             hits.push(Hit {
                                 case: (base + i as usize) as u32,
@@ -416,6 +450,38 @@ pub fn match_keys<K: KeySource + ?Sized>(
             )
         })
         .reduce(|| (Vec::new(), MatchStats::default()), super::join_results)
+}
+
+/// The intervals whose RPIs can be seen in a log spanning `[oldest, newest]` (unix seconds):
+/// an RPI of interval `e` counts in `[(e - 12) * 600, (e + 13) * 600 - 1]`
+/// ([`RPI_VALIDITY_INTERVALS`]). A run over the whole log derives every RPI of every key; the
+/// daemon matching a quarter-hour of new sightings derives about twenty-eight a key.
+#[derive(Clone, Copy)]
+struct IntervalWindow {
+    first: i64,
+    last: i64,
+}
+
+fn interval_window((oldest, newest): (i64, i64)) -> IntervalWindow {
+    IntervalWindow {
+        first: oldest.div_euclid(INTERVAL_SECONDS) - RPI_VALIDITY_INTERVALS,
+        last: newest.div_euclid(INTERVAL_SECONDS) + RPI_VALIDITY_INTERVALS,
+    }
+}
+
+impl IntervalWindow {
+    /// The part of a key's intervals `start..start + period` inside the window: (first,
+    /// count), count 0 if none.
+    fn clip(&self, start: Enin, period: u32) -> (Enin, usize) {
+        let s = i64::from(start.0);
+        let from = self.first.max(s);
+        let to = self.last.min(s + i64::from(period) - 1);
+        if to < from {
+            return (start, 0);
+        }
+        // `from` lies in `start..start + period`, so it fits a u32.
+        (Enin(from as u32), (to - from + 1) as usize)
+    }
 }
 
 #[cfg(test)]
