@@ -21,7 +21,7 @@ use std::time::Duration;
 use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
 use bluezone_protocol::gaen::{self, Enin, Metadata};
 use bluezone_protocol::matching::gaen::GaenKey;
-use bluezone_protocol::matching::subkeys::{subkey_ids, LANES};
+use bluezone_protocol::matching::subkeys::{subkey_ids, Kept, LANES};
 use bluezone_protocol::matching::{bluezone, cpu, MatchConfig, ObservationIndex};
 use bluezone_protocol::{Aem, DailyKey, PeerId, RollingId, Rpi, Sighting, Tek};
 use criterion::{
@@ -265,10 +265,11 @@ fn bench_sha256(c: &mut Criterion) {
         .map(|l| std::array::from_fn(|w| l.wrapping_mul(0x9E37_79B9) ^ w as u32))
         .collect();
     let mut ids: [Vec<[u8; 12]>; LANES] = Default::default();
+    let mut kept = Kept::none();
     g.throughput(Throughput::Elements((LANES * 96) as u64));
     g.bench_function("subkey-chains-16x96", |b| {
         b.iter(|| {
-            subkey_ids(&first, 96, &mut ids);
+            subkey_ids(&first, 96, &mut ids, &mut kept);
             ids[LANES - 1][95]
         })
     });

@@ -8,7 +8,7 @@
 use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
 use bluezone_protocol::gaen::Enin;
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
-use bluezone_protocol::matching::subkeys::{subkey_ids, LANES};
+use bluezone_protocol::matching::subkeys::{subkey_ids, Kept, LANES};
 use bluezone_protocol::matching::{bluezone, MatchConfig, ObservationIndex};
 use bluezone_protocol::{DailyKey, PeerId, RollingId, Rpi, Sighting, Tek};
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
@@ -182,7 +182,7 @@ fn main() {
             let t = Instant::now();
             let mut x = 0u8;
             for _ in 0..n {
-                subkey_ids(&first, 96, &mut out);
+                subkey_ids(&first, 96, &mut out, &mut Kept::none());
                 x ^= out[LANES - 1][95][0];
             }
             let per = t.elapsed().as_secs_f64() / (n * LANES * 96) as f64;

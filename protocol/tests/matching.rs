@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
 use bluezone_protocol::gaen::export::{parse_export, ExportLimits, TrustedKey};
 use bluezone_protocol::gaen::{self, Enin, Metadata};
+use bluezone_protocol::matching::bluezone::{match_f0, match_f0_resuming, ChainCache};
 use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
-use bluezone_protocol::matching::{bluezone::match_f0, Hit, MatchConfig, ObservationIndex};
+use bluezone_protocol::matching::{Hit, MatchConfig, ObservationIndex};
 use bluezone_protocol::{Aem, DailyKey, PeerId, RollingId, Rpi, Sighting, Tek};
 use proptest::prelude::*;
 
@@ -288,6 +289,76 @@ fn bluezone_work_is_bounded_by_the_log_not_the_entry() {
     );
 }
 
+/// A day of quarter-hour batches, as the daemon matches them: with the chain cache each
+/// sub-key of the day is derived about once, not again from midnight for every batch, and
+/// what is found is what fresh runs find.
+#[test]
+fn resumed_chains_derive_each_sub_key_about_once() {
+    let entries: Vec<F0Entry> = (0..5u8)
+        .map(|i| {
+            entry(
+                &DailyKey::from_bytes([i + 40; 32]),
+                DAY - 3 * 86400,
+                DAY + 86400 - 1,
+                SlotsPerDay::DEFAULT,
+            )
+        })
+        .collect();
+    let cfg = MatchConfig::default();
+    let mut cache = ChainCache::default();
+    let (mut resumed, mut fresh, mut found) = (0, 0, 0);
+    for q in 0..96i64 {
+        let t = DAY + q * 900;
+        // Entry q % 5 is heard in this quarter-hour (its slot q), with a stranger.
+        let e = &entries[q as usize % 5];
+        let sightings = vec![
+            bz(e.daily_key.advance(3).id(q as u32), t + 400),
+            bz(RollingId([q as u8; 12]), t + 899),
+        ];
+        let index = ObservationIndex::build(&sightings, 81);
+        let (hits, stats) = match_f0_resuming(&entries, &index, &cfg, &mut cache);
+        let (want, fresh_stats) = match_f0(&entries, &index, &cfg);
+        assert_eq!(
+            matched(&hits, &index, false),
+            matched(&want, &index, false),
+            "quarter {q}"
+        );
+        found += matched(&hits, &index, false).len();
+        resumed += stats.ids_derived;
+        fresh += fresh_stats.ids_derived;
+    }
+    assert_eq!(found, 96, "each quarter-hour's sighting is found");
+    assert_eq!(cache.len(), 5);
+    // A fresh run derives the day's sub-keys from midnight: ~5 × 96 × 65 in all. Resumed, a
+    // run derives only the slots that can reach its quarter-hour under each layout (two or
+    // three of 900 s, three or four of 600 s, the skew included).
+    assert!(fresh > 25_000, "{fresh}");
+    assert!(resumed <= 5 * 96 * 6, "{resumed} (fresh {fresh})");
+}
+
+/// A run that goes back to just before the day the cache stands at: the previous day's last
+/// slot, heard within the skew of its end, must still be found (the cache's day is not
+/// jumped to when the day before can still count).
+#[test]
+fn resumed_chains_go_back_a_day_when_the_log_does() {
+    let key = DailyKey::from_bytes([77; 32]);
+    let e = entry(&key, DAY, DAY + 3 * 86400 - 1, SlotsPerDay::DEFAULT);
+    let cfg = MatchConfig::default();
+    let mut cache = ChainCache::default();
+    let noon = DAY + 86400 + 43_200;
+    let index = ObservationIndex::build(&[bz(RollingId([1; 12]), noon)], 82);
+    match_f0_resuming(std::slice::from_ref(&e), &index, &cfg, &mut cache);
+    // Day 0's last 96-layout slot (95) ends at DAY + 86400; heard 30 s after (within the 60 s
+    // skew), in a log that starts there.
+    let late = bz(key.id(95), DAY + 86400 + 30);
+    let sightings = vec![late, bz(RollingId([2; 12]), noon)];
+    let index = ObservationIndex::build(&sightings, 83);
+    let (hits, _) = match_f0_resuming(std::slice::from_ref(&e), &index, &cfg, &mut cache);
+    let (want, _) = match_f0(std::slice::from_ref(&e), &index, &cfg);
+    assert_eq!(matched(&want, &index, false).len(), 1);
+    assert_eq!(matched(&hits, &index, false), matched(&want, &index, false));
+}
+
 #[test]
 fn gaen_period_validity_and_revocation() {
     let tek = Tek::from_bytes([4; 16]);
@@ -442,6 +513,65 @@ proptest! {
         let index = ObservationIndex::build(&sightings, 77);
         let (hits, _) = match_f0(&entries, &index, &MatchConfig::default());
         prop_assert_eq!(matched(&hits, &index, false), reference_f0(&entries, &sightings, 60));
+    }
+
+    /// The daemon's way: one run per batch of new sightings, each resuming the entries'
+    /// chains where the last left them. Batches mostly move forward through the days, as
+    /// sightings arrive, but may go back (a late chunk, a clock step), overlap, or skip days;
+    /// every run must find what a fresh run (and the reference) finds.
+    #[test]
+    fn resumed_bluezone_matching_agrees_with_a_fresh_match(
+        seeds in prop::collection::vec(any::<[u8; 32]>(), 1..20),
+        spans in prop::collection::vec((-86400i64..86400, 0i64..3 * 86400), 1..20),
+        legacy in any::<bool>(),
+        // Each batch: where it starts (seconds after the last one's start; negative goes
+        // back, by up to a day), how long it is, and which entries are heard in it: when (a
+        // fraction of the batch), under which layout, and a slot offset from the one that
+        // time falls in (±1: seen only within the skew of the slot's edge).
+        batches in prop::collection::vec(
+            (
+                prop_oneof![4 => -3600i64..8000, 1 => -100_000i64..40_000],
+                prop_oneof![3 => 0i64..3600, 1 => 0i64..40_000],
+                prop::collection::vec((0usize..20, 0i64..=1000, any::<bool>(), -1i64..=1), 0..8),
+            ),
+            1..24,
+        ),
+    ) {
+        let max = if legacy { SlotsPerDay::LEGACY } else { SlotsPerDay::DEFAULT };
+        let other = if legacy { SlotsPerDay::DEFAULT } else { SlotsPerDay::LEGACY };
+        let entries: Vec<F0Entry> = seeds.iter().zip(spans.iter().cycle()).map(|(s, &(a, len))| {
+            F0Entry {
+                daily_key: DailyKey::from_bytes(*s),
+                time_start: DAY + a,
+                time_end: DAY + a + len,
+                max,
+            }
+        }).collect();
+        let cfg = MatchConfig::default();
+        let mut cache = ChainCache::default();
+        let (mut resumed_work, mut fresh_work) = (0, 0);
+        let mut t = DAY;
+        for (shift, len, heard) in &batches {
+            t += shift;
+            let sightings: Vec<Sighting> = heard.iter().filter_map(|&(e, frac, fallback, off)| {
+                let e = &entries[e % entries.len()];
+                let at = t + len * frac / 1000;
+                let into = at - e.time_start;
+                let day = u32::try_from(into.div_euclid(86400)).ok()?;
+                let layout = if fallback { other } else { max };
+                let slot = into.rem_euclid(86400) / layout.slot_seconds() + off;
+                let slot = u32::try_from(slot).ok().filter(|&s| s < layout.get())?;
+                Some(bz(e.daily_key.advance(day).id(slot), at))
+            }).chain([bz(RollingId([9; 12]), t), bz(RollingId([8; 12]), t + len)]).collect();
+            let index = ObservationIndex::build(&sightings, 80);
+            let (hits, stats) = match_f0_resuming(&entries, &index, &cfg, &mut cache);
+            let (fresh, fresh_stats) = match_f0(&entries, &index, &cfg);
+            prop_assert_eq!(matched(&hits, &index, false), matched(&fresh, &index, false));
+            prop_assert_eq!(matched(&hits, &index, false), reference_f0(&entries, &sightings, 60));
+            resumed_work += stats.ids_derived;
+            fresh_work += fresh_stats.ids_derived;
+        }
+        prop_assert!(resumed_work <= fresh_work, "{resumed_work} > {fresh_work}");
     }
 
     #[test]

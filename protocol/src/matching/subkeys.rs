@@ -34,10 +34,44 @@ pub fn id_of(s: &[u32; 8]) -> [u8; 12] {
     ]
 }
 
+/// States kept from the chains, up to [`KEPT`] a lane: lane `l`'s state (its sub-key, as
+/// SHA-256 state words) after step `at[k][l]` (0-based) goes to `states[k][l]`; where `at` is
+/// not below the steps run, `states` keeps what it held. `pad32` of a state is the block that
+/// continues its chain.
+#[derive(Clone)]
+pub struct Kept {
+    pub at: [[u32; LANES]; KEPT],
+    pub states: [[[u32; 8]; LANES]; KEPT],
+}
+
+/// States a lane can keep (one for each slot layout an F0 entry is matched under).
+pub const KEPT: usize = 2;
+
+impl Kept {
+    /// Keeps nothing.
+    pub fn none() -> Kept {
+        Kept {
+            at: [[u32::MAX; LANES]; KEPT],
+            states: [[[0; 8]; LANES]; KEPT],
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.states);
+    }
+}
+
 /// For each lane `l < first.len()` (at most [`LANES`]): `subkey(0)` is the hash of the block
 /// `first[l]` (message words), and `ids[l]` is cleared and filled with the IDs of
-/// `subkey(0..steps)`.
-pub fn subkey_ids(first: &[[u32; 16]], steps: usize, ids: &mut [Vec<[u8; 12]>; LANES]) {
+/// `subkey(0..steps)`; `kept` as [`Kept`] says.
+pub fn subkey_ids(
+    first: &[[u32; 16]],
+    steps: usize,
+    ids: &mut [Vec<[u8; 12]>; LANES],
+    kept: &mut Kept,
+) {
     let n = first.len().min(LANES);
     for v in ids.iter_mut() {
         v.clear();
@@ -53,18 +87,46 @@ pub fn subkey_ids(first: &[[u32; 16]], steps: usize, ids: &mut [Vec<[u8; 12]>; L
         for v in ids.iter_mut().take(n) {
             v.resize(steps, [0; 12]);
         }
+        let mut states = transpose_kept(kept);
         // SAFETY: the CPU has AVX-512F (checked by `cpu::avx512`).
-        unsafe { avx512::chains(&words, steps, n, ids) };
+        unsafe { avx512::chains(&words, steps, n, ids, (&kept.at, &mut states)) };
+        untranspose_kept(&states, n, kept);
         return;
     }
     let mut msgs = [[0u32; 16]; LANES];
     msgs[..n].copy_from_slice(&first[..n]);
-    for _ in 0..steps {
+    for step in 0..steps {
         let mut states = [IV; LANES];
         compress_lanes(&mut states, &msgs);
         for l in 0..n {
             ids[l].push(id_of(&states[l]));
             msgs[l] = pad32(&states[l]);
+            for k in 0..KEPT {
+                if kept.at[k][l] as usize == step {
+                    kept.states[k][l] = states[l];
+                }
+            }
+        }
+    }
+}
+
+/// `kept`'s states word-major (`[k][w][l]`), as the AVX-512 kernels hold them.
+#[cfg(target_arch = "x86_64")]
+type KeptWords = [[[u32; LANES]; 8]; KEPT];
+
+#[cfg(target_arch = "x86_64")]
+fn transpose_kept(kept: &Kept) -> KeptWords {
+    std::array::from_fn(|k| std::array::from_fn(|w| std::array::from_fn(|l| kept.states[k][l][w])))
+}
+
+/// Back from [`transpose_kept`]'s form, for the first `n` lanes.
+#[cfg(target_arch = "x86_64")]
+fn untranspose_kept(states: &KeptWords, n: usize, kept: &mut Kept) {
+    for (k, lanes) in kept.states.iter_mut().enumerate() {
+        for (l, e) in lanes.iter_mut().enumerate().take(n) {
+            for (w, x) in e.iter_mut().enumerate() {
+                *x = states[k][w][l];
+            }
         }
     }
 }
@@ -93,13 +155,15 @@ impl ProbedStep {
 /// `first` (at most [`LANES`]) for `steps` steps, each step's sixteen IDs checked against the
 /// filter (`filter`, `key`: [`IdTable::filter`](super::index::IdTable::filter)) in the same
 /// registers, with a gather of the filter words. `out` is cleared and gets one entry a step;
-/// lanes past `first.len()` are never marked. `None` (nothing done) without AVX-512.
+/// lanes past `first.len()` are never marked; `kept` as [`subkey_ids`]. `None` (nothing
+/// done) without AVX-512.
 pub fn subkey_ids_filtered(
     first: &[[u32; 16]],
     steps: usize,
     filter: &[u64],
     key: FilterKey,
     out: &mut Vec<ProbedStep>,
+    kept: &mut Kept,
 ) -> Option<()> {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::avx512() && key.words == filter.len() && !filter.is_empty() {
@@ -119,10 +183,13 @@ pub fn subkey_ids_filtered(
         };
         // SAFETY: the CPU has AVX-512F and DQ (`cpu::avx512`); `key.words == filter.len()`,
         // so every gathered index (`< key.words`) is inside `filter`.
-        unsafe { avx512::chains_filtered(&words, steps, filter, key, valid, out) };
+        let mut states = transpose_kept(kept);
+        let k = (&kept.at, &mut states);
+        unsafe { avx512::chains_filtered(&words, steps, filter, key, valid, out, k) };
+        untranspose_kept(&states, n, kept);
         return Some(());
     }
-    let _ = (first, steps, filter, key, out);
+    let _ = (first, steps, filter, key, out, kept);
     None
 }
 
@@ -130,14 +197,31 @@ pub fn subkey_ids_filtered(
 mod avx512 {
     use core::arch::x86_64::*;
 
-    use super::{ProbedStep, LANES};
+    use super::{KeptWords, ProbedStep, KEPT, LANES};
     use crate::matching::index::FilterKey;
     use crate::matching::sha256x::IV;
     use crate::matching::sha256x::K;
     use crate::matching::sha256x16::{compress, compress16_body};
 
+    /// Stores the lanes of state `s` whose `at` is `step` into `kept` (word-major). A macro,
+    /// so that it is compiled inside each kernel's target features.
+    macro_rules! keep {
+        ($step:expr, $at:expr, $s:expr, $kept:expr) => {{
+            let step = _mm512_set1_epi32($step as i32);
+            for (at, kept) in $at.iter().zip($kept.iter_mut()) {
+                let m = _mm512_cmpeq_epi32_mask(step, *at);
+                if m != 0 {
+                    for (dst, v) in kept.iter_mut().zip($s.iter()) {
+                        _mm512_mask_storeu_epi32(dst.as_mut_ptr() as *mut _, m, *v);
+                    }
+                }
+            }
+        }};
+    }
+
     /// Sixteen chains; `words[w][l]` is message word `w` of lane `l`'s first block. Writes
-    /// `ids[l][step]` for `l < n`, `step < steps` (each `ids[l]` already `steps` long).
+    /// `ids[l][step]` for `l < n`, `step < steps` (each `ids[l]` already `steps` long), and
+    /// lane `l`'s state words after step `at[k][l]` to `kept[k][w][l]` ([`super::Kept`]).
     ///
     /// Everything is AVX-512 in one function, which LLVM ends with `vzeroupper`: the SHA-NI and
     /// `sha2` code that runs next (daily keys, HKDF) is legacy SSE, and a dirty upper state costs
@@ -148,7 +232,9 @@ mod avx512 {
         steps: usize,
         n: usize,
         ids: &mut [Vec<[u8; 12]>; LANES],
+        (at, kept): (&[[u32; LANES]; KEPT], &mut KeptWords),
     ) {
+        let at = at.map(|a| _mm512_loadu_si512(a.as_ptr() as *const _));
         let mut w = [_mm512_setzero_si512(); 16];
         for (v, src) in w.iter_mut().zip(words.iter()) {
             *v = _mm512_loadu_si512(src.as_ptr() as *const _);
@@ -200,6 +286,7 @@ mod avx512 {
                 *x = _mm512_setzero_si512();
             }
             w[15] = _mm512_set1_epi32(256);
+            keep!(step, at, s, kept);
         }
     }
 
@@ -208,7 +295,7 @@ mod avx512 {
     /// ([`filter_hash`](crate::matching::index::filter_hash) and
     /// [`filter_slot`](crate::matching::index::filter_slot), the same arithmetic on even and
     /// odd lanes as 64-bit halves) selects sixteen filter words by gather. Ends with
-    /// `vzeroupper` like [`chains`].
+    /// `vzeroupper` like [`chains`], and keeps states like it.
     ///
     /// # Safety
     /// AVX-512F and DQ; `key.words == filter.len()`; `out.len() == steps`.
@@ -220,7 +307,9 @@ mod avx512 {
         key: FilterKey,
         valid: u16,
         out: &mut [ProbedStep],
+        (at, kept): (&[[u32; LANES]; KEPT], &mut KeptWords),
     ) {
+        let at = at.map(|a| _mm512_loadu_si512(a.as_ptr() as *const _));
         let mut w = [_mm512_setzero_si512(); 16];
         for (v, src) in w.iter_mut().zip(words.iter()) {
             *v = _mm512_loadu_si512(src.as_ptr() as *const _);
@@ -339,6 +428,7 @@ mod avx512 {
             if let Some((p, [e, o])) = pending[step % DEPTH].replace((step, [even, odd])) {
                 out[p].pass = (spread(test(e.0, e.1)) | (spread(test(o.0, o.1)) << 1)) & valid;
             }
+            keep!(step, at, s, kept);
             w[..8].copy_from_slice(&s);
             w[8] = _mm512_set1_epi32(0x8000_0000u32 as i32);
             for x in &mut w[9..15] {
@@ -374,7 +464,12 @@ mod tests {
                 .map(|k| crate::matching::bluezone::subkey0_block(k.as_bytes()))
                 .collect();
             let mut ids: [Vec<[u8; 12]>; LANES] = Default::default();
-            subkey_ids(&first, steps, &mut ids);
+            // Lane l keeps its state after step 7 * l (past the end for the last lanes).
+            let mut kept = Kept::none();
+            kept.at[0] = std::array::from_fn(|l| 7 * l as u32);
+            kept.at[1] = std::array::from_fn(|l| 3 * l as u32 + 1);
+            kept.states[0][15] = [5; 8];
+            subkey_ids(&first, steps, &mut ids, &mut kept);
             for (l, k) in keys.iter().enumerate() {
                 assert_eq!(ids[l].len(), steps);
                 let mut sk = first_subkey(k);
@@ -384,8 +479,21 @@ mod tests {
                         .map(|&p| sk[p])
                         .collect();
                     assert_eq!(&id[..], &want[..], "n {n} lane {l} step {s}");
+                    for (k, at) in [(0, 7 * l), (1, 3 * l + 1)] {
+                        if s == at {
+                            // The kept state is that step's sub-key: the chain goes on from it.
+                            let got = crate::matching::sha256x::digest_bytes(&kept.states[k][l]);
+                            assert_eq!(got, sk, "n {n} lane {l} kept {k}");
+                        }
+                    }
                     sk = Sha256::digest(sk).into();
                 }
+            }
+            if n == 16 && steps <= 7 * 15 {
+                assert_eq!(
+                    kept.states[0][15], [5; 8],
+                    "a state kept past the steps is left as it was"
+                );
             }
             for v in &ids[n..] {
                 assert!(v.is_empty());
@@ -407,7 +515,10 @@ mod tests {
                 .map(|l| std::array::from_fn(|w| l.wrapping_mul(0x9E37_79B9) ^ (w as u32 * 77)))
                 .collect();
             let mut ids: [Vec<[u8; 12]>; LANES] = Default::default();
-            subkey_ids(&first, 40, &mut ids);
+            let mut kept = Kept::none();
+            kept.at[0] = std::array::from_fn(|l| (l as u32 * 3) % 41);
+            kept.at[1] = std::array::from_fn(|l| (l as u32 * 5 + 2) % 41);
+            subkey_ids(&first, 40, &mut ids, &mut kept);
             // Every third derived ID is in the index, with 3000 others.
             let sightings: Vec<Sighting> = (0..3000u32)
                 .map(|i| {
@@ -428,8 +539,18 @@ mod tests {
             let index = ObservationIndex::build(&sightings, 5);
             let (filter, key) = index.bluezone.filter();
             let mut out = Vec::new();
-            if subkey_ids_filtered(&first, 40, filter, key, &mut out).is_none() {
+            let mut filtered_kept = Kept::none();
+            filtered_kept.at = kept.at;
+            let f = subkey_ids_filtered(&first, 40, filter, key, &mut out, &mut filtered_kept);
+            if f.is_none() {
                 return; // no AVX-512 here (or the portable paths forced)
+            }
+            for k in 0..KEPT {
+                assert_eq!(
+                    filtered_kept.states[k][..n],
+                    kept.states[k][..n],
+                    "kept {k}"
+                );
             }
             assert_eq!(out.len(), 40);
             let mut passed = 0;
