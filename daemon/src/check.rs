@@ -7,7 +7,7 @@
 pub mod incremental;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -17,7 +17,8 @@ use bluezone_protocol::gaen::Enin;
 use bluezone_protocol::ids::DailyKey;
 use bluezone_protocol::matching::gaen::{match_keys, validity, KeyRef, KeySource};
 use bluezone_protocol::matching::{
-    bluezone::match_f0, score, CaseInfo, Exposure, Hit, ObservationIndex, ScoreContext,
+    bluezone::{match_f0, match_f0_resuming, ChainCache},
+    score, CaseInfo, Exposure, Hit, ObservationIndex, ScoreContext,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -105,9 +106,7 @@ impl Cases {
         let keep = |list, (first, last): (i64, i64)| keep_list(list) && first <= hi && last >= lo;
         let mut out = self.select_f0(skew_s, &keep);
         out.gaen = match &self.gaen.by_start {
-            Some(ix) => self
-                .gaen
-                .select_near(ix, (lo, hi), |list, k| keep(list, k.validity())),
+            Some(ix) => self.gaen.select_near(ix, (lo, hi), keep_list),
             None => self.gaen.select(|list, k| keep(list, k.validity())),
         };
         out
@@ -195,32 +194,37 @@ impl GaenCases {
         }
     }
 
-    /// [`select`](GaenCases::select) for a `keep` that holds only for keys whose validity
-    /// overlaps `[lo, hi]`, reading only the keys `ix` says can (in `pick`'s order).
+    /// The keys of the lists for which `keep_list(list)` holds whose validity overlaps
+    /// `[lo, hi]`, reading only the index: which keys can overlap, and their validity, come from
+    /// `ix`, and a key's list from its position. No key is read (the keys the daemon selects
+    /// for a batch of sightings lie all over a million-key list: a cache miss each).
     fn select_near(
         &self,
         ix: &ValidityIndex,
         (lo, hi): (i64, i64),
-        keep: impl Fn(i64, KeyRef<'_>) -> bool,
+        keep_list: impl Fn(i64) -> bool,
     ) -> GaenCases {
         let first = |&(start, period, _): &(u32, u32, u32)| validity(Enin(start), period).0;
         let from_first = lo.saturating_sub(ix.longest);
         let from = ix.starts.partition_point(|e| first(e) < from_first);
         let to = ix.starts.partition_point(|e| first(e) <= hi);
-        // Positions in `pick`, ascending: the selection keeps the matching order. On the day
-        // after a list, the day-old keys start within `longest` of every span, though only
-        // the first two hours' spans reach their ends: the ends are checked here, not by
-        // reading each key (a cache miss in a million-key list, for every batch of sightings).
+        // On the day after a list, the day-old keys start within `longest` of every span,
+        // though only the first two hours' spans reach their ends.
         let mut near: Vec<u32> = ix.starts[from..to.max(from)]
             .iter()
             .filter(|&&(start, period, _)| validity(Enin(start), period).1 >= lo)
             .map(|&(_, _, i)| i)
             .collect();
+        // Positions in `pick`, ascending: the selection keeps the matching order.
         near.sort_unstable();
-        let near: Vec<u32> = near.into_iter().map(|i| self.pick[i as usize]).collect();
+        let pick = near
+            .into_iter()
+            .map(|i| self.pick[i as usize])
+            .filter(|&p| keep_list(self.records.gaen_list(p as usize)))
+            .collect();
         GaenCases {
             records: Arc::clone(&self.records),
-            pick: self.records.gaen_filter(&near, |k, list| keep(list, k)),
+            pick,
             by_start: None,
         }
     }
@@ -401,6 +405,9 @@ fn resolve(r: &Arc<Records>) -> Cases {
 pub struct CheckInput {
     pub(crate) cases: Cases,
     pub(crate) readout: ReadOut,
+    /// Where the F0 entries' sub-key chains stood after the last run over earlier sightings
+    /// (the daemon's incremental matcher keeps one); `None`: every chain from its start.
+    pub(crate) chains: Option<Arc<Mutex<ChainCache>>>,
 }
 
 /// Reads every case list and the whole retained log (needs the store).
@@ -411,7 +418,11 @@ pub fn load(store: &Store) -> Result<CheckInput> {
         (Some(&a), Some(&b)) => store.sightings_in_days(a, b)?,
         _ => Default::default(),
     };
-    Ok(CheckInput { cases, readout })
+    Ok(CheckInput {
+        cases,
+        readout,
+        chains: None,
+    })
 }
 
 /// Matches and scores (no store: the daemon runs this without holding the store, so sightings
@@ -422,7 +433,14 @@ pub fn compute(input: &CheckInput, cfg: &Config, today: i64) -> CheckReport {
     let cases = &input.cases;
     let started = Instant::now();
     let index = ObservationIndex::build(&input.readout.sightings, rand::thread_rng().gen());
-    let (bz_hits, bz_stats) = match_f0(&cases.f0, &index, &cfg.matching);
+    let (bz_hits, bz_stats) = match &input.chains {
+        Some(chains) => {
+            // A poisoned cache is as good as any: results never depend on what it holds.
+            let mut chains = chains.lock().unwrap_or_else(|e| e.into_inner());
+            match_f0_resuming(&cases.f0, &index, &cfg.matching, &mut chains)
+        }
+        None => match_f0(&cases.f0, &index, &cfg.matching),
+    };
     let (ga_hits, ga_stats) = match_keys(&cases.gaen, &index, &cfg.matching);
     let ctx = ScoreContext {
         rssi_correction_db: i32::from(cfg.radio.rssi_correction_db),

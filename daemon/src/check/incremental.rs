@@ -12,8 +12,10 @@
 //! everything again, as a full match does.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
+use bluezone_protocol::matching::bluezone::ChainCache;
 
 use super::{load_cases, Cases, CheckInput, CheckReport};
 use crate::store::{ReadOut, Store};
@@ -39,6 +41,8 @@ pub struct Incremental {
     /// Sightings chunks up to this id have been matched against `cases`.
     mark: i64,
     started: bool,
+    /// The F0 chains' places after the last probe of new sightings, for the next.
+    chains: Arc<Mutex<ChainCache>>,
     pub work: Work,
 }
 
@@ -112,6 +116,7 @@ impl Incremental {
                 plan.full = Some(CheckInput {
                     cases: fresh,
                     readout: whole_log(store)?,
+                    chains: None,
                 });
             }
             plan.cases = Some(all);
@@ -130,7 +135,13 @@ impl Incremental {
                 // Keys of new lists are matched against the whole log above.
                 let cases = old.select_overlapping(skew_s, (lo, hi), |list| list <= newest_old);
                 if cases.len() > 0 {
-                    plan.probe = Some(CheckInput { cases, readout });
+                    // Each probe's sightings are newer than the last's: the chains go on.
+                    let chains = Some(Arc::clone(&self.chains));
+                    plan.probe = Some(CheckInput {
+                        cases,
+                        readout,
+                        chains,
+                    });
                 }
             }
         }
@@ -158,7 +169,11 @@ impl Incremental {
             .select_keys(|protocol, key| hits.contains(&(protocol, key)));
         // A day's exposure spans at most that day and its neighbours' edges (skew, RPI validity).
         let readout = store.sightings_in_days(first - 1, last + 1)?;
-        Ok(Some(CheckInput { cases, readout }))
+        Ok(Some(CheckInput {
+            cases,
+            readout,
+            chains: None,
+        }))
     }
 
     /// Records a plan whose persisted reports are `reports`.
@@ -360,5 +375,71 @@ mod tests {
         assert_eq!(got, full(&store, &cfg));
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got.contains_key(&("gaen".into(), hex::encode([2u8; 16]), D0 + 2)));
+    }
+
+    /// A day of quarter-hour batches against F0 entries that run through it, as the daemon
+    /// meets them: each probe goes on from where the last left the entries' sub-key chains
+    /// (the work is about the day's slots, not the day's slots for every batch), and what is
+    /// stored is what a full match finds.
+    #[test]
+    fn a_day_of_f0_probes_resumes_the_chains() {
+        use bluezone_protocol::bluezone::f0::{write_f0, F0List};
+        use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
+        use bluezone_protocol::ids::{DailyKey, RollingId};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::init(dir.path()).unwrap();
+        let cfg = Config::default();
+        let day = D0 * DAY_SECONDS;
+        let keys: Vec<DailyKey> = (0..4u8)
+            .map(|i| DailyKey::from_bytes([i + 60; 32]))
+            .collect();
+        let list = F0List {
+            entries: keys
+                .iter()
+                .map(|k| F0Entry {
+                    daily_key: k.clone(),
+                    time_start: day - 2 * DAY_SECONDS,
+                    time_end: day + DAY_SECONDS - 1,
+                    max: SlotsPerDay::DEFAULT,
+                })
+                .collect(),
+        };
+        let bytes = write_f0(&list).into_bytes();
+        store
+            .insert_case_list(D0, Format::BluezoneF0, 4, &bytes)
+            .unwrap();
+        let mut m = Incremental::new();
+        step(&mut m, &mut store, &cfg, true);
+        let start = m.work.ids_derived;
+        for q in 0..96i64 {
+            // Entry q % 4 heard in its slot q (of 96), with a stranger.
+            let t = day + q * 900;
+            let id = keys[q as usize % 4].advance(2).id(q as u32);
+            let heard = [
+                (PeerId::Bluezone(id), t + 300),
+                (PeerId::Bluezone(RollingId([7; 12])), t + 600),
+            ];
+            let sightings: Vec<Sighting> = heard
+                .into_iter()
+                .map(|(peer, time)| Sighting {
+                    peer,
+                    time,
+                    rssi: -60,
+                    tx_power: None,
+                    aem: None,
+                })
+                .collect();
+            store.insert_sightings(&sightings).unwrap();
+            step(&mut m, &mut store, &cfg, true);
+        }
+        let got = live(&store);
+        assert_eq!(got, full(&store, &cfg));
+        assert_eq!(got.len(), 4, "each entry's day: {got:?}");
+        // Fresh probes derive each entry's sub-keys from midnight every quarter-hour: 31,040
+        // here, rescoring included. Resumed, a probe derives the few slots that can reach its
+        // batch (7,720, most of it rescoring the hit entry's day).
+        let probes = m.work.ids_derived - start;
+        assert!(probes < 12_000, "{probes}");
     }
 }
