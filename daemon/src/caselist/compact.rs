@@ -142,7 +142,10 @@ impl Records {
     /// [`KeySource::prefetch`](bluezone_protocol::matching::gaen::KeySource::prefetch)).
     #[inline]
     pub fn gaen_prefetch(&self, i: usize) {
-        bluezone_protocol::matching::prefetch(self.gaen_record(i).1.as_ptr());
+        // A 33-byte record crosses a cache line boundary half the time: ask for both lines.
+        let r = self.gaen_record(i).1;
+        bluezone_protocol::matching::prefetch(r.as_ptr());
+        bluezone_protocol::matching::prefetch(r[GAEN_RECORD - 1..].as_ptr());
     }
 
     /// [`gaen_ref`](Self::gaen_ref) and [`gaen_list`](Self::gaen_list) in one lookup.
