@@ -9,14 +9,15 @@
 # Sections: core (matching core, one core), cores2 (the same rows on two cores, for the
 # two-core / one-core ratio), flood (crafted vs random IDs), portable (portable paths against
 # the `sha2`/`aes` crates' software backends; rebuilt with those backends forced, so it runs
-# last), check (end-to-end rows of benches/check.rs, see the marked section below).
+# last), check (end-to-end rows of benches/check.rs, see the marked section below), daemonday
+# (the daemon's simulated day, CPU ms, and the release `check`'s peak RSS).
 # Run it on a quiet machine: the figures are wall-clock throughput of criterion.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 export BLUEZONED_BENCH_SECS=${BLUEZONED_BENCH_SECS:-3}
-SECTIONS=${SECTIONS:-"core cores2 flood check portable"}  # also: daemonday
+SECTIONS=${SECTIONS:-"core cores2 flood check daemonday portable"}
 CRIT=${CARGO_TARGET_DIR:-target}/criterion
 RESULTS=$(mktemp)
 # The raw per-run figures stay on disk if a later section fails, so finished rows are not lost.
@@ -44,8 +45,11 @@ for root, _, files in os.walk(crit):
         continue
     est = json.load(open(os.path.join(root, "estimates.json")))
     ns = est["median"]["point_estimate"]
-    elems = (b.get("throughput") or {}).get("Elements") or 1
-    print(f"{label} {b['full_id']}\t{elems / (ns * 1e-9)}")
+    elems = (b.get("throughput") or {}).get("Elements")
+    if elems:
+        print(f"{label} {b['full_id']}\t{elems / (ns * 1e-9)}")
+    else:  # a row timed per iteration (the daemon's day): milliseconds
+        print(f"{label} {b['full_id']} (ms)\t{ns / 1e6}")
 EOF
     done
 }
@@ -72,10 +76,11 @@ for section in $SECTIONS; do
         rows "1 core" 1 check '^check/(gaen/1000000|bluezone/15000x14d|load/gaen-1000000)$'
         ;;
     daemonday)
-        # The release binary whose `check` the bench runs once for its peak RSS.
+        # The daemon's simulated day (CPU milliseconds a day), and the peak RSS of the release
+        # binary's `check`, which each run prints to stderr ("peak RSS").
         cargo build --locked --release -p bluezoned >&2
-        RAYON_NUM_THREADS=1 BLUEZONED_CHECK_BIN=${CARGO_TARGET_DIR:-target}/release/bluezoned \
-            cargo bench --locked --bench check -- --noplot 'check/daemon-day' >&2
+        BLUEZONED_CHECK_BIN=${CARGO_TARGET_DIR:-target}/release/bluezoned \
+            rows "1 core" 1 check '^check/daemon-day$'
         ;;
     *) echo "unknown section: $section" >&2 && exit 2 ;;
     esac
@@ -88,7 +93,9 @@ vals = defaultdict(list)
 for line in open(sys.argv[1]):
     name, v = line.rstrip("\n").split("\t")
     vals[name].append(float(v))
-def fmt(x):
+def fmt(x, name=""):
+    if name.endswith("(ms)"):
+        return f"{x:.0f} ms"
     return f"{x / 1e6:.3f}M" if x >= 1e6 else f"{x / 1e3:.1f}k"
 def median(v):
     v = sorted(v)
@@ -100,7 +107,7 @@ med = {}
 for name in sorted(vals):
     v = vals[name]
     med[name] = median(v)
-    print(f"| {name} | {fmt(med[name])} | {fmt(min(v))}–{fmt(max(v))} |")
+    print(f"| {name} | {fmt(med[name], name)} | {fmt(min(v), name)}–{fmt(max(v), name)} |")
 ratios = []
 for name in med:
     if name.startswith("2 cores "):
