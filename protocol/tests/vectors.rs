@@ -1,8 +1,11 @@
 //! Pins the derivations to the published vectors in the repository's `testdata/`.
 
-use bluezone_protocol::bluezone::SlotsPerDay;
+use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
 use bluezone_protocol::gaen::{self, Aemk, Enin, Metadata, Rpik};
-use bluezone_protocol::{Aem, DailyKey, RollingId, Rpi, Tek};
+use bluezone_protocol::matching::bluezone::match_f0;
+use bluezone_protocol::matching::gaen::{match_keys, GaenKey};
+use bluezone_protocol::matching::{MatchConfig, ObservationIndex};
+use bluezone_protocol::{Aem, DailyKey, PeerId, RollingId, Rpi, Sighting, Tek};
 
 mod support;
 
@@ -45,6 +48,30 @@ fn bluezone_rolling_ids_match_all_vectors() {
         assert_eq!(&base.advance(*n).to_hex(), hex, "daily_key {n}");
     }
     assert_eq!(ids.len(), 192, "two days of 96 IDs");
+    // The matching kernels (16-lane AVX-512 chains, SHA-NI, or portable, as this run picks) on
+    // the same vectors: an entry for the base key over both days finds each vector ID heard in
+    // its slot, and a stranger's entry nothing.
+    let entry = |key: DailyKey| F0Entry {
+        daily_key: key,
+        time_start: base_day,
+        time_end: base_day + 2 * 86400 - 1,
+        max: SlotsPerDay::DEFAULT,
+    };
+    let entries = [entry(DailyKey::from_bytes([3; 32])), entry(base.clone())];
+    let sightings: Vec<Sighting> = ids
+        .iter()
+        .map(|&(_, _, t, id)| Sighting {
+            peer: PeerId::Bluezone(id),
+            time: t + 450,
+            rssi: -60,
+            tx_power: None,
+            aem: None,
+        })
+        .collect();
+    let index = ObservationIndex::build(&sightings, 6);
+    let (hits, _) = match_f0(&entries, &index, &MatchConfig::default());
+    assert_eq!(hits.len(), 192);
+    assert!(hits.iter().all(|h| h.case == 1));
     for day in 0..2u32 {
         let key = base.advance(day);
         let start = base_day + day as i64 * 86400;
@@ -104,6 +131,42 @@ fn gaen_all_144_official_vectors() {
         assert_eq!(gaen::rpi(&rpik, *enin), *rpi);
         assert_eq!(gaen::decrypt_metadata(&aemk, rpi, aem), md);
     }
+
+    // The matching kernels (whichever tier this run picks: AVX-512 HKDF lanes and VAES, SHA-NI
+    // and AES-NI, or the portable code) on the same vectors: the key, among 20 others, finds
+    // each of its 144 official RPIs heard in its own interval, with the AEM's tx power.
+    let mut keys: Vec<GaenKey> = (0..20u8)
+        .map(|i| GaenKey {
+            tek: Tek::from_bytes([i; 16]),
+            rolling_start: start,
+            rolling_period: 144,
+            revoked: false,
+        })
+        .collect();
+    keys.insert(
+        7,
+        GaenKey {
+            tek: tek.clone(),
+            rolling_start: start,
+            rolling_period: 144,
+            revoked: false,
+        },
+    );
+    let sightings: Vec<Sighting> = rows
+        .iter()
+        .map(|(enin, rpi, aem)| Sighting {
+            peer: PeerId::Gaen(*rpi),
+            time: enin.to_unix() + 300,
+            rssi: -60,
+            tx_power: None,
+            aem: Some(*aem),
+        })
+        .collect();
+    let index = ObservationIndex::build(&sightings, 5);
+    let (hits, _) = match_keys(&keys, &index, &MatchConfig::default());
+    assert_eq!(hits.len(), 144);
+    assert!(hits.iter().all(|h| h.case == 7));
+    assert!(hits.iter().all(|h| h.tx_power == Some(md.tx_power_dbm)));
 }
 
 /// Bluezone `data_trace.txt` in its real layouts: Android (upper-case hex, milliseconds), iOS
