@@ -539,7 +539,7 @@ proptest! {
     ) {
         let max = if legacy { SlotsPerDay::LEGACY } else { SlotsPerDay::DEFAULT };
         let other = if legacy { SlotsPerDay::DEFAULT } else { SlotsPerDay::LEGACY };
-        let entries: Vec<F0Entry> = seeds.iter().zip(spans.iter().cycle()).map(|(s, &(a, len))| {
+        let mut entries: Vec<F0Entry> = seeds.iter().zip(spans.iter().cycle()).map(|(s, &(a, len))| {
             F0Entry {
                 daily_key: DailyKey::from_bytes(*s),
                 time_start: DAY + a,
@@ -547,6 +547,13 @@ proptest! {
                 max,
             }
         }).collect();
+        // The first key again with the same start and another end and layout (a revised
+        // publication): one saved chain serves both.
+        entries.push(F0Entry {
+            time_end: entries[0].time_end + 40_000,
+            max: other,
+            ..entries[0].clone()
+        });
         let cfg = MatchConfig::default();
         let mut cache = ChainCache::default();
         let (mut resumed_work, mut fresh_work) = (0, 0);
@@ -566,6 +573,14 @@ proptest! {
             let index = ObservationIndex::build(&sightings, 80);
             let (hits, stats) = match_f0_resuming(&entries, &index, &cfg, &mut cache);
             let (fresh, fresh_stats) = match_f0(&entries, &index, &cfg);
+            // The same hits as the fresh run, counted (the sets below would hide a sub-key
+            // reported twice).
+            let all = |hits: &[Hit]| {
+                let mut v: Vec<_> = hits.iter().map(|h| (h.case, h.group, h.obs.clone())).collect();
+                v.sort_unstable_by_key(|x| (x.0, x.1, x.2.start, x.2.end));
+                v
+            };
+            prop_assert_eq!(all(&hits), all(&fresh));
             prop_assert_eq!(matched(&hits, &index, false), matched(&fresh, &index, false));
             prop_assert_eq!(matched(&hits, &index, false), reference_f0(&entries, &sightings, 60));
             resumed_work += stats.ids_derived;
@@ -639,6 +654,8 @@ proptest! {
         let index = ObservationIndex::build(&sightings, 79);
         let (hits, stats) = match_keys(&keys, &index, &MatchConfig::default());
         prop_assert_eq!(matched(&hits, &index, true), reference_gaen(&keys, &sightings));
+        // Each hit's AEM decrypted with its own RPI (the packed probe's, not the lane's slot).
+        prop_assert!(hits.iter().all(|h| h.tx_power == Some(-10)), "{:?}", hits);
         // At most the 25 intervals around each of the log's (at most three) intervals.
         prop_assert!(stats.ids_derived <= keys.len() as u64 * 27, "{}", stats.ids_derived);
     }

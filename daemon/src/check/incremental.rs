@@ -135,7 +135,8 @@ impl Incremental {
                 // Keys of new lists are matched against the whole log above.
                 let cases = old.select_overlapping(skew_s, (lo, hi), |list| list <= newest_old);
                 if cases.len() > 0 {
-                    // Each probe's sightings are newer than the last's: the chains go on.
+                    // Probes usually follow each other in time, so the chains go on from the
+                    // last one's places (where they cannot, they are walked from the start).
                     let chains = Some(Arc::clone(&self.chains));
                     plan.probe = Some(CheckInput {
                         cases,

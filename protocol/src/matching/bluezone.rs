@@ -69,8 +69,9 @@ impl Drop for DayWork {
 /// depend on what the cache holds. It keeps only the entries of the last run (its working
 /// set), one state each.
 ///
-/// The entries are published case keys, not the device's own; the states are still zeroized
-/// when dropped, and there is no `Debug` that shows them.
+/// The entries are published case keys, not the device's own: the saved states are zeroized
+/// when the cache drops them (not every copy a run makes on the stack, nor a table's old
+/// allocation after it grows), and there is no `Debug` that shows them.
 #[derive(Default)]
 pub struct ChainCache {
     chains: HashMap<ChainId, Resume>,

@@ -479,8 +479,12 @@ impl IntervalWindow {
         if to < from {
             return (start, 0);
         }
-        // `from` lies in `start..start + period`, so it fits a u32.
-        (Enin(from as u32), (to - from + 1) as usize)
+        match u32::try_from(from) {
+            Ok(first) => (Enin(first), (to - from + 1) as usize),
+            // Past the u32 interval numbers (no parsed export has such a key: their rolling
+            // starts are at most i32::MAX): the whole period, as without a window.
+            Err(_) => (start, period as usize),
+        }
     }
 }
 

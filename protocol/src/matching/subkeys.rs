@@ -181,10 +181,10 @@ pub fn subkey_ids_filtered(
         } else {
             (1u16 << n) - 1
         };
-        // SAFETY: the CPU has AVX-512F and DQ (`cpu::avx512`); `key.words == filter.len()`,
-        // so every gathered index (`< key.words`) is inside `filter`.
         let mut states = transpose_kept(kept);
         let k = (&kept.at, &mut states);
+        // SAFETY: the CPU has AVX-512F and DQ (`cpu::avx512`); `key.words == filter.len()`,
+        // so every gathered index (`< key.words`) is inside `filter`.
         unsafe { avx512::chains_filtered(&words, steps, filter, key, valid, out, k) };
         untranspose_kept(&states, n, kept);
         return Some(());
