@@ -273,7 +273,8 @@ fn run(
                                     None => subkey0_block(key.as_bytes()),
                                 },
                                 save: None,
-                                keep: seg.keep,
+                                // States are kept only for a cache to save them in.
+                                keep: if cache.is_some() { seg.keep } else { [0; KEPT] },
                             });
                         }
                     }
@@ -677,13 +678,12 @@ mod tests {
         // Log 36,000..36,900 (10:00-10:15), skew 60: the 96-layout needs slots 39.. (39 ends at
         // 36,000, plus the skew), the 144-layout slots 59..; both up to 36,960's.
         let plan = plan_day(0, d, (36_000, 36_900, 36_960), 60, Some([p(39), p(59)]));
-        let segs: Vec<(u32, u32, bool)> = plan
-            .segments
-            .iter()
-            .flatten()
-            .map(|s| (s.from, s.to, s.start.is_some()))
-            .collect();
-        assert_eq!(segs, vec![(39, 42, true), (59, 62, true)]);
+        // (from, to, goes on from a saved state) of each segment.
+        let spans = |plan: &DayPlan| -> Vec<(u32, u32, bool)> {
+            let segs = plan.segments.iter().flatten();
+            segs.map(|s| (s.from, s.to, s.start.is_some())).collect()
+        };
+        assert_eq!(spans(&plan), vec![(39, 42, true), (59, 62, true)]);
         // Next run from 36,900: 96-layout slot 40 is the first that can reach it (it ends at
         // 36,900 + 60), 144's slot 61 (60 ends at 36,600 + 60).
         assert_eq!(plan.segments[0].unwrap().keep, [40, 0]);
@@ -691,23 +691,11 @@ mod tests {
         // A point past the first slot the log needs is not used: that layout starts over
         // from sub-key 0; the other still goes on from its point.
         let plan = plan_day(0, d, (36_000, 36_900, 36_960), 60, Some([p(41), p(59)]));
-        let segs: Vec<(u32, u32)> = plan
-            .segments
-            .iter()
-            .flatten()
-            .map(|s| (s.from, s.to))
-            .collect();
-        assert_eq!(segs, vec![(0, 42), (59, 62)]);
+        assert_eq!(spans(&plan), vec![(0, 42, false), (59, 62, true)]);
         assert_eq!(plan.segments[0].unwrap().keep, [40, 0]);
         // When the stretches meet, one chain covers both.
         let plan = plan_day(0, d, (36_000, 36_900, 36_960), 60, Some([p(41), p(30)]));
-        let segs: Vec<(u32, u32)> = plan
-            .segments
-            .iter()
-            .flatten()
-            .map(|s| (s.from, s.to))
-            .collect();
-        assert_eq!(segs, vec![(0, 62)]);
+        assert_eq!(spans(&plan), vec![(0, 62, false)]);
         assert_eq!(plan.segments[0].unwrap().keep, [40, 61]);
     }
 }
