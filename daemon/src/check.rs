@@ -23,10 +23,10 @@ use bluezone_protocol::matching::{
 use rand::Rng;
 use serde::Serialize;
 
-use crate::caselist::compact::{self, Records};
+use crate::caselist::compact::{self, ListKeys, Records};
 use crate::caselist::{self, Limits};
 use crate::config::Config;
-use crate::store::{DeliveryState, ExposureRecord, ReadOut, Store, StoredExposure};
+use crate::store::{DeliveryState, ExposureRecord, ReadOut, Store, StoredCaseList, StoredExposure};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CheckReport {
@@ -93,6 +93,37 @@ impl Cases {
         out
     }
 
+    /// The entries and keys of the lists for which `is_new(list)` holds, and those whose key
+    /// is in `held`, whatever their list; no revocations.
+    pub(crate) fn select_new_or_held(
+        &self,
+        is_new: impl Fn(i64) -> bool,
+        held: &ListKeys,
+    ) -> Cases {
+        let mut out = Cases::default();
+        for (e, &list) in self.f0.iter().zip(&self.f0_list) {
+            if is_new(list) || held.has_f0(e.daily_key.as_bytes()) {
+                out.f0.push(e.clone());
+                out.f0_list.push(list);
+            }
+        }
+        out.gaen = self
+            .gaen
+            .select(|list, k| is_new(list) || held.has_gaen(k.tek));
+        out
+    }
+
+    /// The records this resolution was made from (every record of its lists).
+    pub(crate) fn records(&self) -> &Records {
+        &self.gaen.records
+    }
+
+    /// The keys the lists `lists` (ids, ascending) held, as this resolution read them (it
+    /// keeps every record of the lists it resolved, superseded ones included).
+    pub(crate) fn keys_of_lists(&self, lists: &[i64]) -> ListKeys {
+        self.gaen.records.keys_of_lists(lists)
+    }
+
     /// The entries and keys of the lists for which `keep_list(list)` holds whose validity
     /// overlaps `[lo, hi]` (unix seconds); no revocations. With the GAEN keys indexed by
     /// [`index_validity`](Cases::index_validity), only the keys near that span are read (the
@@ -157,8 +188,8 @@ pub(crate) struct GaenCases {
     by_start: Option<Arc<ValidityIndex>>,
 }
 
-/// Keys by validity start: (rolling start, rolling period, position in `pick`),
-/// ascending (a key's validity starts at a fixed offset before its rolling start), and the
+/// Keys by validity start: (rolling start, rolling period, position in `pick`), by rolling
+/// start (a key's validity starts at a fixed offset before its rolling start), and the
 /// longest validity (`last - first`, seconds) of any of them, so that the keys overlapping a
 /// span `[lo, hi]` are among those whose validity starts in `[lo - longest, hi]`; their ends
 /// are checked here, without reading the keys. 12 bytes a key.
@@ -231,7 +262,7 @@ impl GaenCases {
 
     fn index_validity(&mut self) {
         let mut longest = 0;
-        let mut starts: Vec<(u32, u32, u32)> = (0..self.pick.len())
+        let entries: Vec<(u32, u32, u32)> = (0..self.pick.len())
             .map(|i| {
                 let k = self.key(i);
                 let (first, last) = k.validity();
@@ -239,9 +270,41 @@ impl GaenCases {
                 (k.rolling_start.0, k.rolling_period, i as u32)
             })
             .collect();
-        starts.sort_unstable();
+        let starts = by_start(entries);
         self.by_start = Some(Arc::new(ValidityIndex { starts, longest }));
     }
+}
+
+/// `entries` (rolling start, period, position) ordered by rolling start, which is all
+/// [`GaenCases::select_near`] needs (a key's validity starts a fixed time before its rolling
+/// start). Weeks of keys start in a few thousand intervals: a counting sort, one pass, when
+/// their range is small beside their number; a comparison sort otherwise.
+fn by_start(mut entries: Vec<(u32, u32, u32)>) -> Vec<(u32, u32, u32)> {
+    let (Some(lo), Some(hi)) = (
+        entries.iter().map(|e| e.0).min(),
+        entries.iter().map(|e| e.0).max(),
+    ) else {
+        return entries;
+    };
+    let range = (hi - lo) as usize + 1;
+    if range > entries.len().max(1 << 16) {
+        entries.sort_unstable();
+        return entries;
+    }
+    let mut at = vec![0usize; range + 1];
+    for e in &entries {
+        at[(e.0 - lo) as usize + 1] += 1;
+    }
+    for i in 1..at.len() {
+        at[i] += at[i - 1];
+    }
+    let mut out = vec![(0, 0, 0); entries.len()];
+    for e in entries {
+        let slot = &mut at[(e.0 - lo) as usize];
+        out[*slot] = e;
+        *slot += 1;
+    }
+    out
 }
 
 impl KeySource for GaenCases {
@@ -264,8 +327,41 @@ impl KeySource for GaenCases {
 /// Reads the compact form of every stored case list (`caselist::compact`; a list stored
 /// without one, because its original did not parse, is parsed here and fails as before).
 fn load_records(store: &Store) -> Result<Records> {
-    let mut records = Records::default();
-    for info in store.case_lists()? {
+    read_lists(store, &store.case_lists()?, Records::default())
+}
+
+/// The records of the stored lists `lists` (by id), taking those of the lists `have` holds
+/// (`have_lists`: their ids and content hashes) from it and reading only the others: the
+/// daemon's matcher, when lists come and go, reads only the new ones.
+pub(crate) fn reload_records(
+    store: &Store,
+    lists: &[StoredCaseList],
+    have: &Records,
+    have_lists: &[ListId],
+) -> Result<Records> {
+    let held = |l: &StoredCaseList| {
+        have_lists
+            .binary_search_by(|(id, _)| id.cmp(&l.id))
+            .is_ok_and(|i| have_lists[i].1 == l.content_hash)
+    };
+    let kept: Vec<i64> = lists.iter().filter(|l| held(l)).map(|l| l.id).collect();
+    let new: Vec<StoredCaseList> = lists.iter().filter(|l| !held(l)).cloned().collect();
+    // New lists have higher ids than every kept one (ids are given in order), so appending
+    // them keeps the records in list order, which resolution's ties follow.
+    if matches!((kept.last(), new.first()), (Some(&k), Some(n)) if k > n.id) {
+        return load_records(store);
+    }
+    let records = have.retain_lists(|id| kept.binary_search(&id).is_ok());
+    read_lists(store, &new, records)
+}
+
+/// A case list as the matcher knows it: id and content hash (an id can come again, for another
+/// list, once the newest list was deleted).
+pub(crate) type ListId = (i64, String);
+
+/// Appends the records of `lists` (ascending ids) to `records`.
+fn read_lists(store: &Store, lists: &[StoredCaseList], mut records: Records) -> Result<Records> {
+    for info in lists {
         let compact = store
             .case_list_compact(info.id)
             .with_context(|| format!("reading case list {}", info.id))?;
@@ -298,7 +394,7 @@ pub(crate) fn load_cases(store: &Store) -> Result<Cases> {
 
 /// De-duplication and revision by sorting (keys are random: no hashing needed), in one pass
 /// when the records are already in key order (as a single export from a server is).
-fn resolve(r: &Arc<Records>) -> Cases {
+pub(crate) fn resolve(r: &Arc<Records>) -> Cases {
     let mut cases = Cases::default();
 
     // F0: the first occurrence of each (daily key, start, end), in list order, with the latest
@@ -369,11 +465,7 @@ fn resolve(r: &Arc<Records>) -> Cases {
     };
     let sorted = (1..n).all(|i| id(i - 1) < id(i));
     // Identity when already in key order (a single export from a server): no index array.
-    let order: Option<Vec<u32>> = (!sorted).then(|| {
-        let mut o: Vec<u32> = (0..n as u32).collect();
-        o.sort_unstable_by(|&a, &b| id(a as usize).cmp(&id(b as usize)).then(a.cmp(&b)));
-        o
-    });
+    let order: Option<Vec<u32>> = (!sorted).then(|| key_order(n, id));
     let at_ = |k: usize| order.as_ref().map_or(k, |o| o[k] as usize);
     let mut pick = Vec::with_capacity(n);
     let mut at = 0;
@@ -399,6 +491,29 @@ fn resolve(r: &Arc<Records>) -> Cases {
         by_start: None,
     };
     cases
+}
+
+/// Positions `0..n` by (`id`, position). Sorted by each key's first 8 bytes beside its position
+/// (16-byte items, read in one pass), then by the whole `id` only within runs that share them:
+/// comparing records in place would read two scattered records per comparison.
+fn key_order<'a>(n: usize, id: impl Fn(usize) -> (&'a [u8; 16], u32)) -> Vec<u32> {
+    let prefix = |i: usize| {
+        let (tek, _) = id(i);
+        u64::from_be_bytes(tek[..8].try_into().unwrap_or_default())
+    };
+    let mut by_prefix: Vec<(u64, u32)> = (0..n).map(|i| (prefix(i), i as u32)).collect();
+    by_prefix.sort_unstable();
+    let mut order: Vec<u32> = by_prefix.iter().map(|&(_, i)| i).collect();
+    let mut at = 0;
+    while at < n {
+        let end = at + by_prefix[at..].partition_point(|p| p.0 == by_prefix[at].0);
+        if end - at > 1 {
+            order[at..end]
+                .sort_unstable_by(|&a, &b| id(a as usize).cmp(&id(b as usize)).then(a.cmp(&b)));
+        }
+        at = end;
+    }
+    order
 }
 
 /// What matching needs from the store, read in one go.
@@ -624,6 +739,48 @@ mod tests {
         (0..c.gaen.len())
             .map(|i| (c.gaen.list(i), *c.gaen.key(i).tek))
             .collect()
+    }
+
+    /// Resolution's key order equals sorting the records themselves by (id, position), with
+    /// keys sharing their first 8 bytes (or all 16, as republished keys do).
+    #[test]
+    fn key_order_equals_a_sort_of_the_records() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut ids: Vec<([u8; 16], u32)> = Vec::new();
+        for _ in 0..3000 {
+            let mut tek = [0u8; 16];
+            rng.fill_bytes(&mut tek);
+            match rng.next_u32() % 4 {
+                0 if !ids.is_empty() => tek[..8].copy_from_slice(&ids[ids.len() / 2].0[..8]),
+                1 if !ids.is_empty() => tek = ids[rng.next_u32() as usize % ids.len()].0,
+                _ => {}
+            }
+            ids.push((tek, rng.next_u32() % 3));
+        }
+        let id = |i: usize| (&ids[i].0, ids[i].1);
+        let mut want: Vec<u32> = (0..ids.len() as u32).collect();
+        want.sort_by(|&a, &b| id(a as usize).cmp(&id(b as usize)).then(a.cmp(&b)));
+        assert_eq!(key_order(ids.len(), id), want);
+        assert!(key_order(0, id).is_empty());
+    }
+
+    /// The validity index's order: by rolling start, every entry once, whether the starts lie
+    /// close (counting sort) or far apart (comparison sort).
+    #[test]
+    fn by_start_orders_every_entry_by_start() {
+        let mut rng = StdRng::seed_from_u64(12);
+        for spread in [1u32, 3000, 1 << 30] {
+            let entries: Vec<(u32, u32, u32)> = (0..5000)
+                .map(|i| (2_650_000 + rng.next_u32() % spread, rng.next_u32() % 145, i))
+                .collect();
+            let got = by_start(entries.clone());
+            assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "spread {spread}");
+            let (mut a, mut b) = (got, entries);
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "spread {spread}");
+        }
+        assert!(by_start(Vec::new()).is_empty());
     }
 
     /// The daemon's validity index selects exactly the keys (and in the same order) a pass

@@ -14,6 +14,8 @@
 //!
 //! Only the entries that passed the checks at import are kept (the skipped ones never match).
 
+use std::sync::Arc;
+
 use zeroize::{Zeroize, Zeroizing};
 
 use bluezone_protocol::bluezone::f0::parse_f0_revocations;
@@ -62,14 +64,27 @@ pub struct GaenRecord {
 }
 
 /// One GAEN list's records, kept as the opened compact form: decoding them into structs would
-/// hold a second, larger copy of a million keys.
+/// hold a second, larger copy of a million keys. Shared by the [`Records`] that hold the list
+/// (the daemon's next resolution keeps the lists that did not change, without reading them
+/// again).
 struct GaenBlock {
     /// The whole compact form (header included); zeroed when dropped.
     bytes: Zeroizing<Vec<u8>>,
-    /// Index (over all lists) of its first record.
-    first: usize,
     list: i64,
     end_timestamp: u64,
+}
+
+impl Drop for GaenBlock {
+    fn drop(&mut self) {
+        // The buffer (33 MB for 1M keys) is wiped with a plain fill, which runs at memory
+        // speed; `Zeroizing`'s volatile byte-at-a-time writes cost ~15 ms a `check`.
+        // `black_box` keeps the fill from being dropped as a dead store.
+        let mut bytes = std::mem::take(&mut *self.bytes);
+        let cap = bytes.capacity();
+        bytes.clear();
+        bytes.resize(cap, 0);
+        std::hint::black_box(&mut bytes);
+    }
 }
 
 /// The records of any number of lists: F0 entries in two contiguous buffers whose key bytes
@@ -81,7 +96,9 @@ pub struct Records {
     pub f0: Vec<F0Record>,
     /// Daily keys an F0 list revoked (its `revoked` array), with that list's id.
     pub f0_revoked: Vec<([u8; 32], i64)>,
-    gaen: Vec<GaenBlock>,
+    gaen: Vec<Arc<GaenBlock>>,
+    /// Index (over all lists) of each block's first record.
+    gaen_first: Vec<usize>,
     gaen_len: usize,
 }
 
@@ -93,16 +110,7 @@ impl Drop for Records {
         for (k, _) in &mut self.f0_revoked {
             k.zeroize();
         }
-        // The GAEN buffers (33 MB for 1M keys) are wiped with a plain fill, which runs at
-        // memory speed; `Zeroizing`'s volatile byte-at-a-time writes cost ~15 ms a `check`.
-        // `black_box` keeps the fill from being dropped as a dead store.
-        for b in &mut self.gaen {
-            let mut bytes = std::mem::take(&mut *b.bytes);
-            let cap = bytes.capacity();
-            bytes.clear();
-            bytes.resize(cap, 0);
-            std::hint::black_box(&mut bytes);
-        }
+        // GAEN blocks wipe themselves when their last holder drops them.
     }
 }
 
@@ -112,15 +120,36 @@ impl Records {
         self.gaen_len
     }
 
+    /// The records of the lists for which `keep(list)` holds, in the same order: GAEN blocks
+    /// are shared, not copied or read again.
+    pub fn retain_lists(&self, keep: impl Fn(i64) -> bool) -> Records {
+        let mut out = Records::default();
+        out.f0.extend(self.f0.iter().filter(|e| keep(e.list)));
+        out.f0_revoked
+            .extend(self.f0_revoked.iter().filter(|&&(_, l)| keep(l)));
+        for b in self.gaen.iter().filter(|b| keep(b.list)) {
+            out.push_gaen(Arc::clone(b));
+        }
+        out
+    }
+
+    fn push_gaen(&mut self, b: Arc<GaenBlock>) {
+        let n = (b.bytes.len() - HEADER) / GAEN_RECORD;
+        self.gaen_first.push(self.gaen_len);
+        self.gaen.push(b);
+        self.gaen_len += n;
+    }
+
     /// The block holding GAEN key `i` and the key's record in it.
     #[inline]
     fn gaen_record(&self, i: usize) -> (&GaenBlock, &[u8]) {
-        let b = if self.gaen.len() == 1 {
-            &self.gaen[0]
+        let k = if self.gaen.len() == 1 {
+            0
         } else {
-            &self.gaen[self.gaen.partition_point(|b| b.first <= i) - 1]
+            self.gaen_first.partition_point(|&f| f <= i) - 1
         };
-        let at = HEADER + (i - b.first) * GAEN_RECORD;
+        let (b, first) = (&self.gaen[k], self.gaen_first[k]);
+        let at = HEADER + (i - first) * GAEN_RECORD;
         (b, &b.bytes[at..at + GAEN_RECORD])
     }
 
@@ -201,6 +230,87 @@ impl Records {
             end_timestamp: b.end_timestamp,
             list: b.list,
         }
+    }
+}
+
+/// The key bytes some lists published or revoked (see [`Records::keys_of_lists`]), sorted for
+/// lookups; zeroed when dropped.
+#[derive(Default)]
+pub struct ListKeys {
+    f0: Zeroizing<Vec<[u8; 32]>>,
+    gaen: Zeroizing<Vec<[u8; 16]>>,
+    /// One bit per value of a key's first 20 bits, set for the keys above: most keys asked
+    /// about (a million, against a day's export) are turned away by one read of 128 KiB,
+    /// not by a binary search. Keys are random, so the bits tell nothing worth wiping.
+    seen: Vec<u64>,
+}
+
+impl ListKeys {
+    const BITS: u32 = 20;
+
+    fn slot(key: &[u8]) -> usize {
+        (u32::from_be_bytes([0, key[0], key[1], key[2]]) >> (24 - Self::BITS)) as usize
+    }
+
+    fn maybe(&self, key: &[u8]) -> bool {
+        let i = Self::slot(key);
+        self.seen
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Whether the lists published or revoked F0 daily key `key`.
+    pub fn has_f0(&self, key: &[u8; 32]) -> bool {
+        self.maybe(key) && self.f0.binary_search(key).is_ok()
+    }
+
+    /// Whether the lists published (or revoked) GAEN TEK `tek`.
+    pub fn has_gaen(&self, tek: &[u8; 16]) -> bool {
+        self.maybe(tek) && self.gaen.binary_search(tek).is_ok()
+    }
+
+    /// Keys in all (duplicates counted once).
+    pub fn len(&self) -> usize {
+        self.f0.len() + self.gaen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Records {
+    /// The keys the lists `lists` (ids, ascending) hold: their F0 entries' and revocations'
+    /// daily keys and their GAEN TEKs (revoked ones included). Only those lists' records are
+    /// read.
+    pub fn keys_of_lists(&self, lists: &[i64]) -> ListKeys {
+        let of = |list: i64| lists.binary_search(&list).is_ok();
+        let mut out = ListKeys::default();
+        out.f0
+            .extend(self.f0.iter().filter(|e| of(e.list)).map(|e| e.key));
+        out.f0.extend(
+            self.f0_revoked
+                .iter()
+                .filter(|&&(_, list)| of(list))
+                .map(|(k, _)| *k),
+        );
+        for b in self.gaen.iter().filter(|b| of(b.list)) {
+            out.gaen.extend(
+                b.bytes[HEADER..]
+                    .chunks_exact(GAEN_RECORD)
+                    .map(|r| *key_ref(r).tek),
+            );
+        }
+        out.f0.sort_unstable();
+        out.f0.dedup();
+        out.gaen.sort_unstable();
+        out.gaen.dedup();
+        out.seen = vec![0; (1 << ListKeys::BITS) / 64];
+        let slots = out.f0.iter().map(|k| ListKeys::slot(k));
+        for i in slots.chain(out.gaen.iter().map(|k| ListKeys::slot(k))) {
+            out.seen[i / 64] |= 1 << (i % 64);
+        }
+        out
     }
 }
 
@@ -334,13 +444,11 @@ pub fn decode_into(bytes: Zeroizing<Vec<u8>>, list: i64, out: &mut Records) -> R
         }
         Format::GaenExport => {
             if n > 0 {
-                out.gaen.push(GaenBlock {
+                out.push_gaen(Arc::new(GaenBlock {
                     bytes,
-                    first: out.gaen_len,
                     list,
                     end_timestamp,
-                });
-                out.gaen_len += n;
+                }));
             }
         }
     }
@@ -392,6 +500,11 @@ mod tests {
         assert_eq!(r.f0.len(), 1);
         assert_eq!(r.f0[0].key, [7u8; 32]);
         assert_eq!(r.f0_revoked, vec![([8u8; 32], 3)]);
+        // The keys a list holds: its entries' and its revocations'.
+        let held = r.keys_of_lists(&[3]);
+        assert!(held.has_f0(&[7u8; 32]) && held.has_f0(&[8u8; 32]));
+        assert_eq!(held.len(), 2);
+        assert!(r.keys_of_lists(&[2, 4]).is_empty());
     }
 
     /// GAEN records stay in their opened compact forms; read back across two lists, each
@@ -451,5 +564,11 @@ mod tests {
                 (9, 9, 6, 1_600_172_800),
             ]
         );
+        // The keys of some lists: only theirs.
+        let held = r.keys_of_lists(&[5, 6]);
+        assert_eq!(held.len(), 2);
+        assert!(held.has_gaen(&[8; 16]) && held.has_gaen(&[9; 16]));
+        assert!(!held.has_gaen(&[1; 16]) && !held.has_f0(&[9; 32]));
+        assert_eq!(r.keys_of_lists(&[4]).len(), 3);
     }
 }

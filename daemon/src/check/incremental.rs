@@ -6,10 +6,12 @@
 //! - New sightings (chunks above the last mark): matched only against the keys whose validity
 //!   covers their UTC days, with those days' whole logs (so each (key, day) exposure is scored
 //!   from all of its sightings and replaces the stored one).
+//! - A list removed (retention): the keys it held are matched again against the whole log as
+//!   the remaining lists now publish them (a removal may hand a key back to an older
+//!   publication); nothing else is.
+//! - Lists are resolved again whenever one comes or goes, but only new lists are read from the
+//!   store: the others' records are kept from the last resolution (shared, not copied).
 //! - Nothing changed: nothing is read beyond two small queries, nothing is derived.
-//!
-//! A list removed (retention) may hand a key back to an older publication: that resolves
-//! everything again, as a full match does.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use bluezone_protocol::matching::bluezone::ChainCache;
 
-use super::{load_cases, Cases, CheckInput, CheckReport};
+use super::{reload_records, resolve, Cases, CheckInput, CheckReport, ListId};
 use crate::store::{ReadOut, Store};
 
 /// What the incremental matcher has done since it started (the work a test can count).
@@ -36,8 +38,8 @@ pub struct Work {
 pub struct Incremental {
     /// All effective case keys as last resolved.
     cases: Cases,
-    /// Ids of the case lists resolved into `cases`, ascending.
-    lists: Vec<i64>,
+    /// The case lists resolved into `cases`, by id.
+    lists: Vec<ListId>,
     /// Sightings chunks up to this id have been matched against `cases`.
     mark: i64,
     started: bool,
@@ -55,7 +57,7 @@ pub struct Plan {
     pub full: Option<CheckInput>,
     /// Known keys whose validity overlaps the new sightings' time span, against those only.
     pub probe: Option<CheckInput>,
-    lists: Vec<i64>,
+    lists: Vec<ListId>,
     mark: i64,
     cases: Option<Cases>,
 }
@@ -70,11 +72,11 @@ impl Incremental {
     /// are matched on a slower cadence), or with new lists. `None`: nothing to do.
     pub fn plan(&self, store: &Store, sightings_due: bool, skew_s: i64) -> Result<Option<Plan>> {
         let generation = store.case_lists_generation()?;
-        let known = (
-            self.lists.len() as i64,
-            self.lists.last().copied().unwrap_or(0),
-        );
-        let lists_changed = !self.started || generation != known;
+        let seen = match self.lists.last() {
+            Some((id, hash)) => (self.lists.len() as i64, *id, hash.clone()),
+            None => (0, 0, String::new()),
+        };
+        let lists_changed = !self.started || generation != seen;
         if !lists_changed && !sightings_due {
             return Ok(None);
         }
@@ -85,32 +87,40 @@ impl Incremental {
         if !lists_changed && !new_sightings {
             return Ok(None);
         }
-        let lists = if lists_changed {
-            store.case_lists()?.iter().map(|l| l.id).collect()
-        } else {
-            self.lists.clone()
-        };
         let mut plan = Plan {
             full: None,
             probe: None,
-            lists,
+            lists: self.lists.clone(),
             mark,
             cases: None,
         };
-        // Newest list whose keys were matched against the whole log before.
-        let mut newest_old = i64::MAX;
+        // The lists whose keys were matched against the whole log before (by id).
+        let mut old: Vec<i64> = self.lists.iter().map(|(id, _)| *id).collect();
         if lists_changed {
-            let all = load_cases(store)?;
-            let removed = self
+            let stored = store.case_lists()?;
+            plan.lists = stored
+                .iter()
+                .map(|l| (l.id, l.content_hash.clone()))
+                .collect();
+            let (kept, removed): (Vec<&ListId>, Vec<&ListId>) = self
                 .lists
                 .iter()
-                .any(|id| plan.lists.binary_search(id).is_err());
-            newest_old = if removed || !self.started {
-                i64::MIN // resolve and match everything
+                .partition(|l| plan.lists.binary_search(l).is_ok());
+            old = kept.iter().map(|(id, _)| *id).collect();
+            // Lists that stayed are not read again.
+            let records = reload_records(store, &stored, self.cases.records(), &self.lists)?;
+            let all = resolve(&Arc::new(records));
+            let is_new = |list: i64| old.binary_search(&list).is_err();
+            let mut fresh = if removed.is_empty() {
+                all.select(skew_s, |list, _| is_new(list))
             } else {
-                self.lists.last().copied().unwrap_or(i64::MIN)
+                // A removed list (retention) may hand a key it held to another publication
+                // (another report type, or live again once its revocation is gone): those keys
+                // are matched again as now resolved, beside the new lists' keys.
+                let removed: Vec<i64> = removed.iter().map(|(id, _)| *id).collect();
+                let held = self.cases.keys_of_lists(&removed);
+                all.select_new_or_held(is_new, &held)
             };
-            let mut fresh = all.select(skew_s, |list, _| list > newest_old);
             fresh.revoked = all.revoked.clone();
             if fresh.len() > 0 || !fresh.revoked.is_empty() {
                 plan.full = Some(CheckInput {
@@ -121,8 +131,8 @@ impl Incremental {
             }
             plan.cases = Some(all);
         }
-        if new_sightings && newest_old > i64::MIN {
-            let old = plan.cases.as_ref().unwrap_or(&self.cases);
+        if new_sightings && !old.is_empty() {
+            let known = plan.cases.as_ref().unwrap_or(&self.cases);
             // Chunk ids reused after a purge: read everything again.
             let after = if mark < self.mark {
                 i64::MIN
@@ -133,7 +143,8 @@ impl Incremental {
             let span = readout.sightings.iter().map(|s| s.time);
             if let (Some(lo), Some(hi)) = (span.clone().min(), span.max()) {
                 // Keys of new lists are matched against the whole log above.
-                let cases = old.select_overlapping(skew_s, (lo, hi), |list| list <= newest_old);
+                let cases = known
+                    .select_overlapping(skew_s, (lo, hi), |list| old.binary_search(&list).is_ok());
                 if cases.len() > 0 {
                     // Probes usually follow each other in time, so the chains go on from the
                     // last one's places (where they cannot, they are walked from the start).
@@ -376,6 +387,106 @@ mod tests {
         assert_eq!(got, full(&store, &cfg));
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got.contains_key(&("gaen".into(), hex::encode([2u8; 16]), D0 + 2)));
+    }
+
+    /// Retention deletes a list: only the keys it held are matched again, as the remaining
+    /// lists publish them, and what is stored is what a full match finds.
+    #[test]
+    fn a_removed_list_rematches_only_the_keys_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::init(dir.path()).unwrap();
+        let cfg = Config::default();
+        let mut m = Incremental::new();
+        for (n, day) in [(1, D0), (2, D0 + 1), (3, D0 + 2), (4, D0 + 3)] {
+            store.insert_sightings(&heard(n, day)).unwrap();
+        }
+        let confirmed = |n: u8| (n, D0 + i64::from(n) - 1, ReportType::ConfirmedTest);
+        let a = export(
+            D0 + 4,
+            &[confirmed(1), confirmed(2), confirmed(3), confirmed(4)],
+        );
+        store
+            .insert_case_list(D0 + 3, Format::GaenExport, 4, &a)
+            .unwrap();
+        // A later export, imported a month earlier by day (retention deletes it first): it
+        // revises key 2 to a self-report and revokes key 3.
+        let b = export(
+            D0 + 5,
+            &[
+                (2, D0 + 1, ReportType::SelfReport),
+                (3, D0 + 2, ReportType::Revoked),
+            ],
+        );
+        store
+            .insert_case_list(D0 - 30, Format::GaenExport, 2, &b)
+            .unwrap();
+        let ids: Vec<i64> = store.case_lists().unwrap().iter().map(|l| l.id).collect();
+        // (case key, day) → the list each live exposure was published by.
+        let lists = |store: &Store| -> BTreeMap<(String, i64), i64> {
+            store
+                .exposures()
+                .unwrap()
+                .exposures
+                .into_iter()
+                .filter(|e| e.delivery.state != DeliveryState::Withdrawn)
+                .map(|e| ((e.key.case_key, e.key.day), e.record.case_list))
+                .collect()
+        };
+        let key = |n: u8| hex::encode([n; 16]);
+
+        step(&mut m, &mut store, &cfg, true);
+        let before = lists(&store);
+        assert_eq!(before.get(&(key(2), D0 + 1)), Some(&ids[1]));
+        assert!(!before.contains_key(&(key(3), D0 + 2)), "revoked");
+        assert_eq!(live(&store), full(&store, &cfg));
+
+        // Cut-off day D0 - 29: list b goes, every sighting and exposure stays.
+        let purged = store.purge_older_than(D0 - 8, 21).unwrap();
+        assert_eq!((purged.case_lists, purged.sightings_chunks), (1, 0));
+        let derived = m.work.ids_derived;
+        let checked = step(&mut m, &mut store, &cfg, false);
+        let after = lists(&store);
+        assert_eq!(after.get(&(key(2), D0 + 1)), Some(&ids[0]), "{after:?}");
+        assert_eq!(after.get(&(key(3), D0 + 2)), Some(&ids[0]), "{after:?}");
+        assert_eq!(after.len(), 4, "{after:?}");
+        assert_eq!(live(&store), full(&store, &cfg));
+        // Keys 2 and 3, not 1 and 4.
+        assert_eq!(checked, Some(2));
+        assert!(m.work.ids_derived > derived);
+        assert_eq!(step(&mut m, &mut store, &cfg, true), None);
+    }
+
+    /// Deleting the newest list gives its id to the next one (SQLite takes the highest id + 1):
+    /// that list is still a new list, matched against the whole log.
+    #[test]
+    fn a_new_list_under_a_deleted_lists_id_is_matched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::init(dir.path()).unwrap();
+        let cfg = Config::default();
+        let mut m = Incremental::new();
+        store.insert_sightings(&heard(1, D0)).unwrap();
+        store.insert_sightings(&heard(5, D0 + 1)).unwrap();
+        let a = export(D0 + 2, &[(1, D0, ReportType::ConfirmedTest)]);
+        store
+            .insert_case_list(D0 + 2, Format::GaenExport, 1, &a)
+            .unwrap();
+        // Imported on an old day: retention deletes it, and it is the newest list.
+        let b = export(D0 + 3, &[(2, D0, ReportType::ConfirmedTest)]);
+        let (b_id, _) = store
+            .insert_case_list(D0 - 30, Format::GaenExport, 1, &b)
+            .unwrap();
+        assert_eq!(step(&mut m, &mut store, &cfg, true), Some(2));
+        assert_eq!(store.purge_older_than(D0 - 8, 21).unwrap().case_lists, 1);
+        let c = export(D0 + 3, &[(5, D0 + 1, ReportType::ConfirmedTest)]);
+        let (c_id, _) = store
+            .insert_case_list(D0 + 3, Format::GaenExport, 1, &c)
+            .unwrap();
+        assert_eq!(c_id, b_id, "the id is given again");
+        // Only c's key: a's stayed, b's key is in no list now.
+        assert_eq!(step(&mut m, &mut store, &cfg, false), Some(1));
+        let got = live(&store);
+        assert!(got.contains_key(&("gaen".into(), hex::encode([5u8; 16]), D0 + 1)));
+        assert_eq!(got, full(&store, &cfg));
     }
 
     /// A day of quarter-hour batches against F0 entries that run through it, as the daemon

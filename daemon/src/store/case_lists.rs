@@ -108,13 +108,19 @@ impl Store {
         })
     }
 
-    /// The number of stored case lists and their highest id: ids only grow, so this changes
-    /// whenever a list is added or removed (one small query, for pollers).
-    pub fn case_lists_generation(&self) -> Result<(i64, i64), StoreError> {
+    /// The number of stored case lists, their highest id and that list's content hash (empty
+    /// without lists): this changes whenever a list is added or removed (one small query, for
+    /// pollers). Ids grow, except that a deleted newest list's id is given to the next list
+    /// (SQLite takes the highest id + 1); the hash tells those two apart.
+    pub fn case_lists_generation(&self) -> Result<(i64, i64, String), StoreError> {
         let sql = self.sql("counting case lists");
         self.conn
-            .prepare_cached("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM case_lists")
-            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(MAX(id), 0), \
+                 COALESCE((SELECT content_hash FROM case_lists ORDER BY id DESC LIMIT 1), '') \
+                 FROM case_lists",
+            )
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
             .map_err(&sql)
     }
 
