@@ -124,6 +124,9 @@ impl Records {
     /// are shared, not copied or read again.
     pub fn retain_lists(&self, keep: impl Fn(i64) -> bool) -> Records {
         let mut out = Records::default();
+        // Reserved first: a growing buffer would leave unwiped copies of the keys behind.
+        out.f0.reserve_exact(self.f0.len());
+        out.f0_revoked.reserve_exact(self.f0_revoked.len());
         out.f0.extend(self.f0.iter().filter(|e| keep(e.list)));
         out.f0_revoked
             .extend(self.f0_revoked.iter().filter(|&&(_, l)| keep(l)));
@@ -286,6 +289,13 @@ impl Records {
     pub fn keys_of_lists(&self, lists: &[i64]) -> ListKeys {
         let of = |list: i64| lists.binary_search(&list).is_ok();
         let mut out = ListKeys::default();
+        // Reserved first: a growing buffer would leave unwiped copies of the keys behind.
+        let f0 = self.f0.iter().filter(|e| of(e.list)).count()
+            + self.f0_revoked.iter().filter(|&&(_, l)| of(l)).count();
+        let gaen = self.gaen.iter().filter(|b| of(b.list));
+        let gaen: usize = gaen.map(|b| (b.bytes.len() - HEADER) / GAEN_RECORD).sum();
+        out.f0.reserve_exact(f0);
+        out.gaen.reserve_exact(gaen);
         out.f0
             .extend(self.f0.iter().filter(|e| of(e.list)).map(|e| e.key));
         out.f0.extend(
@@ -570,5 +580,35 @@ mod tests {
         assert!(held.has_gaen(&[8; 16]) && held.has_gaen(&[9; 16]));
         assert!(!held.has_gaen(&[1; 16]) && !held.has_f0(&[9; 32]));
         assert_eq!(r.keys_of_lists(&[4]).len(), 3);
+
+        // Lists kept around a removed one (and one alone) read as the same lists decoded
+        // afresh: every key, its fields and its list.
+        let fresh = |lists: &[(u64, &[u8], i64)]| {
+            let mut f = Records::default();
+            for &(end, teks, id) in lists {
+                decode_into(export(end, teks), id, &mut f).unwrap();
+            }
+            f
+        };
+        let all = |r: &Records| -> Vec<([u8; 16], u32, i64, u64, i32)> {
+            (0..r.gaen_len())
+                .map(|i| {
+                    let (tek, start) = r.gaen_key(i);
+                    let k = r.gaen(i);
+                    assert_eq!(r.gaen_list(i), k.list);
+                    (*tek, start, k.list, k.end_timestamp, k.report_type)
+                })
+                .collect()
+        };
+        let mut three = Records::default();
+        decode_into(export(1_600_000_000, &[1, 2, 3]), 4, &mut three).unwrap();
+        decode_into(export(1_600_086_400, &[5]), 5, &mut three).unwrap();
+        decode_into(export(1_600_172_800, &[9, 8]), 6, &mut three).unwrap();
+        let kept = three.retain_lists(|l| l != 5);
+        let want = fresh(&[(1_600_000_000, &[1, 2, 3], 4), (1_600_172_800, &[9, 8], 6)]);
+        assert_eq!(kept.gaen_len(), 5);
+        assert_eq!(all(&kept), all(&want));
+        let middle = three.retain_lists(|l| l == 5);
+        assert_eq!(all(&middle), all(&fresh(&[(1_600_086_400, &[5], 5)])));
     }
 }

@@ -11,7 +11,8 @@
 //!   publication); nothing else is.
 //! - Lists are resolved again whenever one comes or goes, but only new lists are read from the
 //!   store: the others' records are kept from the last resolution (shared, not copied).
-//! - Nothing changed: nothing is read beyond two small queries, nothing is derived.
+//! - Nothing changed: nothing is read beyond two small queries (the lists' ids and hashes,
+//!   the sightings' mark), nothing is derived.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,7 @@ pub struct Incremental {
 /// finds which keys hit the new sightings, and [`Incremental::rescore`] reads what scores
 /// them. Then [`Incremental::commit`].
 pub struct Plan {
-    /// New lists' keys against the whole log.
+    /// New lists' keys, and those a removed list held, against the whole log.
     pub full: Option<CheckInput>,
     /// Known keys whose validity overlaps the new sightings' time span, against those only.
     pub probe: Option<CheckInput>,
@@ -71,12 +72,7 @@ impl Incremental {
     /// always planned; new sightings only when `sightings_due` (they arrive all the time, and
     /// are matched on a slower cadence), or with new lists. `None`: nothing to do.
     pub fn plan(&self, store: &Store, sightings_due: bool, skew_s: i64) -> Result<Option<Plan>> {
-        let generation = store.case_lists_generation()?;
-        let seen = match self.lists.last() {
-            Some((id, hash)) => (self.lists.len() as i64, *id, hash.clone()),
-            None => (0, 0, String::new()),
-        };
-        let lists_changed = !self.started || generation != seen;
+        let lists_changed = !self.started || store.case_list_ids()? != self.lists;
         if !lists_changed && !sightings_due {
             return Ok(None);
         }
@@ -454,6 +450,71 @@ mod tests {
         assert_eq!(checked, Some(2));
         assert!(m.work.ids_derived > derived);
         assert_eq!(step(&mut m, &mut store, &cfg, true), None);
+    }
+
+    /// The same with F0 lists: a deleted list that revoked a daily key lifts the revocation
+    /// (the key, still published by a kept list, matches again), and an entry it shared with a
+    /// kept list stays matched.
+    #[test]
+    fn a_removed_f0_list_lifts_its_revocations() {
+        use bluezone_protocol::ids::DailyKey;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::init(dir.path()).unwrap();
+        let cfg = Config::default();
+        let mut m = Incremental::new();
+        let day = D0 * DAY_SECONDS;
+        let (k1, k2) = (
+            DailyKey::from_bytes([71; 32]),
+            DailyKey::from_bytes([72; 32]),
+        );
+        let sightings: Vec<Sighting> = [&k1, &k2]
+            .iter()
+            .map(|k| Sighting {
+                peer: PeerId::Bluezone(k.id(10)),
+                time: day + 10 * 900 + 30,
+                rssi: -60,
+                tx_power: None,
+                aem: None,
+            })
+            .collect();
+        store.insert_sightings(&sightings).unwrap();
+        let entry = |k: &DailyKey| {
+            format!(
+                r#"{{"daily_key":"{}","time_start":{day},"max":96,"time_end":{}}}"#,
+                k.to_hex(),
+                day + DAY_SECONDS - 1
+            )
+        };
+        let a = format!(r#"{{"data":[{},{}]}}"#, entry(&k1), entry(&k2));
+        store
+            .insert_case_list(D0 + 3, Format::BluezoneF0, 2, a.as_bytes())
+            .unwrap();
+        // Imported on an old day (retention deletes it first): k1 again, and k2 revoked.
+        let b = format!(
+            r#"{{"data":[{}],"revoked":["{}"]}}"#,
+            entry(&k1),
+            k2.to_hex()
+        );
+        store
+            .insert_case_list(D0 - 30, Format::BluezoneF0, 1, b.as_bytes())
+            .unwrap();
+        let key = |k: &DailyKey| ("bluezone".to_string(), k.to_hex(), D0);
+        step(&mut m, &mut store, &cfg, true);
+        let before = live(&store);
+        assert!(before.contains_key(&key(&k1)) && !before.contains_key(&key(&k2)));
+        assert_eq!(before, full(&store, &cfg));
+
+        assert_eq!(store.purge_older_than(D0 - 8, 21).unwrap().case_lists, 1);
+        let checked = step(&mut m, &mut store, &cfg, false);
+        let after = live(&store);
+        assert!(
+            after.contains_key(&key(&k1)) && after.contains_key(&key(&k2)),
+            "{after:?}"
+        );
+        assert_eq!(after, full(&store, &cfg));
+        // Both keys were in the deleted list: both are matched again, nothing else.
+        assert_eq!(checked, Some(2));
     }
 
     /// Deleting the newest list gives its id to the next one (SQLite takes the highest id + 1):

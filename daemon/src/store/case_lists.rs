@@ -108,20 +108,20 @@ impl Store {
         })
     }
 
-    /// The number of stored case lists, their highest id and that list's content hash (empty
-    /// without lists): this changes whenever a list is added or removed (one small query, for
-    /// pollers). Ids grow, except that a deleted newest list's id is given to the next list
-    /// (SQLite takes the highest id + 1); the hash tells those two apart.
-    pub fn case_lists_generation(&self) -> Result<(i64, i64, String), StoreError> {
-        let sql = self.sql("counting case lists");
-        self.conn
-            .prepare_cached(
-                "SELECT COUNT(*), COALESCE(MAX(id), 0), \
-                 COALESCE((SELECT content_hash FROM case_lists ORDER BY id DESC LIMIT 1), '') \
-                 FROM case_lists",
-            )
-            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
-            .map_err(&sql)
+    /// The (id, content hash) of every stored case list, by id: one small query (no blob is
+    /// read), for pollers. Ids alone would not do: a deleted newest list's id is given to the
+    /// next list (SQLite takes the highest id + 1).
+    pub fn case_list_ids(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let sql = self.sql("listing case lists");
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, content_hash FROM case_lists ORDER BY id")
+            .map_err(&sql)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(&sql)?;
+        Ok(rows)
     }
 
     /// The imported case lists, by id.
