@@ -270,6 +270,13 @@ mod tests {
         write_unsigned_export(&file).unwrap()
     }
 
+    /// A new store (in the returned directory), the default configuration and a new matcher.
+    fn setup() -> (tempfile::TempDir, Store, Config, Incremental) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(dir.path()).unwrap();
+        (dir, store, Config::default(), Incremental::new())
+    }
+
     /// One incremental step, as the daemon runs it; the reports' keys checked.
     fn step(m: &mut Incremental, store: &mut Store, cfg: &Config, due: bool) -> Option<u64> {
         let mut plan = m.plan(store, due, cfg.matching.skew_s).unwrap()?;
@@ -319,10 +326,7 @@ mod tests {
 
     #[test]
     fn only_what_changed_is_matched_and_the_result_equals_a_full_match() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::init(dir.path()).unwrap();
-        let cfg = Config::default();
-        let mut m = Incremental::new();
+        let (_dir, mut store, cfg, mut m) = setup();
         store.insert_sightings(&heard(1, D0)).unwrap();
         let list1 = export(
             D0 + 3,
@@ -389,10 +393,7 @@ mod tests {
     /// lists publish them, and what is stored is what a full match finds.
     #[test]
     fn a_removed_list_rematches_only_the_keys_it_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::init(dir.path()).unwrap();
-        let cfg = Config::default();
-        let mut m = Incremental::new();
+        let (_dir, mut store, cfg, mut m) = setup();
         for (n, day) in [(1, D0), (2, D0 + 1), (3, D0 + 2), (4, D0 + 3)] {
             store.insert_sightings(&heard(n, day)).unwrap();
         }
@@ -459,10 +460,7 @@ mod tests {
     fn a_removed_f0_list_lifts_its_revocations() {
         use bluezone_protocol::ids::DailyKey;
 
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::init(dir.path()).unwrap();
-        let cfg = Config::default();
-        let mut m = Incremental::new();
+        let (_dir, mut store, cfg, mut m) = setup();
         let day = D0 * DAY_SECONDS;
         let (k1, k2) = (
             DailyKey::from_bytes([71; 32]),
@@ -521,10 +519,7 @@ mod tests {
     /// that list is still a new list, matched against the whole log.
     #[test]
     fn a_new_list_under_a_deleted_lists_id_is_matched() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::init(dir.path()).unwrap();
-        let cfg = Config::default();
-        let mut m = Incremental::new();
+        let (_dir, mut store, cfg, mut m) = setup();
         store.insert_sightings(&heard(1, D0)).unwrap();
         store.insert_sightings(&heard(5, D0 + 1)).unwrap();
         let a = export(D0 + 2, &[(1, D0, ReportType::ConfirmedTest)]);
@@ -560,9 +555,7 @@ mod tests {
         use bluezone_protocol::bluezone::{F0Entry, SlotsPerDay};
         use bluezone_protocol::ids::{DailyKey, RollingId};
 
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::init(dir.path()).unwrap();
-        let cfg = Config::default();
+        let (_dir, mut store, cfg, mut m) = setup();
         let day = D0 * DAY_SECONDS;
         let keys: Vec<DailyKey> = (0..4u8)
             .map(|i| DailyKey::from_bytes([i + 60; 32]))
@@ -582,7 +575,6 @@ mod tests {
         store
             .insert_case_list(D0, Format::BluezoneF0, 4, &bytes)
             .unwrap();
-        let mut m = Incremental::new();
         step(&mut m, &mut store, &cfg, true);
         let start = m.work.ids_derived;
         for q in 0..96i64 {
