@@ -41,6 +41,11 @@ use bluezoned::store::Store;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
 
+/// The daemon's allocator (large blocks on transparent huge pages), so that the figures are
+/// the daemon's.
+#[global_allocator]
+static ALLOC: bluezoned::hugepages::HugePageAlloc = bluezoned::hugepages::HugePageAlloc;
+
 const DAY0: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
 const DAYS: i64 = 14;
 /// The UTC day the checks run on: the day after the last logged day.

@@ -30,6 +30,11 @@ use criterion::{
 };
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
 
+/// The daemon's allocator (large blocks on transparent huge pages), so that the figures are
+/// the daemon's.
+#[global_allocator]
+static ALLOC: bluezoned::hugepages::HugePageAlloc = bluezoned::hugepages::HugePageAlloc;
+
 const DAY0: i64 = 1_596_844_800; // 2020-08-08 00:00 UTC
 const DAYS: i64 = 14;
 

@@ -28,6 +28,7 @@
 //!   migrations), `master_key` (the key file), `keys` (derived keys, day keys, sealing), one file
 //!   per table (`sightings`, `own_keys`, `case_lists`, `exposures`), `retention`, `stats`.
 //! - [`systemd`]: readiness and watchdog notifications.
+//! - [`hugepages`]: the process's allocator (large blocks marked for transparent huge pages).
 //! - [`logging`]: tracing setup (text or JSON, `RUST_LOG`).
 //!
 //! The protocol logic (derivations, codecs, file formats, what to broadcast when, de-duplication,
@@ -42,6 +43,7 @@ pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod config;
+pub mod hugepages;
 pub mod ingest;
 pub mod keyexport;
 pub mod logfile;

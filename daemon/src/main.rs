@@ -2,6 +2,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Large blocks (case lists, the observation index) on huge pages: see `hugepages`.
+#[global_allocator]
+static ALLOC: bluezoned::hugepages::HugePageAlloc = bluezoned::hugepages::HugePageAlloc;
+
 fn main() -> ExitCode {
     // Before any file exists: the store, its WAL and SHM, the key, exports and the socket are
     // then created without group or other access whatever the caller's umask (each is also

@@ -201,8 +201,9 @@ impl Store {
                 let blob = if present {
                     let b =
                         tx.blob_open(rusqlite::DatabaseName::Main, "case_lists", column, id, true)?;
+                    // Fresh and untouched: the daemon's allocator marks a block this large
+                    // for huge pages (`crate::hugepages`) before it is read into.
                     let mut buf = Zeroizing::new(vec![0u8; b.len()]);
-                    ask_for_huge_pages(&mut buf);
                     b.read_at_exact(&mut buf, 0)?;
                     Some(buf)
                 } else {
@@ -327,28 +328,4 @@ pub(crate) fn fill_compact(
         .map_err(sql)?;
     }
     Ok(())
-}
-
-/// Asks the kernel to back the 2 MB-aligned part of a large, still untouched buffer with
-/// transparent huge pages (where THP is in `madvise` mode, as on these machines). The daemon
-/// reads the keys near each batch of sightings from all over a million-key list; with 4 KB
-/// pages nearly every read is a TLB miss, which under a hypervisor's nested paging costs
-/// several memory accesses. A hint: nothing changes if the kernel declines.
-fn ask_for_huge_pages(buf: &mut [u8]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = buf.as_mut_ptr() as usize;
-        let first = start.next_multiple_of(HUGE);
-        let end = (start + buf.len()) / HUGE * HUGE;
-        if end > first {
-            // SAFETY: the range lies inside `buf`, which this function borrows mutably, and
-            // MADV_HUGEPAGE changes how its pages are backed, never their contents.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
 }
