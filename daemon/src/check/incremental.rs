@@ -515,6 +515,50 @@ mod tests {
         assert_eq!(checked, Some(2));
     }
 
+    /// Retention deleting the only list that held a key is age, not a retraction: the exposure
+    /// that key gave stays as it was (not withdrawn, not re-scored), though a match from
+    /// scratch would no longer find it; the kept list's exposure is untouched too.
+    #[test]
+    fn an_exposure_from_a_deleted_lists_own_key_stays() {
+        let (_dir, mut store, cfg, mut m) = setup();
+        store.insert_sightings(&heard(1, D0)).unwrap();
+        store.insert_sightings(&heard(6, D0 + 1)).unwrap();
+        let a = export(D0 + 2, &[(1, D0, ReportType::ConfirmedTest)]);
+        store
+            .insert_case_list(D0 + 2, Format::GaenExport, 1, &a)
+            .unwrap();
+        // Imported on an old day (retention deletes it): the only list with key 6.
+        let b = export(D0 + 3, &[(6, D0 + 1, ReportType::ConfirmedTest)]);
+        store
+            .insert_case_list(D0 - 30, Format::GaenExport, 1, &b)
+            .unwrap();
+        step(&mut m, &mut store, &cfg, true);
+        let stored = |store: &Store| {
+            let mut e: Vec<_> = store
+                .exposures()
+                .unwrap()
+                .exposures
+                .into_iter()
+                .map(|e| (e.key.case_key, e.key.day, e.delivery.state, e.record))
+                .collect();
+            e.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+            e
+        };
+        let before = stored(&store);
+        assert_eq!(before.len(), 2, "{:?}", live(&store));
+        assert_eq!(live(&store), full(&store, &cfg));
+
+        assert_eq!(store.purge_older_than(D0 - 8, 21).unwrap().case_lists, 1);
+        let checked = step(&mut m, &mut store, &cfg, false);
+        // Key 6 is in no list now: there is nothing to match it against again.
+        assert_eq!(checked.unwrap_or(0), 0);
+        assert_eq!(stored(&store), before);
+        let key6 = ("gaen".to_string(), hex::encode([6u8; 16]), D0 + 1);
+        assert!(live(&store).contains_key(&key6));
+        assert!(!full(&store, &cfg).contains_key(&key6));
+        assert_eq!(step(&mut m, &mut store, &cfg, true), None);
+    }
+
     /// Deleting the newest list gives its id to the next one (SQLite takes the highest id + 1):
     /// that list is still a new list, matched against the whole log.
     #[test]
