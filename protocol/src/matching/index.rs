@@ -503,10 +503,19 @@ impl IdTable<16> {
             let h = _mm512_add_epi64(_mm512_unpacklo_epi64(pa, pb), _mm512_unpackhi_epi64(pa, pb));
             let h = _mm512_permutexvar_epi64(order, h);
             let h = _mm512_mullo_epi64(_mm512_xor_si512(h, _mm512_srli_epi64::<32>(h)), fmul);
-            // The dword swap, not a shift by 32: with the upper halves known zero LLVM turns
-            // `vpmuludq` into the three-uop `vpmullq`.
-            let idx =
-                _mm512_srli_epi64::<32>(_mm512_mul_epu32(_mm512_shuffle_epi32::<0xB1>(h), nwords));
+            // `vpmuludq` written out: LLVM sees through any shift or dword swap of `h` that
+            // both factors' upper halves are zero and emits the three-uop `vpmullq` instead
+            // (with Rust 1.95 even for the swap this code used before), on the loop's longest
+            // dependency chain.
+            let idx: __m512i;
+            core::arch::asm!(
+                "vpmuludq {idx}, {h}, {n}",
+                idx = lateout(zmm_reg) idx,
+                h = in(zmm_reg) _mm512_srli_epi64::<32>(h),
+                n = in(zmm_reg) nwords,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+            let idx = _mm512_srli_epi64::<32>(idx);
             let bit = |c: __m512i| _mm512_rolv_epi64(one, c);
             let m = _mm512_ternarylogic_epi64::<0xFE>(
                 _mm512_ternarylogic_epi64::<0xFE>(
