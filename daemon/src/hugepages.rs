@@ -10,12 +10,12 @@
 //! with `MADV_HUGEPAGE` gets huge pages; this allocator marks the 2 MB-aligned interior of every
 //! allocation of at least [`THRESHOLD`] bytes as it is made, before anything touches it.
 //!
-//! A mark only helps memory not yet touched. glibc's `malloc` serves large blocks from fresh
-//! mappings at first, but after one is freed it raises its mapping threshold (up to 32 MB) and
-//! serves the next from its heap, from pages already faulted in as 4 KB ones. So the first
-//! allocation of all fixes the threshold at [`THRESHOLD`] (`mallopt(M_MMAP_THRESHOLD)`, which also
-//! turns that adjustment off): every marked block is then a fresh mapping, and returns to the
-//! system when freed.
+//! A mark only helps memory not yet touched: a block glibc carves from memory it used before
+//! keeps the 4 KB pages already faulted in (glibc serves large blocks from fresh mappings,
+//! until freeing one raises its threshold for that). Fixing the threshold
+//! (`mallopt(M_MMAP_THRESHOLD)`) would keep every large block fresh, but it also stops glibc
+//! from adapting its heap trimming, and the 200-device demo took 25 % longer with it (more
+//! system time in page faults); the matching benches gained nothing more from it.
 //!
 //! A hint: where the kernel declines (THP `never`, no free huge page), nothing changes but the
 //! speed. Contents, sizes and alignment are exactly the system allocator's; small allocations
@@ -39,7 +39,6 @@ pub struct HugePageAlloc;
 // block's pages are backed, never its contents, size or address.
 unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        fresh_mappings();
         let p = System.alloc(layout);
         advise(p, layout.size());
         p
@@ -58,7 +57,6 @@ unsafe impl GlobalAlloc for HugePageAlloc {
         }
         // `calloc`: a large block comes from a fresh mapping, already zero and still untouched,
         // so marking it afterwards is early enough.
-        fresh_mappings();
         let p = System.alloc_zeroed(layout);
         advise(p, layout.size());
         p
@@ -69,29 +67,9 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        fresh_mappings();
         let p = System.realloc(ptr, layout, new_size);
         advise(p, new_size);
         p
-    }
-}
-
-/// At the process's first allocation: glibc serves blocks of [`THRESHOLD`]
-/// bytes or more from fresh mappings from now on (see the module's description).
-#[inline]
-fn fresh_mappings() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        static SET: AtomicBool = AtomicBool::new(false);
-        if !SET.load(Ordering::Relaxed) {
-            // SAFETY: mallopt only changes malloc's tuning; it is called outside any malloc
-            // call of this thread. Two threads racing here both set the same value.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD as libc::c_int);
-            }
-            SET.store(true, Ordering::Relaxed);
-        }
     }
 }
 
