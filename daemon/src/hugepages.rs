@@ -14,8 +14,8 @@
 //! keeps the 4 KB pages already faulted in (glibc serves large blocks from fresh mappings,
 //! until freeing one raises its threshold for that). Fixing the threshold
 //! (`mallopt(M_MMAP_THRESHOLD)`) would keep every large block fresh, but it also stops glibc
-//! from adapting its heap trimming, and the 200-device demo took 25 % longer with it (more
-//! system time in page faults); the matching benches gained nothing more from it.
+//! from adapting its heap trimming, and the 200-device demo took about 25 % longer with it
+//! (alternating runs on a noisy host); the matching benches gained nothing more from it.
 //!
 //! A hint: where the kernel declines (THP `never`, no free huge page), nothing changes but the
 //! speed. Contents, sizes and alignment are exactly the system allocator's; small allocations
@@ -27,9 +27,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 /// interior is at most one huge page, and often none.
 pub const THRESHOLD: usize = 4 << 20;
 const HUGE_PAGE: usize = 2 << 20;
-/// The alignment `malloc` and `calloc` guarantee on 64-bit targets; `System` serves larger ones
-/// otherwise (`posix_memalign`, then clearing it itself for a zeroed block).
-const MALLOC_ALIGN: usize = 16;
 
 /// [`System`], marking large allocations for transparent huge pages.
 pub struct HugePageAlloc;
@@ -45,18 +42,9 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() > MALLOC_ALIGN && layout.size() >= THRESHOLD {
-            // `System` would allocate this and then clear it itself, touching every page before
-            // the mark: marked first, the clearing faults it in as huge pages (an over-aligned
-            // bucket array of the index is such a block).
-            let p = self.alloc(layout);
-            if !p.is_null() {
-                std::ptr::write_bytes(p, 0, layout.size());
-            }
-            return p;
-        }
-        // `calloc`: a large block comes from a fresh mapping, already zero and still untouched,
-        // so marking it afterwards is early enough.
+        // A large `calloc` block is a fresh mapping, already zero and untouched, so marking it
+        // afterwards is early enough. (`System` clears an over-aligned block itself, before the
+        // mark: such a block keeps 4 KB pages. The matcher allocates none.)
         let p = System.alloc_zeroed(layout);
         advise(p, layout.size());
         p
@@ -175,8 +163,8 @@ mod tests {
             let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
             vma_flags(&smaps, first).expect("the block's mapping is listed")
         };
-        // Plain, zeroed (`calloc`), and zeroed but over-aligned (cleared after the mark).
-        for (align, zeroed) in [(8, false), (8, true), (64, true)] {
+        // Plain and zeroed (`calloc`).
+        for (align, zeroed) in [(8, false), (8, true)] {
             let layout = Layout::from_size_align(3 * THRESHOLD, align).unwrap();
             // SAFETY: the block is only addressed, not read, and freed with its own layout.
             let p = unsafe {

@@ -270,6 +270,16 @@ mod tests {
         write_unsigned_export(&file).unwrap()
     }
 
+    /// Stores, as imported on `day`, an export of `keys` ending at the end of `end_day`; its id.
+    fn import(store: &mut Store, day: i64, end_day: i64, keys: &[(u8, i64, ReportType)]) -> i64 {
+        let bytes = export(end_day, keys);
+        let n = keys.len() as u64;
+        store
+            .insert_case_list(day, Format::GaenExport, n, &bytes)
+            .unwrap()
+            .0
+    }
+
     /// A new store (in the returned directory), the default configuration and a new matcher.
     fn setup() -> (tempfile::TempDir, Store, Config, Incremental) {
         let dir = tempfile::tempdir().unwrap();
@@ -523,15 +533,19 @@ mod tests {
         let (_dir, mut store, cfg, mut m) = setup();
         store.insert_sightings(&heard(1, D0)).unwrap();
         store.insert_sightings(&heard(6, D0 + 1)).unwrap();
-        let a = export(D0 + 2, &[(1, D0, ReportType::ConfirmedTest)]);
-        store
-            .insert_case_list(D0 + 2, Format::GaenExport, 1, &a)
-            .unwrap();
+        import(
+            &mut store,
+            D0 + 2,
+            D0 + 2,
+            &[(1, D0, ReportType::ConfirmedTest)],
+        );
         // Imported on an old day (retention deletes it): the only list with key 6.
-        let b = export(D0 + 3, &[(6, D0 + 1, ReportType::ConfirmedTest)]);
-        store
-            .insert_case_list(D0 - 30, Format::GaenExport, 1, &b)
-            .unwrap();
+        import(
+            &mut store,
+            D0 - 30,
+            D0 + 3,
+            &[(6, D0 + 1, ReportType::ConfirmedTest)],
+        );
         step(&mut m, &mut store, &cfg, true);
         let stored = |store: &Store| {
             let mut e: Vec<_> = store
@@ -566,21 +580,27 @@ mod tests {
         let (_dir, mut store, cfg, mut m) = setup();
         store.insert_sightings(&heard(1, D0)).unwrap();
         store.insert_sightings(&heard(5, D0 + 1)).unwrap();
-        let a = export(D0 + 2, &[(1, D0, ReportType::ConfirmedTest)]);
-        store
-            .insert_case_list(D0 + 2, Format::GaenExport, 1, &a)
-            .unwrap();
+        import(
+            &mut store,
+            D0 + 2,
+            D0 + 2,
+            &[(1, D0, ReportType::ConfirmedTest)],
+        );
         // Imported on an old day: retention deletes it, and it is the newest list.
-        let b = export(D0 + 3, &[(2, D0, ReportType::ConfirmedTest)]);
-        let (b_id, _) = store
-            .insert_case_list(D0 - 30, Format::GaenExport, 1, &b)
-            .unwrap();
+        let b_id = import(
+            &mut store,
+            D0 - 30,
+            D0 + 3,
+            &[(2, D0, ReportType::ConfirmedTest)],
+        );
         assert_eq!(step(&mut m, &mut store, &cfg, true), Some(2));
         assert_eq!(store.purge_older_than(D0 - 8, 21).unwrap().case_lists, 1);
-        let c = export(D0 + 3, &[(5, D0 + 1, ReportType::ConfirmedTest)]);
-        let (c_id, _) = store
-            .insert_case_list(D0 + 3, Format::GaenExport, 1, &c)
-            .unwrap();
+        let c_id = import(
+            &mut store,
+            D0 + 3,
+            D0 + 3,
+            &[(5, D0 + 1, ReportType::ConfirmedTest)],
+        );
         assert_eq!(c_id, b_id, "the id is given again");
         // Only c's key: a's stayed, b's key is in no list now.
         assert_eq!(step(&mut m, &mut store, &cfg, false), Some(1));
