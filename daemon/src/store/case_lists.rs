@@ -201,8 +201,8 @@ impl Store {
                 let blob = if present {
                     let b =
                         tx.blob_open(rusqlite::DatabaseName::Main, "case_lists", column, id, true)?;
-                    // Fresh and untouched: the daemon's allocator marks a block this large
-                    // for huge pages (`crate::hugepages`) before it is read into.
+                    // The daemon's allocator marks a block this large for huge pages
+                    // (`crate::hugepages`) before it is read into.
                     let mut buf = Zeroizing::new(vec![0u8; b.len()]);
                     b.read_at_exact(&mut buf, 0)?;
                     Some(buf)
