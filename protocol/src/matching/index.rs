@@ -805,7 +805,8 @@ mod tests {
             .collect();
         let t = ObservationIndex::build(&sightings, 77);
         for len in [
-            0usize, 1, 3, 4, 5, 7, 8, 9, 143, 144, 255, 256, 257, 575, 576, 577, 600,
+            // Around the AVX-512 pass's chunk (288) and two of them (576).
+            0usize, 1, 3, 4, 5, 7, 8, 9, 143, 144, 255, 256, 257, 287, 288, 289, 575, 576, 577, 600,
         ] {
             let batch: Vec<[u8; 16]> = (0..len as u32).map(|i| id(i * 3)).collect();
             let want: Vec<(usize, u32)> = batch

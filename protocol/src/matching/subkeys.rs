@@ -154,7 +154,7 @@ impl ProbedStep {
 /// The AVX-512 form of [`subkey_ids`] followed by the index's first probe: the chains of
 /// `first` (at most [`LANES`]) for `steps` steps, each step's sixteen IDs checked against the
 /// filter (`filter`, `key`: [`IdTable::filter`](super::index::IdTable::filter)) in the same
-/// registers, with a gather of the filter words. `out` is cleared and gets one entry a step;
+/// registers, the filter words read with scalar loads. `out` is cleared and gets one entry a step;
 /// lanes past `first.len()` are never marked; `kept` as [`subkey_ids`]. `None` (nothing
 /// done) without AVX-512.
 pub fn subkey_ids_filtered(
