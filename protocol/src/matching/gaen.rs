@@ -381,8 +381,9 @@ pub fn match_keys<K: KeySource + ?Sized>(
                         &rpik_buf[..n]
                     };
                     rpi_blocks4(keys16, &starts[..n], &periods[..n], &mut all_rpis);
-                    // The four keys' RPIs in one probe, so that the filter reads of the
-                    // later ones are under way while the first are tested. Whole keys are
+                    // The four keys' RPIs in one batch probe (the index takes them in
+                    // passes of two keys' worth, prefetching each pass's filter words before
+                    // it tests them). Whole keys are
                     // probed where they lie (entries past a short key's period are stale and
                     // skipped); keys cut by the log's span, typically a few intervals each
                     // when the daemon matches new sightings, are packed first.

@@ -184,7 +184,7 @@ pub fn subkey_ids_filtered(
         let mut states = transpose_kept(kept);
         let k = (&kept.at, &mut states);
         // SAFETY: the CPU has AVX-512F and DQ (`cpu::avx512`); `key.words == filter.len()`,
-        // so every gathered index (`< key.words`) is inside `filter`.
+        // so every filter word index (`< key.words`) is inside `filter`.
         unsafe { avx512::chains_filtered(&words, steps, filter, key, valid, out, k) };
         untranspose_kept(&states, n, kept);
         return Some(());
@@ -294,7 +294,7 @@ mod avx512 {
     /// vectors are stored as they are, and the filter hash
     /// ([`filter_hash`](crate::matching::index::filter_hash) and
     /// [`filter_slot`](crate::matching::index::filter_slot), the same arithmetic on even and
-    /// odd lanes as 64-bit halves) selects sixteen filter words by gather. Ends with
+    /// odd lanes as 64-bit halves) selects sixteen filter words, read with scalar loads. Ends with
     /// `vzeroupper` like [`chains`], and keeps states like it.
     ///
     /// # Safety
