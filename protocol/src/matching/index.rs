@@ -467,7 +467,8 @@ impl IdTable<16> {
     ///
     /// Eight IDs a step, so that every 64-bit lane after the NH products holds a whole ID: two
     /// zmm of four IDs give sixteen 64-bit products, whose pairs are summed across the two
-    /// registers (unpack low + high) into one register of eight hashes. The vector ports are
+    /// registers (unpack low + high) into one register of eight hashes, left in the unpacks'
+    /// order (the second pass reads them back in ID order: a `vpermq` less). The vector ports are
     /// the limit here (AVX-512 issues on two), so the bit mask uses rotates (`vprolvq` takes
     /// its count modulo 64: no masking) and three-way ORs, and the word indices reach the
     /// scalar prefetches through memory (loads) rather than lane extracts.
@@ -499,14 +500,15 @@ impl IdTable<16> {
         let fmul = _mm512_set1_epi64(FMUL as i64);
         let nwords = _mm512_set1_epi64(fk.words as i64);
         let one = _mm512_set1_epi64(1);
-        // After the unpacks, qword 2l + s holds ID 4s + l of the eight: back to ID order.
-        let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
         // Written in full for the first `8 * octs` entries before any is read: no memset.
         let mut widx = [MaybeUninit::<u64>::uninit(); FILTER_CHUNK16];
         let mut wbits = [MaybeUninit::<u64>::uninit(); FILTER_CHUNK16];
         let widx_p = widx.as_mut_ptr() as *mut u64;
         let wbits_p = wbits.as_mut_ptr() as *mut u64;
-        debug_assert!(ids.len() <= FILTER_CHUNK16, "a pass is at most FILTER_CHUNK16 IDs");
+        debug_assert!(
+            ids.len() <= FILTER_CHUNK16,
+            "a pass is at most FILTER_CHUNK16 IDs"
+        );
         let octs = ids.len() / 8;
         const PREFETCH_LAG: usize = 2;
         let src = ids.as_ptr() as *const __m512i;
@@ -517,7 +519,6 @@ impl IdTable<16> {
             let pa = _mm512_mul_epu32(xa, _mm512_srli_epi64::<32>(xa));
             let pb = _mm512_mul_epu32(xb, _mm512_srli_epi64::<32>(xb));
             let h = _mm512_add_epi64(_mm512_unpacklo_epi64(pa, pb), _mm512_unpackhi_epi64(pa, pb));
-            let h = _mm512_permutexvar_epi64(order, h);
             let h = _mm512_mullo_epi64(_mm512_xor_si512(h, _mm512_srli_epi64::<32>(h)), fmul);
             // `vpmuludq` written out: LLVM sees through any shift or dword swap of `h` that
             // both factors' upper halves are zero and emits the three-uop `vpmullq` instead
@@ -559,13 +560,32 @@ impl IdTable<16> {
             }
         }
         let mut n = 0;
-        for i in 0..8 * octs {
-            let w = *widx_p.add(i);
-            let m = *wbits_p.add(i);
-            // Every index is below `fk.words`, the filter's length.
-            let f = *base.add(w as usize);
-            cand[n] = i as u16;
-            n += (f & m == m) as usize;
+        for o in 0..octs {
+            let (wo, bo) = (widx_p.add(8 * o), wbits_p.add(8 * o));
+            for j in 0..8 {
+                // After the unpacks, qword 2l + s of an octet holds its ID 4s + l.
+                let k = (j & 3) << 1 | j >> 2;
+                let w = *wo.add(k);
+                let m = *bo.add(k);
+                // Every index is below `fk.words`, the filter's length. The test is written
+                // in `asm!` so that LLVM keeps the eight of an octet scalar (it merges their
+                // loads into a `vpgatherqq`, slow on AMD Zen 4 and under the Downfall
+                // microcode, or moves the words into vectors): `missing = m & !word`.
+                let missing: u64;
+                core::arch::asm!(
+                    "mov {x}, qword ptr [{b} + {w} * 8]",
+                    "not {x}",
+                    "and {x}, {m}",
+                    b = in(reg) base,
+                    w = in(reg) w,
+                    m = in(reg) m,
+                    x = out(reg) missing,
+                    options(pure, readonly, nostack),
+                );
+                // `n <= 8 * o + j < FILTER_CHUNK16`: no bounds check in the loop.
+                *cand.get_unchecked_mut(n) = (8 * o + j) as u16;
+                n += (missing == 0) as usize;
+            }
         }
         for (i, id) in ids.iter().enumerate().skip(8 * octs) {
             let (w, m) = filter_slot(filter_hash(id_words(id), &fk), fk.words);
@@ -849,7 +869,9 @@ mod tests {
             let id = |i: u32| -> [u8; 16] {
                 let mut b = [0u8; 16];
                 for (k, c) in b.chunks_exact_mut(4).enumerate() {
-                    c.copy_from_slice(&(i.wrapping_mul(0x2545_F491) ^ (k as u32) << 29).to_le_bytes());
+                    c.copy_from_slice(
+                        &(i.wrapping_mul(0x2545_F491) ^ (k as u32) << 29).to_le_bytes(),
+                    );
                 }
                 b
             };
@@ -874,8 +896,9 @@ mod tests {
                     let mut cand = [0u16; FILTER_CHUNK16];
                     // SAFETY: the CPU has AVX-512 (checked above); the batch is one pass.
                     let n = unsafe { table.filter_pass16(&batch, &mut cand) };
-                    let want: Vec<u16> =
-                        (0..len as u16).filter(|&i| passes(&batch[i as usize])).collect();
+                    let want: Vec<u16> = (0..len as u16)
+                        .filter(|&i| passes(&batch[i as usize]))
+                        .collect();
                     assert_eq!(&cand[..n], &want[..], "len {len}, start {start}");
                     for i in 0..len {
                         let kept = want.contains(&(i as u16));
@@ -891,7 +914,10 @@ mod tests {
             // About 0.2 % of absent IDs pass a 16-bit-an-ID filter; a filter that let
             // everything through would keep half of every batch.
             assert!(present > 500);
-            assert!(absent_kept * 50 < present, "{absent_kept} absent IDs passed");
+            assert!(
+                absent_kept * 50 < present,
+                "{absent_kept} absent IDs passed"
+            );
         }
     }
 }
