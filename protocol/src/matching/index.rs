@@ -902,7 +902,7 @@ mod tests {
                     assert_eq!(&cand[..n], &want[..], "len {len}, start {start}");
                     for i in 0..len {
                         let kept = want.contains(&(i as u16));
-                        if (start as usize + i) % 2 == 0 {
+                        if (start as usize + i).is_multiple_of(2) {
                             assert!(kept, "a present ID failed its filter (len {len})");
                             present += 1;
                         } else {
