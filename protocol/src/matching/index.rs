@@ -505,7 +505,8 @@ impl IdTable<16> {
         let mut wbits = [MaybeUninit::<u64>::uninit(); FILTER_CHUNK16];
         let widx_p = widx.as_mut_ptr() as *mut u64;
         let wbits_p = wbits.as_mut_ptr() as *mut u64;
-        debug_assert!(
+        // The stack arrays and the unchecked stores below rely on it: one compare a pass.
+        assert!(
             ids.len() <= FILTER_CHUNK16,
             "a pass is at most FILTER_CHUNK16 IDs"
         );
