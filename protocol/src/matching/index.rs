@@ -33,7 +33,7 @@ struct Bucket([u16; BUCKET]);
 const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Filter bits an ID, and bits set an ID (each from 6 bits of the filter hash). With 64-bit
-/// blocks this passes about 0.2 % of absent IDs on to the buckets (12 bits and 5 passed about
+/// blocks this passes about 0.4 % of absent IDs on to the buckets (12 bits and 5 passed about
 /// 1 %, and at 1M IDs each pass costs a bucket miss). The vector probe in `subkeys` spells out
 /// the same six bits.
 pub(crate) const FILTER_BITS: usize = 16;
@@ -912,7 +912,7 @@ mod tests {
                     }
                 }
             }
-            // About 0.2 % of absent IDs pass a 16-bit-an-ID filter; a filter that let
+            // About 0.4 % of absent IDs pass a 16-bit-an-ID filter; a filter that let
             // everything through would keep half of every batch.
             assert!(present > 500);
             assert!(
