@@ -84,6 +84,17 @@ pub fn filter_slot(h: u64, words: usize) -> (usize, u64) {
     (w, m)
 }
 
+/// Whether `id`'s word of `filter` (keyed and sized by `fk`) holds all of its bits: false
+/// means `id` is surely absent. Callers keep `filter` and `fk` in locals for their loops.
+#[inline(always)]
+fn passes_filter<const N: usize>(filter: &[u64], fk: &FilterKey, id: &[u8; N]) -> bool {
+    let (w, m) = filter_slot(filter_hash(id_words(id), fk), fk.words);
+    // `w < words` by construction; the index check stays out of the hot loop's dependency
+    // chain.
+    let f = filter.get(w).copied().unwrap_or(u64::MAX);
+    f & m == m
+}
+
 /// An ID's bytes as the filter hash's little-endian words.
 #[inline(always)]
 fn id_words<const N: usize>(id: &[u8; N]) -> [u32; 4] {
@@ -340,12 +351,8 @@ impl<const N: usize> IdTable<N> {
         for (c, chunk) in ids.chunks(CHUNK).enumerate() {
             let mut n = 0;
             for (i, id) in chunk.iter().enumerate() {
-                let (w, m) = filter_slot(filter_hash(id_words(id.id_bytes()), &fkey), fkey.words);
-                // `w < words` by construction; the index check stays out of the hot loop's
-                // dependency chain.
-                let f = filter.get(w).copied().unwrap_or(u64::MAX);
                 cand[n] = i as u16;
-                n += (f & m == m) as usize;
+                n += passes_filter(filter, &fkey, id.id_bytes()) as usize;
             }
             for &i in &cand[..n] {
                 self.prefetch_bucket(chunk[i as usize].id_bytes());
@@ -589,9 +596,8 @@ impl IdTable<16> {
             }
         }
         for (i, id) in ids.iter().enumerate().skip(8 * octs) {
-            let (w, m) = filter_slot(filter_hash(id_words(id), &fk), fk.words);
             cand[n] = i as u16;
-            n += (self.filter[w] & m == m) as usize;
+            n += passes_filter(&self.filter, &fk, id) as usize;
         }
         n
     }
@@ -885,11 +891,6 @@ mod tests {
                 .collect();
             let t = ObservationIndex::build(&sightings, 5);
             let table = &t.gaen;
-            let fk = table.fkey;
-            let passes = |x: &[u8; 16]| {
-                let (w, m) = filter_slot(filter_hash(id_words(x), &fk), fk.words);
-                table.filter[w] & m == m
-            };
             let (mut present, mut absent_kept) = (0, 0);
             for len in [1usize, 7, 8, 9, 100, 287, 288] {
                 for start in [0u32, 1001, 7777] {
@@ -898,7 +899,7 @@ mod tests {
                     // SAFETY: the CPU has AVX-512 (checked above); the batch is one pass.
                     let n = unsafe { table.filter_pass16(&batch, &mut cand) };
                     let want: Vec<u16> = (0..len as u16)
-                        .filter(|&i| passes(&batch[i as usize]))
+                        .filter(|&i| passes_filter(&table.filter, &table.fkey, &batch[i as usize]))
                         .collect();
                     assert_eq!(&cand[..n], &want[..], "len {len}, start {start}");
                     for i in 0..len {
