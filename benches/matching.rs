@@ -338,7 +338,9 @@ fn bench_rpi_aes(c: &mut Criterion) {
 
 /// Index flooding (security review M3): IDs that share their first 8 bytes, as a peer
 /// broadcasting crafted IDs would log them, against random IDs. Both the build and a match of
-/// 1000 F0 entries × 14 days; the crafted rows should cost no more than the random ones.
+/// 1000 F0 entries × 14 days; the crafted rows should cost no more than the random ones. The
+/// same for GAEN: RPIs that share their first 12 bytes against random ones, 100k keys matched
+/// (`match-gaen-100000`, elements = keys).
 fn bench_flood(c: &mut Criterion) {
     let mut g = c.benchmark_group(group("flood"));
     setup(&mut g);
@@ -370,6 +372,37 @@ fn bench_flood(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("match-1000x14d", name), &name, |b, _| {
             b.iter(|| bluezone::match_f0(&entries, &index, &MatchConfig::default()))
         });
+    }
+    let random = random_sightings(&mut rng, IDS, true);
+    let crafted: Vec<Sighting> = random
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut id = [0x42u8; 16];
+            id[12..].copy_from_slice(&(i as u32).to_le_bytes());
+            Sighting {
+                peer: PeerId::Gaen(Rpi(id)),
+                ..*s
+            }
+        })
+        .collect();
+    let keys = gaen_keys(&mut rng, 100_000);
+    for (name, sightings) in [("random", &random), ("crafted", &crafted)] {
+        let index = ObservationIndex::build(sightings, rng.gen());
+        g.throughput(Throughput::Elements(keys.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("match-gaen-100000", name),
+            &name,
+            |b, _| {
+                b.iter(|| {
+                    bluezone_protocol::matching::gaen::match_keys(
+                        &keys[..],
+                        &index,
+                        &MatchConfig::default(),
+                    )
+                })
+            },
+        );
     }
     g.finish();
 }

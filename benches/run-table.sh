@@ -61,7 +61,7 @@ for section in $SECTIONS; do
     case $section in
     core) rows "1 core" 1 matching "$CORE" ;;
     cores2) rows "2 cores" 2 matching "$CORE" ;;
-    flood) rows "1 core" 1 matching '^flood/match-1000x14d/(random|crafted)$' ;;
+    flood) rows "1 core" 1 matching '^flood/(match-1000x14d|match-gaen-100000)/(random|crafted)$' ;;
     portable)
         # The portable paths (BLUEZONED_FORCE_PORTABLE=1), with `sha2` and `aes` built on their
         # software backends so their rows are the floor to beat, side by side.
@@ -114,9 +114,10 @@ for name in med:
         one = "1 core " + name[len("2 cores "):]
         if one in med:
             ratios.append((f"two cores / one core, {name[8:]}", med[name] / med[one]))
-r, c = "1 core flood/match-1000x14d/random", "1 core flood/match-1000x14d/crafted"
-if r in med and c in med:
-    ratios.append(("crafted IDs slower than random by", med[r] / med[c]))
+for row in ("match-1000x14d", "match-gaen-100000"):
+    r, c = f"1 core flood/{row}/random", f"1 core flood/{row}/crafted"
+    if r in med and c in med:
+        ratios.append((f"crafted IDs slower than random by ({row})", med[r] / med[c]))
 for name in med:
     if "sha2-compress256" in name:
         ours = name.replace("sha2-compress256-16x96", "subkey-chains-16x96")
