@@ -51,11 +51,13 @@ pub fn rpi_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16
 fn aes_crate_blocks(rpik: &[u8; 16], first: Enin, count: usize, out: &mut [[u8; 16]; MAX_RPIS]) {
     use aes::cipher::{BlockEncrypt, KeyInit};
     let cipher = aes::Aes128Enc::new(rpik.into());
-    let mut blocks: Vec<aes::Block> = (0..count as u32)
-        .map(|j| crate::gaen::padded_data(Enin(first.0.wrapping_add(j))).into())
-        .collect();
-    cipher.encrypt_blocks(&mut blocks);
-    for (o, b) in out.iter_mut().zip(blocks.iter()) {
+    // On the stack, not a `Vec` a key: this runs for every published key on that tier.
+    let mut blocks = [aes::Block::default(); MAX_RPIS];
+    for (j, b) in blocks[..count].iter_mut().enumerate() {
+        *b = crate::gaen::padded_data(Enin(first.0.wrapping_add(j as u32))).into();
+    }
+    cipher.encrypt_blocks(&mut blocks[..count]);
+    for (o, b) in out.iter_mut().zip(&blocks[..count]) {
         *o = (*b).into();
     }
 }
